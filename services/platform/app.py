@@ -1,0 +1,88 @@
+"""The base every service app is built on: middleware, settings, and the system routes
+(`/healthz`, `/readyz`, `/metrics`, `/openapi.json`).
+
+A service adds itself to an app with its own ``setup_<service>(app)``; the monolith calls several
+of them on one app, a microservice calls one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+
+from services.platform.jsonutil import json_response
+from services.platform.metrics import Metrics
+from services.platform.middleware import ACCESS_LOG, METRICS, observe
+from services.platform.openapi import system_paths
+from services.platform.settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+READY_CHECKS = web.AppKey("ready_checks", dict)  # name -> () -> bool
+OPENAPI_PATHS = web.AppKey("openapi_paths", dict)
+SERVICE_NAME = web.AppKey("service_name", str)
+
+
+def create_base_app(settings: Settings, service: str) -> web.Application:
+    app = web.Application(middlewares=[observe], client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app[SERVICE_NAME] = service
+    app[METRICS] = Metrics(service)
+    app[ACCESS_LOG] = settings.access_log
+    app[READY_CHECKS] = {}
+    app[OPENAPI_PATHS] = {}
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/openapi.json", openapi)
+    return app
+
+
+def add_ready_check(app: web.Application, name: str, check: Callable[[], bool]) -> None:
+    app[READY_CHECKS][name] = check
+
+
+def add_openapi_paths(app: web.Application, paths: dict) -> None:
+    app[OPENAPI_PATHS].update(paths)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok", "service": request.app[SERVICE_NAME]})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    checks = {name: bool(check()) for name, check in request.app[READY_CHECKS].items()}
+    ready = all(checks.values())
+    body = {"status": "ready" if ready else "not_ready", "checks": checks}
+    return json_response(body, status=200 if ready else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[METRICS].exposition()
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return json_response(openapi_document(request.app))
+
+
+def openapi_document(app: web.Application) -> dict:
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": f"Marquee {app[SERVICE_NAME]}", "version": "1"},
+        "paths": {**system_paths(), **app[OPENAPI_PATHS]},
+        "components": {"schemas": {"Error": ERROR_SCHEMA}},
+    }
+
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+        }
+    },
+}

@@ -1,0 +1,64 @@
+"""Circuit breaker (closed -> open after repeated failures -> half-open probe -> closed).
+
+When a backend keeps failing, calling it only burns the caller's deadline; an open circuit fails
+fast and lets one probe through after ``reset_after`` seconds to find out whether it is back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+
+class State(IntEnum):
+    CLOSED = 0
+    HALF_OPEN = 1
+    OPEN = 2
+
+
+@dataclass
+class CircuitBreaker:
+    failure_threshold: int = 5
+    reset_after: float = 5.0
+    clock: Callable[[], float] = time.monotonic
+    on_change: Callable[[State], None] | None = None
+    failures: int = 0
+    opened_at: float = 0.0
+    probing: bool = False
+    _state: State = field(default=State.CLOSED)
+
+    @property
+    def state(self) -> State:
+        if self._state is State.OPEN and self.clock() - self.opened_at >= self.reset_after:
+            self._set(State.HALF_OPEN)
+        return self._state
+
+    def allow(self) -> bool:
+        """Whether a call may go out now; in half-open, only one probe at a time."""
+        state = self.state
+        if state is State.CLOSED:
+            return True
+        if state is State.HALF_OPEN and not self.probing:
+            self.probing = True
+            return True
+        return False
+
+    def record_success(self) -> None:
+        self.failures = 0
+        self.probing = False
+        if self._state is not State.CLOSED:
+            self._set(State.CLOSED)
+
+    def record_failure(self) -> None:
+        self.probing = False
+        self.failures += 1
+        if self._state is State.HALF_OPEN or self.failures >= self.failure_threshold:
+            self.opened_at = self.clock()
+            self._set(State.OPEN)
+
+    def _set(self, state: State) -> None:
+        self._state = state
+        if self.on_change:
+            self.on_change(state)

@@ -1,0 +1,100 @@
+"""Middleware shared by every service: request ids, access logs, metrics, errors as JSON."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from services.platform.errors import ApiError, PayloadTooLarge
+from services.platform.jsonutil import json_response
+from services.platform.logs import request_id_var
+from services.platform.metrics import Metrics
+
+REQUEST_ID = "X-Request-ID"
+METRICS = web.AppKey("metrics", Metrics)
+ACCESS_LOG = web.AppKey("access_log", bool)
+
+log = logging.getLogger("marquee.access")
+errors_log = logging.getLogger("marquee.errors")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _route_name(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+def _valid_request_id(value: str | None) -> bool:
+    return bool(value) and len(value) <= 128 and value.isascii() and value.isprintable()
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Give the request an id, answer errors as JSON, and count and log it."""
+    incoming = request.headers.get(REQUEST_ID)
+    request_id = incoming if _valid_request_id(incoming) else uuid.uuid4().hex
+    token = request_id_var.set(request_id)
+    started = time.perf_counter()
+    try:
+        try:
+            response = await handler(request)
+        except ApiError as exc:
+            response = error_response(exc)
+        except web.HTTPRequestEntityTooLarge as exc:
+            response = error_response(PayloadTooLarge(exc.text or "request body too large"))
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            response = http_exception_response(exc)
+        except Exception:
+            errors_log.exception("unhandled error", extra={"path": request.path})
+            response = json_response(
+                {"error": {"code": "internal", "message": "internal error"}}, status=500
+            )
+        if not response.prepared:
+            response.headers[REQUEST_ID] = request_id
+        return response
+    except web.HTTPException as exc:  # redirects
+        exc.headers[REQUEST_ID] = request_id
+        response = exc
+        raise
+    finally:
+        elapsed = time.perf_counter() - started
+        route = _route_name(request)
+        status = getattr(locals().get("response"), "status", 500)
+        metrics = request.app[METRICS]
+        metrics.requests.labels(route, request.method, str(status)).inc()
+        metrics.latency.labels(route, request.method).observe(elapsed)
+        if request.app[ACCESS_LOG]:
+            log.info(
+                "request",
+                extra={
+                    "method": request.method,
+                    "route": route,
+                    "path": request.path,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 3),
+                },
+            )
+        request_id_var.reset(token)
+
+
+def error_response(exc: ApiError) -> web.Response:
+    return json_response(exc.to_dict(), status=exc.status)
+
+
+_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large", 400: "bad_request"}
+
+
+def http_exception_response(exc: web.HTTPException) -> web.Response:
+    code = _CODES.get(exc.status, "http_error")
+    message = exc.reason if exc.status in (404, 405) else (exc.text or exc.reason)
+    headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+    return json_response(
+        {"error": {"code": code, "message": message}}, status=exc.status, headers=headers
+    )

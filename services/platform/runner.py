@@ -1,0 +1,69 @@
+"""Running a service: uvloop, graceful shutdown on SIGTERM, and N worker processes sharing one
+port through SO_REUSEPORT (the kernel spreads connections over them)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+from collections.abc import Callable
+
+from aiohttp import web
+
+from services.platform.logs import configure_logging
+from services.platform.settings import Settings
+
+log = logging.getLogger("marquee.runner")
+
+AppFactory = Callable[[Settings], web.Application]
+
+
+def _event_loop_policy() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def _serve(factory: AppFactory, settings: Settings, service: str, port: int, reuse: bool) -> None:
+    configure_logging(service, settings.log_level)
+    _event_loop_policy()
+    log.info("listening", extra={"url": f"http://{settings.host}:{port}", "pid": os.getpid()})
+    web.run_app(
+        factory(settings),
+        host=settings.host,
+        port=port,
+        reuse_port=reuse,
+        access_log=None,
+        print=None,
+        shutdown_timeout=settings.shutdown_timeout,
+    )
+
+
+def run_service(factory: AppFactory, settings: Settings, service: str, port: int) -> None:
+    """Serve until SIGTERM/SIGINT: in-flight requests finish, then the process exits."""
+    if settings.workers <= 1:
+        _serve(factory, settings, service, port, reuse=False)
+        return
+    configure_logging(service, settings.log_level)
+    ctx = multiprocessing.get_context("fork")
+    workers = [
+        ctx.Process(target=_serve, args=(factory, settings, service, port, True), daemon=False)
+        for _ in range(settings.workers)
+    ]
+    for worker in workers:
+        worker.start()
+    log.info("workers started", extra={"pids": [w.pid for w in workers], "port": port})
+
+    def forward(signum: int, _frame: object) -> None:
+        for worker in workers:
+            if worker.is_alive():
+                os.kill(worker.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for worker in workers:
+        worker.join()

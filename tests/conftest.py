@@ -1,0 +1,93 @@
+"""Fixtures every test area shares: a real Redis, settings on temporary paths, a trained model."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from services.platform.settings import PROJECT_ROOT, Settings
+from tests.support import free_port, start_redis
+
+DATA_DIR = PROJECT_ROOT / "data" / "ml-latest-small"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A redis-server of our own on a free port, for the whole session."""
+    port = free_port()
+    proc = start_redis(port, tmp_path_factory.mktemp("redis"))
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> str:
+    """The session's Redis, emptied so no test sees another's keys."""
+    client = redis.Redis.from_url(redis_server)
+    client.flushall()
+    client.close()
+    return redis_server
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model trained once per session on the bundled data and published in a registry."""
+    from recommender.model import fit
+    from recommender.registry import ModelRegistry
+
+    from recommender.data import data_hash, load_ratings
+
+    ratings = DATA_DIR / "ratings.csv"
+    directory = tmp_path_factory.mktemp("models")
+    started = time.perf_counter()
+    model = fit(load_ratings(ratings))
+    ModelRegistry(directory).register(
+        model,
+        data_hash=data_hash(ratings),
+        metrics={},
+        trained_seconds=time.perf_counter() - started,
+    )
+    return directory
+
+
+@pytest.fixture(scope="session")
+def catalog_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The catalog's SQLite store, built once per session from the bundled data."""
+    from services.catalog.store import build_catalog_db
+
+    path = tmp_path_factory.mktemp("catalog") / "catalog.sqlite3"
+    build_catalog_db(DATA_DIR, path)
+    return path
+
+
+@pytest.fixture
+def settings(tmp_path: Path, redis_url: str, model_dir: Path, catalog_db: Path) -> Settings:
+    """Settings for one test: its own var dir and subscription store, shared read-only data."""
+    return Settings(
+        var_dir=tmp_path,
+        catalog_db=catalog_db,
+        model_dir=model_dir,
+        redis_url=redis_url,
+        secret_key="test-secret",
+        service_token="test-service-token",
+        admin_token="test-admin-token",
+        access_log=False,
+        breaker_reset=0.5,
+    )
+
+
+def replace(settings: Settings, **changes: object) -> Settings:
+    return dataclasses.replace(settings, **changes)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        yield session

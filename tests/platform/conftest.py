@@ -1,0 +1,41 @@
+"""A small real backend whose behaviour each test sets: status, delay, body."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+
+@dataclass
+class Behaviour:
+    status: int = 200
+    delay: float = 0.0
+    body: bytes = b'{"ok": true}'
+    hits: int = 0
+    request_ids: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+async def backend() -> AsyncIterator[tuple[str, Behaviour]]:
+    behaviour = Behaviour()
+
+    async def handle(request: web.Request) -> web.Response:
+        behaviour.hits += 1
+        behaviour.request_ids.append(request.headers.get("X-Request-ID", ""))
+        if behaviour.delay:
+            await asyncio.sleep(behaviour.delay)  # the backend is slow: its behaviour under test
+        return web.Response(
+            body=behaviour.body, status=behaviour.status, content_type="application/json"
+        )
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    yield str(server.make_url("")).rstrip("/"), behaviour
+    await server.close()

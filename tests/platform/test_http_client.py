@@ -1,0 +1,123 @@
+import time
+
+import pytest
+
+from services.platform.circuit import State
+from services.platform.http_client import BackendClient, BackendError, BackendRejected
+from services.platform.logs import request_id_var
+from tests.support import free_port
+
+
+@pytest.fixture
+async def make_client():
+    clients: list[BackendClient] = []
+
+    def make(urls, **kwargs) -> BackendClient:
+        kwargs.setdefault("timeout", 1.0)
+        client = BackendClient("backend", urls, **kwargs)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.close()
+
+
+async def test_get_returns_the_decoded_json(backend, make_client):
+    url, _ = backend
+    assert await make_client(url).get_json("/thing") == {"ok": True}
+
+
+async def test_the_request_id_goes_out_with_every_call(backend, make_client):
+    url, behaviour = backend
+    token = request_id_var.set("req-123")
+    try:
+        await make_client(url).get_json("/thing")
+    finally:
+        request_id_var.reset(token)
+    assert behaviour.request_ids == ["req-123"]
+
+
+async def test_a_4xx_is_a_rejection_with_the_backends_code(backend, make_client):
+    url, behaviour = backend
+    behaviour.status = 404
+    behaviour.body = b'{"error": {"code": "unknown_movie", "message": "no movie 5"}}'
+    with pytest.raises(BackendRejected) as info:
+        await make_client(url).get_json("/thing")
+    assert (info.value.status, info.value.code) == (404, "unknown_movie")
+
+
+async def test_a_slow_backend_costs_at_most_the_deadline(backend, make_client):
+    url, behaviour = backend
+    behaviour.delay = 2.0
+    started = time.perf_counter()
+    with pytest.raises(BackendError) as info:
+        await make_client(url, timeout=0.1).get_json("/thing")
+    assert info.value.reason == "timeout"
+    assert time.perf_counter() - started < 0.5
+
+
+async def test_garbage_is_an_error_not_an_answer(backend, make_client):
+    url, behaviour = backend
+    behaviour.body = b"<html>oops"
+    with pytest.raises(BackendError) as info:
+        await make_client(url).get_json("/thing")
+    assert info.value.reason == "invalid"
+
+
+async def test_reads_are_retried_on_another_endpoint_when_one_is_down(backend, make_client):
+    url, behaviour = backend
+    dead = f"http://127.0.0.1:{free_port()}"
+    client = make_client([dead, url])
+    for _ in range(4):
+        assert await client.get_json("/thing") == {"ok": True}
+    assert behaviour.hits == 4
+
+
+async def test_writes_are_never_retried(backend, make_client):
+    url, behaviour = backend
+    behaviour.status = 500
+    with pytest.raises(BackendError):
+        await make_client(url).send_json("PUT", "/thing", json={"a": 1})
+    assert behaviour.hits == 1
+
+
+async def test_retries_stop_when_the_budget_is_spent(backend, make_client):
+    url, behaviour = backend
+    behaviour.status = 503
+    client = make_client(url, failure_threshold=1000, retry_ratio=0.0)
+    client.budget.tokens = 2.0
+    for _ in range(5):
+        with pytest.raises(BackendError):
+            await client.get_json("/thing")
+    assert behaviour.hits == 5 + 2, "five calls plus the two retries the budget allowed"
+
+
+async def test_the_circuit_opens_and_then_fails_fast_without_calling(backend, make_client):
+    url, behaviour = backend
+    behaviour.status = 500
+    client = make_client(url, failure_threshold=3, reset_after=60, retry_ratio=0.0)
+    client.budget.tokens = 0
+    for _ in range(3):
+        with pytest.raises(BackendError):
+            await client.get_json("/thing")
+    assert client.circuit_open
+    hits = behaviour.hits
+    with pytest.raises(BackendError) as info:
+        await client.get_json("/thing")
+    assert info.value.reason == "circuit_open"
+    assert behaviour.hits == hits
+
+
+async def test_the_circuit_closes_after_a_successful_probe(backend, make_client):
+    url, behaviour = backend
+    behaviour.status = 500
+    client = make_client(url, failure_threshold=1, reset_after=0.05, retry_ratio=0.0)
+    client.budget.tokens = 0
+    with pytest.raises(BackendError):
+        await client.get_json("/thing")
+    breaker = client.breakers[url]
+    breaker.opened_at -= 1.0  # the reset time has passed
+    behaviour.status = 200
+    assert await client.get_json("/thing") == {"ok": True}
+    assert breaker.state is State.CLOSED
