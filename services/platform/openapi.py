@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from services.platform.params import MAX_ID  # ids above it are 400: the spec says so too
+
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
 
 
@@ -44,7 +46,7 @@ def path_param(name: str, description: str = "") -> dict:
         "in": "path",
         "required": True,
         "description": description,
-        "schema": {"type": "integer", "minimum": 1},
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
     }
 
 

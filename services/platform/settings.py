@@ -62,6 +62,13 @@ class Settings:
     batch_max_bytes: int = 5 << 20
     batch_max_rows: int = 100_000
     batch_ttl: int = 7 * 24 * 3600
+    # Batch worker: rows per chunk (results are written per chunk), seconds before a job whose
+    # worker went silent is reclaimed by another, an optional pause between chunks (lets the
+    # monolith's in-process worker yield the CPU to web traffic), and deliveries before giving up.
+    batch_chunk_size: int = 200
+    batch_claim_idle: float = 30.0
+    batch_chunk_pause: float = 0.0
+    batch_max_attempts: int = 5
     session_max_age: int = 30 * 24 * 3600
     shutdown_timeout: float = 10.0
     extra: Mapping[str, str] = field(default_factory=dict)

@@ -1,0 +1,181 @@
+"""The catalog: movie details, batch lookups, search, popular lists and genres.
+
+This class is the one home of the catalog's behaviour: its HTTP routes and the monolith's
+in-process client both call it. The ~10k movies are small enough to hold in memory (lookups and
+popular lists are dictionary and list reads); search goes to SQLite FTS5, which ranks by bm25.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from pathlib import Path
+
+import orjson
+
+from services.catalog.store import KNOWN_GENRES
+from services.platform.errors import BadRequest, NotFound
+
+MAX_LIMIT = 100
+MAX_IDS = 100
+MAX_OFFSET = 10_000
+MAX_QUERY = 200
+MAX_TERMS = 16
+# Search ranks by bm25 scaled up by popularity: relevance = bm25 * (1 + w * ln(1 + ratings)), so
+# among similarly relevant titles the well-known film comes first ("star wars" → Episode IV).
+POPULARITY_WEIGHT = 0.3
+# Matches FTS5's unicode61 tokenizer: letters and digits make words, everything else separates.
+_WORD = re.compile(r"[^\W_]+")
+
+
+def _check_limit(limit: int, offset: int = 0) -> None:
+    if not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}", code="invalid_param")
+    if not isinstance(offset, int) or not 0 <= offset <= MAX_OFFSET:
+        raise BadRequest(f"offset must be between 0 and {MAX_OFFSET}", code="invalid_param")
+
+
+def match_expression(q: str) -> str | None:
+    """An FTS5 query where every word of ``q`` must prefix-match a title word ("matri" → Matrix).
+
+    Each word is asked for both whole and as a prefix, so bm25 scores a whole-word match higher
+    ("toy" → "Toy Story" before "Toys"). Words are quoted: nothing typed is read as FTS5 syntax.
+    """
+    words = _WORD.findall(q.lower())[:MAX_TERMS]
+    return " AND ".join(f'("{w}" OR "{w}"*)' for w in words) or None
+
+
+class Catalog:
+    """Read-only access to a catalog database built by ``build_catalog_db``."""
+
+    def __init__(self, db_path: Path) -> None:
+        uri = f"{Path(db_path).resolve().as_uri()}?mode=ro"
+        self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        self._movies: dict[int, dict] = {}
+        for row in self._conn.execute(
+            "SELECT id, title, year, genres, imdb_id, tmdb_id, rating_count, rating_mean, tags "
+            "FROM movies"
+        ):
+            movie_id, title, year, genres, imdb, tmdb, count, mean, tags = row
+            self._movies[movie_id] = {
+                "id": movie_id,
+                "title": title,
+                "year": year,
+                "genres": orjson.loads(genres),
+                "imdb_id": imdb,
+                "tmdb_id": tmdb,
+                "rating_count": count,
+                "rating_mean": mean,
+                "tags": orjson.loads(tags),
+            }
+        self._popular = sorted(self._movies.values(), key=_popularity)
+        self._by_genre: dict[str, list[dict]] = {}
+        for movie in self._popular:
+            for genre in movie["genres"]:
+                self._by_genre.setdefault(genre, []).append(movie)
+        for genre in KNOWN_GENRES:
+            self._by_genre.setdefault(genre, [])
+        self._genre_names = {g.lower(): g for g in self._by_genre}
+
+    @property
+    def is_open(self) -> bool:
+        return self._conn is not None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __len__(self) -> int:
+        return len(self._movies)
+
+    def movie(self, movie_id: int) -> dict:
+        movie = self._movies.get(movie_id)
+        if movie is None:
+            raise NotFound(f"no movie with id {movie_id}", code="unknown_movie")
+        return _copy(movie)
+
+    def movies(self, ids: list[int]) -> tuple[list[dict], list[int]]:
+        """The known movies in the order asked, and the ids that are not known."""
+        if len(ids) > MAX_IDS:
+            raise BadRequest(f"at most {MAX_IDS} ids per request", code="invalid_param")
+        found, missing = [], []
+        for movie_id in ids:
+            movie = self._movies.get(movie_id)
+            if movie is None:
+                missing.append(movie_id)
+            else:
+                found.append(_copy(movie))
+        return found, missing
+
+    def genre(self, name: str | None) -> str | None:
+        """The canonical name of a genre (case-insensitive), None for none; 400 if unknown."""
+        if name is None or name == "":
+            return None
+        canonical = self._genre_names.get(name.strip().lower())
+        if canonical is None:
+            raise BadRequest(f"unknown genre {name!r}; see /v1/genres", code="unknown_genre")
+        return canonical
+
+    def popular(self, limit: int = 10, genre: str | None = None) -> list[dict]:
+        """Most rated first (then best rated, then id)."""
+        _check_limit(limit)
+        canonical = self.genre(genre)
+        pool = self._popular if canonical is None else self._by_genre[canonical]
+        return [_copy(m) for m in pool[:limit]]
+
+    def genres(self) -> list[dict]:
+        return [
+            {"name": g, "count": len(movies)}
+            for g, movies in sorted(self._by_genre.items())
+            if movies
+        ]
+
+    def search(
+        self, q: str = "", genre: str | None = None, limit: int = 20, offset: int = 0
+    ) -> dict:
+        """Titles matching every word of ``q`` as a prefix, by bm25 boosted by popularity.
+
+        An empty ``q`` browses (the genre, or everything) by popularity.
+        """
+        q = q or ""
+        if len(q) > MAX_QUERY:
+            raise BadRequest(f"q is longer than {MAX_QUERY} characters", code="invalid_param")
+        _check_limit(limit, offset)
+        canonical = self.genre(genre)
+        page = {"limit": limit, "offset": offset}
+        if not q.strip():
+            pool = self._popular if canonical is None else self._by_genre[canonical]
+            items = [_copy(m) for m in pool[offset : offset + limit]]
+            return {"items": items, "total": len(pool), **page}
+        expression = match_expression(q)
+        if expression is None:
+            return {"items": [], "total": 0, **page}
+        ids, total = self._match(expression, canonical, limit, offset)
+        return {"items": [_copy(self._movies[i]) for i in ids], "total": total, **page}
+
+    def _match(
+        self, expression: str, genre: str | None, limit: int, offset: int
+    ) -> tuple[list[int], int]:
+        where = "movies_fts MATCH ?"
+        args: list[object] = [expression]
+        if genre is not None:
+            where += " AND m.id IN (SELECT movie_id FROM movie_genres WHERE genre = ?)"
+            args.append(genre)
+        source = f"FROM movies_fts JOIN movies m ON m.id = movies_fts.rowid WHERE {where}"
+        total = self._conn.execute(f"SELECT count(*) {source}", args).fetchone()[0]
+        rows = self._conn.execute(
+            f"SELECT m.id {source} ORDER BY bm25(movies_fts) * (1 + ? * m.log_count), "
+            "m.rating_count DESC, m.rating_mean DESC, m.id LIMIT ? OFFSET ?",
+            [*args, POPULARITY_WEIGHT, limit, offset],
+        ).fetchall()
+        return [r[0] for r in rows], total
+
+
+def _popularity(movie: dict) -> tuple:
+    return (-movie["rating_count"], -(movie["rating_mean"] or 0.0), movie["id"])
+
+
+def _copy(movie: dict) -> dict:
+    """A copy callers may change without changing the catalog."""
+    return {**movie, "genres": list(movie["genres"]), "tags": list(movie["tags"])}

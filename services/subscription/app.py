@@ -1,0 +1,166 @@
+"""The subscription service's HTTP transport: who may call (auth), request parsing, the spec.
+
+Authorization lives here, not in ``Subscriptions``: over HTTP a caller proves it is the user
+(the web server's signed session in ``X-Marquee-Session``) or a trusted service (the service
+token); in the monolith the web server checks the session itself and calls the class directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from services.platform.app import SETTINGS, add_openapi_paths, add_ready_check, create_base_app
+from services.platform.auth import SESSION_HEADER, bearer_ok, session_user
+from services.platform.errors import BadRequest, Forbidden, PayloadTooLarge, Unauthorized
+from services.platform.jsonutil import json_response, read_json
+from services.platform.openapi import operation, path_param
+from services.platform.params import path_id
+from services.platform.runner import run_service
+from services.platform.settings import Settings
+from services.subscription.subscriptions import Subscriptions
+
+SUBSCRIPTIONS = web.AppKey("subscriptions", Subscriptions)
+IDEMPOTENCY_KEY = "Idempotency-Key"
+
+
+async def subscriptions_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Open (creating if needed) the store at settings.subscription_db; close it on shutdown."""
+    app[SUBSCRIPTIONS] = await asyncio.to_thread(Subscriptions, app[SETTINGS].subscription_db)
+    try:
+        yield
+    finally:
+        app[SUBSCRIPTIONS].close()
+
+
+def authorize(request: web.Request, user_id: int) -> None:
+    """Allow the service token, or the session of ``user_id`` itself; 401/403 otherwise."""
+    settings = request.app[SETTINGS]
+    authorization = request.headers.get("Authorization")
+    if bearer_ok(authorization, settings.service_token):
+        return
+    session = request.headers.get(SESSION_HEADER)
+    session_user_id = session_user(session, settings.secret_key, settings.session_max_age)
+    if session_user_id == user_id:
+        return
+    if session_user_id is not None:
+        raise Forbidden("this session belongs to another user")
+    if authorization or session:
+        raise Unauthorized("invalid or expired credentials")
+    raise Unauthorized(f"send {SESSION_HEADER} (the user's session) or a service bearer token")
+
+
+def _user(request: web.Request) -> int:
+    user_id = path_id(request, "user_id")
+    authorize(request, user_id)
+    return user_id
+
+
+async def _plan_from_body(request: web.Request) -> str:
+    limit = request.app[SETTINGS].max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+    body = await read_json(request)
+    if not isinstance(body, dict) or "plan" not in body:
+        raise BadRequest(
+            'body must be a JSON object like {"plan": "standard"}', code="invalid_body"
+        )
+    if not isinstance(body["plan"], str):
+        raise BadRequest('"plan" must be a string, e.g. "standard"', code="invalid_body")
+    return body["plan"]
+
+
+async def list_plans(request: web.Request) -> web.Response:
+    return json_response({"items": request.app[SUBSCRIPTIONS].plans()})
+
+
+async def get_subscription(request: web.Request) -> web.Response:
+    user_id = _user(request)
+    return json_response(request.app[SUBSCRIPTIONS].get(user_id))
+
+
+async def put_subscription(request: web.Request) -> web.Response:
+    user_id = _user(request)
+    key = request.headers.get(IDEMPOTENCY_KEY)
+    plan = await _plan_from_body(request)
+    return json_response(request.app[SUBSCRIPTIONS].put(user_id, plan, key))
+
+
+async def delete_subscription(request: web.Request) -> web.Response:
+    user_id = _user(request)
+    key = request.headers.get(IDEMPOTENCY_KEY)
+    return json_response(request.app[SUBSCRIPTIONS].cancel(user_id, key))
+
+
+_USER = path_param("user_id", "the user whose subscription it is")
+_KEY = {
+    "name": IDEMPOTENCY_KEY,
+    "in": "header",
+    "required": True,
+    "description": "unique per write; a retry with the same key is answered, not applied, again",
+    "schema": {"type": "string", "pattern": "^[ -~]{1,200}$"},
+}
+_SESSION = {
+    "name": SESSION_HEADER,
+    "in": "header",
+    "required": False,
+    "description": "the user's signed session (alternative to the service bearer token)",
+    "schema": {"type": "string"},
+}
+_AUTH_ERRORS = (400, 401, 403)
+
+OPENAPI_PATHS = {
+    "/v1/plans": {"get": operation("the plans on offer", errors=())},
+    "/v1/users/{user_id}/subscription": {
+        "get": operation(
+            "the user's subscription",
+            parameters=[_USER, _SESSION],
+            errors=_AUTH_ERRORS,
+            security=True,
+        ),
+        "put": operation(
+            "subscribe or change plan (idempotent with Idempotency-Key)",
+            parameters=[_USER, _KEY, _SESSION],
+            body={
+                "type": "object",
+                "required": ["plan"],
+                "properties": {
+                    "plan": {"type": "string", "enum": ["basic", "standard", "premium"]}
+                },
+            },
+            errors=(*_AUTH_ERRORS, 409, 413),
+            security=True,
+        ),
+        "delete": operation(
+            "cancel the subscription (idempotent with Idempotency-Key)",
+            parameters=[_USER, _KEY, _SESSION],
+            errors=(*_AUTH_ERRORS, 409),
+            security=True,
+        ),
+    },
+}
+
+
+def setup_subscription(app: web.Application) -> None:
+    app.cleanup_ctx.append(subscriptions_ctx)
+    add_ready_check(
+        app, "subscription", lambda: SUBSCRIPTIONS in app and app[SUBSCRIPTIONS].is_open
+    )
+    app.router.add_get("/v1/plans", list_plans)
+    app.router.add_get("/v1/users/{user_id}/subscription", get_subscription)
+    app.router.add_put("/v1/users/{user_id}/subscription", put_subscription)
+    app.router.add_delete("/v1/users/{user_id}/subscription", delete_subscription)
+    add_openapi_paths(app, OPENAPI_PATHS)
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = create_base_app(settings, "subscription")
+    setup_subscription(app)
+    return app
+
+
+def main() -> None:
+    settings = Settings.from_env()
+    run_service(create_app, settings, "subscription", settings.subscription_port)

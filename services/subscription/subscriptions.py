@@ -1,0 +1,149 @@
+"""Subscriptions: the plans, and each user's current plan, changed by idempotent writes.
+
+This class is the one home of the behaviour: the HTTP routes (which check who may call) and the
+monolith's in-process client (whose web server checks the session itself) both call it, so it takes
+no credentials. A write is one transaction: look up its Idempotency-Key, apply it, record the
+response. A retry with the same key answers the recorded response and changes nothing, even when
+the state has moved on since; a key reused for a different request is refused with 409.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+from services.platform.errors import BadRequest, Conflict
+from services.platform.params import MAX_ID
+from services.subscription.store import (
+    StoredKey,
+    SubscriptionStore,
+    load_key,
+    load_subscription,
+    purge_keys,
+    save_key,
+    save_subscription,
+)
+
+MAX_KEY_LENGTH = 200
+ACTIVE = "active"
+NONE = "none"
+
+
+def check_user_id(user_id: object) -> int:
+    if isinstance(user_id, bool) or not isinstance(user_id, int) or not 0 < user_id <= MAX_ID:
+        raise BadRequest(f"user id must be a positive integer, got {user_id!r}", code="invalid_id")
+    return user_id
+
+
+def check_idempotency_key(key: object) -> str:
+    if key is None or key == "":
+        raise BadRequest(
+            "writes need an Idempotency-Key header (any unique string, e.g. a UUID)",
+            code="idempotency_key_required",
+        )
+    if (
+        not isinstance(key, str)
+        or len(key) > MAX_KEY_LENGTH
+        or not key.isascii()
+        or not key.isprintable()
+    ):
+        raise BadRequest(
+            f"Idempotency-Key must be printable ASCII of at most {MAX_KEY_LENGTH} characters",
+            code="invalid_idempotency_key",
+        )
+    return key
+
+
+def request_fingerprint(method: str, user_id: int, plan_id: str | None) -> str:
+    body = orjson.dumps({"method": method, "user_id": user_id, "plan": plan_id})
+    return hashlib.sha256(body).hexdigest()
+
+
+def iso_now(now: float) -> str:
+    return datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")
+
+
+class Subscriptions:
+    """Plans and subscriptions over a SQLite file that several processes may share."""
+
+    def __init__(self, db_path: Path, *, clock: Callable[[], float] = time.time) -> None:
+        self._store = SubscriptionStore(db_path)
+        self._clock = clock
+        self._plans = {p.id: p.to_dict() for p in self._store.load_plans()}
+
+    @property
+    def is_open(self) -> bool:
+        return self._store.is_open
+
+    def close(self) -> None:
+        self._store.close()
+
+    def plans(self) -> list[dict]:
+        return [dict(p, features=list(p["features"])) for p in self._plans.values()]
+
+    def plan(self, plan_id: object) -> dict:
+        if not isinstance(plan_id, str) or plan_id not in self._plans:
+            known = ", ".join(self._plans)
+            raise BadRequest(f"unknown plan {plan_id!r}; plans are: {known}", code="unknown_plan")
+        plan = self._plans[plan_id]
+        return dict(plan, features=list(plan["features"]))
+
+    def get(self, user_id: int) -> dict:
+        check_user_id(user_id)
+        with self._store.read() as conn:
+            row = load_subscription(conn, user_id)
+        return self._view(user_id, row)
+
+    def put(self, user_id: int, plan_id: str, idempotency_key: str) -> dict:
+        """Put the user on ``plan_id`` (subscribe or change plan)."""
+        check_user_id(user_id)
+        key = check_idempotency_key(idempotency_key)
+        if not isinstance(plan_id, str):
+            raise BadRequest('plan must be a string, e.g. "standard"', code="invalid_body")
+        return self._write(user_id, "PUT", plan_id, key)
+
+    def cancel(self, user_id: int, idempotency_key: str) -> dict:
+        """End the user's subscription (a no-op answer for a user without one)."""
+        check_user_id(user_id)
+        key = check_idempotency_key(idempotency_key)
+        return self._write(user_id, "DELETE", None, key)
+
+    def _write(self, user_id: int, method: str, plan_id: str | None, key: str) -> dict:
+        fingerprint = request_fingerprint(method, user_id, plan_id)
+        now = self._clock()
+        with self._store.write() as conn:
+            stored = load_key(conn, key, now)
+            if stored is not None:
+                if stored.fingerprint != fingerprint:
+                    raise Conflict(
+                        "this Idempotency-Key was already used for a different request; "
+                        "use a new key for a new request",
+                        code="idempotency_key_reused",
+                    )
+                return stored.response
+            if plan_id is not None:
+                self.plan(plan_id)
+            status = ACTIVE if plan_id is not None else NONE
+            updated_at = iso_now(now)
+            save_subscription(conn, user_id, plan_id, status, updated_at)
+            response = self._view(user_id, (plan_id, status, updated_at))
+            save_key(conn, key, StoredKey(user_id, method, fingerprint, response), now)
+            purge_keys(conn, now)
+        return response
+
+    def _view(self, user_id: int, row: tuple[str | None, str, str] | None) -> dict:
+        if row is None:
+            return {"user_id": user_id, "status": NONE, "plan": None, "updated_at": None}
+        plan_id, status, updated_at = row
+        active = status == ACTIVE and plan_id in self._plans
+        return {
+            "user_id": user_id,
+            "status": ACTIVE if active else NONE,
+            "plan": self.plan(plan_id) if active else None,
+            "updated_at": updated_at,
+        }

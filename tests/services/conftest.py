@@ -1,0 +1,61 @@
+"""Fixtures for the catalog and subscription tests: settings, and real servers on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from services.platform.settings import Settings
+from tests.services.helpers import SECRET, SERVICE_TOKEN
+
+Serve = Callable[[web.Application], Awaitable[TestServer]]
+
+
+@pytest.fixture
+def settings(tmp_path: Path, catalog_db: Path) -> Settings:
+    """Settings for one test; these services need neither the model nor Redis."""
+    return Settings(
+        var_dir=tmp_path,
+        catalog_db=catalog_db,
+        redis_url="",
+        secret_key=SECRET,
+        service_token=SERVICE_TOKEN,
+        admin_token="test-admin-token",
+        access_log=False,
+    )
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Serve]:
+    """Start an app on a real loopback socket (free port); every one started is closed after."""
+    servers: list[TestServer] = []
+
+    async def start(app: web.Application) -> TestServer:
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in reversed(servers):
+        await server.close()
+
+
+@pytest.fixture
+async def catalog_url(settings: Settings, serve: Serve) -> str:
+    from services.catalog.app import create_app
+
+    server = await serve(create_app(settings))
+    return str(server.make_url("")).rstrip("/")
+
+
+@pytest.fixture
+async def subscription_url(settings: Settings, serve: Serve) -> str:
+    from services.subscription.app import create_app
+
+    server = await serve(create_app(settings))
+    return str(server.make_url("")).rstrip("/")
