@@ -1,0 +1,88 @@
+"""compose.yaml: a valid Compose model (checked by Compose itself, no engine needed) wired right."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.deployfiles import TEST_SECRETS, compose_model, run_compose_config, url_host_port
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    return compose_model(tmp_path_factory.mktemp("compose"))
+
+
+def test_compose_refuses_to_start_without_secrets(tmp_path: Path) -> None:
+    result = run_compose_config({}, tmp_path)
+    assert result.returncode != 0
+    assert "MARQUEE_" in result.stderr
+
+
+def test_compose_config_resolves_with_secrets(model: dict) -> None:
+    services = model["services"]
+    assert {"redis", "train", "catalog", "subscription", "worker", "web"} <= set(services)
+    for name, service in services.items():
+        if name != "redis":
+            env = service["environment"]
+            assert env["MARQUEE_SECRET_KEY"] == TEST_SECRETS["MARQUEE_SECRET_KEY"], name
+
+
+def test_only_the_web_server_is_published_and_only_on_loopback(model: dict) -> None:
+    published = {n: s["ports"] for n, s in model["services"].items() if s.get("ports")}
+    assert set(published) == {"web"}
+    (port,) = published["web"]
+    assert (port["host_ip"], port["published"], port["target"]) == ("127.0.0.1", "8080", 8080)
+
+
+def test_recommenders_and_worker_wait_for_a_trained_model(model: dict) -> None:
+    services = model["services"]
+    recommenders = [
+        n
+        for n, s in services.items()
+        if s.get("command", [])[:1] == ["recommender"] and s["command"][1] == "serve"
+    ]
+    assert len(recommenders) >= 2
+    for name in [*recommenders, "worker"]:
+        depends = services[name]["depends_on"]
+        assert depends["train"]["condition"] == "service_completed_successfully", name
+        (mount,) = [v for v in services[name]["volumes"] if v["source"] == "models"]
+        assert mount["read_only"] is True, name
+    (train_mount,) = [v for v in services["train"]["volumes"] if v["source"] == "models"]
+    assert not train_mount.get("read_only")
+    assert services["train"]["restart"] == "no"
+
+
+def test_http_services_have_readiness_healthchecks_and_web_waits_for_them(model: dict) -> None:
+    services = model["services"]
+    web_depends = services["web"]["depends_on"]
+    for name, service in services.items():
+        if name in {"redis", "train", "worker"}:
+            continue
+        test = " ".join(service["healthcheck"]["test"])
+        assert "/readyz" in test, name
+        if name != "web":
+            assert web_depends[name]["condition"] == "service_healthy", name
+
+
+def test_web_runs_as_microservices_and_its_urls_name_compose_services(model: dict) -> None:
+    services = model["services"]
+    env = services["web"]["environment"]
+    assert env["MARQUEE_MODE"] == "microservices"
+    urls = [env["MARQUEE_CATALOG_URL"], env["MARQUEE_SUBSCRIPTION_URL"]]
+    urls += env["MARQUEE_RECOMMENDER_URLS"].split(",")
+    for url in urls:
+        host, _ = url_host_port(url)
+        assert host in services, url
+    redis_host, _ = url_host_port(env["MARQUEE_REDIS_URL"])
+    assert redis_host in services
+
+
+def test_containers_are_read_only_and_non_root_friendly(model: dict) -> None:
+    for name, service in model["services"].items():
+        if name == "redis":
+            continue
+        assert service["read_only"] is True, name
+        assert service["cap_drop"] == ["ALL"], name
+        assert "/app/var" in service["tmpfs"], name

@@ -1,0 +1,230 @@
+"""The Kubernetes manifests: valid against the API schemas, complete, and wired to each other."""
+
+from __future__ import annotations
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.deploy.deployfiles import (
+    K8S_BASE,
+    K8S_VERSIONS,
+    KUSTOMIZATION,
+    by_kind,
+    k8s_resources,
+    kustomization_dirs,
+    manifest_files,
+    pod_spec,
+    url_host_port,
+    workloads,
+    yaml_documents,
+)
+
+HTTP_DEPLOYMENTS = ("web", "catalog", "subscription", "recommender")
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_every_manifest_validates_against_the_kubernetes_schemas(version: str) -> None:
+    files = manifest_files()
+    assert files, "no manifests under deploy/k8s"
+    checked = 0
+    for path in files:
+        for doc in yaml_documents(path):
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                pytest.fail(f"{path.name}: {doc['kind']}/{doc['metadata']['name']}: {exc}")
+            checked += 1
+    assert checked >= 15
+
+
+def test_every_kustomization_lists_exactly_the_files_beside_it() -> None:
+    dirs = kustomization_dirs()
+    assert K8S_BASE in dirs
+    for directory in dirs:
+        kustomization = yaml_documents(directory / KUSTOMIZATION)[0]
+        assert kustomization["kind"] == "Kustomization"
+        listed = kustomization.get("resources", [])
+        assert len(listed) == len(set(listed)), f"{directory}: a resource is listed twice"
+        local = [r for r in listed if not r.startswith("..")]
+        for name in listed:
+            assert (directory / name).exists(), f"{directory}: {name} does not exist"
+        present = {p.name for p in directory.glob("*.yaml")} - {KUSTOMIZATION}
+        patches = {p.get("path") for p in kustomization.get("patches", [])}
+        assert present - patches == set(local), f"{directory}: listed {local}, present {present}"
+
+
+def test_resource_names_are_unique_per_kind() -> None:
+    seen: set[tuple[str, str]] = set()
+    for doc in k8s_resources():
+        key = (doc["kind"], doc["metadata"]["name"])
+        assert key not in seen, key
+        seen.add(key)
+
+
+def test_every_workload_uses_the_image_kustomize_sets() -> None:
+    kustomization = yaml_documents(K8S_BASE / KUSTOMIZATION)[0]
+    image_names = {i["name"] for i in kustomization["images"]}
+    for workload, spec in workloads(k8s_resources()):
+        for container in spec["containers"]:
+            assert container["image"] in image_names, workload["metadata"]["name"]
+
+
+def test_deployment_selectors_match_their_pods() -> None:
+    for name, deployment in by_kind(k8s_resources(), "Deployment").items():
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert selector.items() <= labels.items(), name
+
+
+def test_services_select_pods_and_target_named_container_ports() -> None:
+    docs = k8s_resources()
+    deployments = by_kind(docs, "Deployment")
+    for name, service in by_kind(docs, "Service").items():
+        if service["spec"].get("type") == "ExternalName":
+            continue
+        selector = service["spec"]["selector"]
+        matches = [
+            d
+            for d in deployments.values()
+            if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        assert len(matches) == 1, f"service {name} selects {len(matches)} deployments"
+        container_ports = {
+            p["name"]: p["containerPort"]
+            for c in matches[0]["spec"]["template"]["spec"]["containers"]
+            for p in c.get("ports", [])
+        }
+        for port in service["spec"]["ports"]:
+            target = port["targetPort"]
+            assert target in container_ports or target in container_ports.values(), (name, port)
+            # same number outside and inside: the URLs in the config use the service port
+            assert port["port"] == container_ports.get(target, target), (name, port)
+
+
+def test_autoscalers_and_disruption_budgets_point_at_real_deployments() -> None:
+    docs = k8s_resources()
+    deployments = by_kind(docs, "Deployment")
+    hpas = by_kind(docs, "HorizontalPodAutoscaler")
+    assert {"web", "recommender"} <= set(hpas)
+    for name, hpa in hpas.items():
+        target = hpa["spec"]["scaleTargetRef"]
+        assert target["kind"] == "Deployment" and target["name"] in deployments, name
+        assert hpa["spec"]["minReplicas"] >= 2, name
+        # CPU utilisation is a fraction of the request: without requests the HPA cannot work
+        pod = deployments[target["name"]]["spec"]["template"]["spec"]
+        assert all("cpu" in c["resources"]["requests"] for c in pod["containers"]), name
+    pdbs = by_kind(docs, "PodDisruptionBudget")
+    assert {"web", "recommender"} <= set(pdbs)
+    for name, pdb in pdbs.items():
+        selector = pdb["spec"]["selector"]["matchLabels"]
+        assert any(
+            selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()
+            for d in deployments.values()
+        ), name
+
+
+def test_pods_run_non_root_read_only_with_limits() -> None:
+    for workload, spec in workloads(k8s_resources()):
+        name = workload["metadata"]["name"]
+        pod_security = spec["securityContext"]
+        assert pod_security["runAsNonRoot"] is True, name
+        assert pod_security["runAsUser"] == 10001, name  # the Dockerfile's USER
+        assert spec.get("automountServiceAccountToken") is False, name
+        mounts_needed = {"/app/var", "/tmp"}
+        for container in spec["containers"]:
+            security = container["securityContext"]
+            assert security["readOnlyRootFilesystem"] is True, name
+            assert security["allowPrivilegeEscalation"] is False, name
+            assert security["capabilities"]["drop"] == ["ALL"], name
+            for kind in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(container["resources"][kind]), (name, kind)
+            mounted = {m["mountPath"] for m in container.get("volumeMounts", [])}
+            assert mounts_needed <= mounted, f"{name}: a read-only root needs {mounts_needed}"
+
+
+def test_volumes_refer_to_existing_claims_and_models_are_read_only_for_servers() -> None:
+    docs = k8s_resources()
+    claims = by_kind(docs, "PersistentVolumeClaim")
+    assert claims["models"]["spec"]["accessModes"] == ["ReadWriteMany"]
+    model_mounts: dict[str, bool] = {}
+    for workload, spec in workloads(docs):
+        name = workload["metadata"]["name"]
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        for container in spec["containers"]:
+            for mount in container.get("volumeMounts", []):
+                volume = volumes[mount["name"]]
+                if "persistentVolumeClaim" in volume:
+                    claim = volume["persistentVolumeClaim"]["claimName"]
+                    assert claim in claims, (name, claim)
+                    if claim == "models":
+                        model_mounts[name] = bool(mount.get("readOnly"))
+    # servers only read; the jobs that train and roll back write the registry
+    assert model_mounts == {
+        "recommender": True,
+        "worker": True,
+        "train": False,
+        "model-rollback": False,
+    }
+
+
+def test_subscription_is_a_single_writer_on_its_own_volume() -> None:
+    deployment = by_kind(k8s_resources(), "Deployment")["subscription"]
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert "subscription" not in by_kind(k8s_resources(), "HorizontalPodAutoscaler")
+
+
+def test_http_deployments_have_liveness_and_readiness_probes_on_their_port() -> None:
+    deployments = by_kind(k8s_resources(), "Deployment")
+    for name in HTTP_DEPLOYMENTS:
+        (container,) = deployments[name]["spec"]["template"]["spec"]["containers"]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+            get = container[probe]["httpGet"]
+            assert get["path"] == path, (name, probe)
+            assert get["port"] in ports or get["port"] in ports.values(), (name, probe)
+
+
+def test_training_is_a_cronjob_that_never_overlaps() -> None:
+    cronjob = by_kind(k8s_resources(), "CronJob")["train"]
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    (container,) = pod_spec(cronjob)["containers"]
+    assert container["command"] == ["python", "-m", "recommender", "train"]
+    rollback = by_kind(k8s_resources(), "CronJob")["model-rollback"]
+    assert rollback["spec"]["suspend"] is True  # only a template for `kubectl create job --from`
+
+
+def test_backend_urls_name_services_on_their_ports() -> None:
+    docs = k8s_resources()
+    services = by_kind(docs, "Service")
+    config = by_kind(docs, "ConfigMap")["marquee-config"]["data"]
+    urls = [config["MARQUEE_CATALOG_URL"], config["MARQUEE_SUBSCRIPTION_URL"]]
+    urls += config["MARQUEE_RECOMMENDER_URLS"].split(",")
+    for url in urls:
+        host, port = url_host_port(url)
+        assert host in services, url
+        assert port in {p["port"] for p in services[host]["spec"]["ports"]}, url
+    redis_host, _ = url_host_port(config["MARQUEE_REDIS_URL"])
+    assert services[redis_host]["spec"]["type"] == "ExternalName"
+
+
+def test_secret_holds_only_placeholders() -> None:
+    (secret,) = by_kind(k8s_resources(), "Secret").values()
+    assert secret["stringData"]
+    assert all(v.startswith("replace-me") for v in secret["stringData"].values())
+
+
+def test_overlay_patches_target_base_resources() -> None:
+    base = {(d["kind"], d["metadata"]["name"]) for d in k8s_resources()}
+    overlays = [d for d in kustomization_dirs() if d != K8S_BASE]
+    assert overlays, "expected an example overlay"
+    for directory in overlays:
+        kustomization = yaml_documents(directory / KUSTOMIZATION)[0]
+        for patch in kustomization.get("patches", []):
+            if "target" in patch:
+                target = (patch["target"]["kind"], patch["target"]["name"])
+            else:  # a strategic-merge patch names its target itself
+                doc = yaml.safe_load(patch["patch"])
+                target = (doc["kind"], doc["metadata"]["name"])
+            assert target in base, f"{directory.name}: patch targets missing {target}"
