@@ -1,0 +1,172 @@
+"""Fixtures for the web server's tests: stub backends, a web app on a real socket, and the whole
+microservices stack as real processes (``microservices_stack``, reusable by other suites)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from services.platform.settings import Settings
+from tests.support import PYTHON, Process, free_port, http_ready, wait_until
+from tests.web import stubs
+
+
+@dataclass
+class Stubs:
+    catalog: stubs.Behaviour
+    subscription: stubs.Behaviour
+    recommender: stubs.Behaviour
+    catalog_url: str
+    subscription_url: str
+    recommender_url: str
+
+
+@pytest.fixture
+async def stub_backends() -> AsyncIterator[Stubs]:
+    """The three backends as contract-following stubs on free loopback ports."""
+    behaviours = [stubs.Behaviour() for _ in range(3)]
+    apps = [
+        stubs.catalog_app(behaviours[0]),
+        stubs.subscription_app(behaviours[1]),
+        stubs.recommender_app(behaviours[2]),
+    ]
+    servers = [TestServer(app, host="127.0.0.1") for app in apps]
+    for server in servers:
+        await server.start_server()
+    urls = [str(server.make_url("")).rstrip("/") for server in servers]
+    yield Stubs(*behaviours, *urls)
+    for behaviour in behaviours:
+        behaviour.release.set()
+    for server in servers:
+        await server.close()
+
+
+def stub_settings(tmp_path: Path, backends: Stubs, **changes: object) -> Settings:
+    """A microservices-mode web server pointed at the stubs (no Redis needed: no recommender)."""
+    base = Settings(
+        mode="microservices",
+        var_dir=tmp_path,
+        redis_url="",
+        secret_key=stubs.SECRET,
+        service_token="test-service-token",
+        admin_token="test-admin-token",
+        access_log=False,
+        catalog_url=backends.catalog_url,
+        subscription_url=backends.subscription_url,
+        recommender_urls=(backends.recommender_url,),
+        breaker_reset=0.5,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[Settings], Awaitable[str]]]:
+    """Start ``web_server.app.create_app(settings)`` on a real socket; returns its base URL."""
+    from web_server.app import create_app
+
+    servers: list[TestServer] = []
+
+    async def start(settings: Settings) -> str:
+        server = TestServer(create_app(settings), host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        return str(server.make_url("")).rstrip("/")
+
+    yield start
+    for server in reversed(servers):
+        await server.close()
+
+
+# ---- the real microservices stack -------------------------------------------------------------
+@dataclass
+class Stack:
+    web_url: str
+    catalog_url: str
+    subscription_url: str
+    recommender_url: str
+    processes: dict[str, Process]
+    env: dict[str, str] = field(repr=False, default_factory=dict)
+
+    def stop(self) -> None:
+        for process in reversed(list(self.processes.values())):
+            process.stop()
+
+
+STACK_COMMANDS = {
+    "catalog": ["-m", "services.catalog"],
+    "subscription": ["-m", "services.subscription"],
+    "recommender": ["-m", "recommender", "serve"],
+    "web": ["-m", "web_server"],
+}
+
+
+def stack_env(tmp_path: Path, redis_url: str, model_dir: Path, catalog_db: Path) -> dict:
+    ports = {name: free_port() for name in STACK_COMMANDS}
+    url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    return {
+        **os.environ,
+        "MARQUEE_MODE": "microservices",
+        "MARQUEE_WEB_PORT": str(ports["web"]),
+        "MARQUEE_CATALOG_PORT": str(ports["catalog"]),
+        "MARQUEE_SUBSCRIPTION_PORT": str(ports["subscription"]),
+        "MARQUEE_RECOMMENDER_PORT": str(ports["recommender"]),
+        "MARQUEE_CATALOG_URL": url["catalog"],
+        "MARQUEE_SUBSCRIPTION_URL": url["subscription"],
+        "MARQUEE_RECOMMENDER_URLS": url["recommender"],
+        "MARQUEE_VAR_DIR": str(tmp_path),
+        "MARQUEE_CATALOG_DB": str(catalog_db),
+        "MARQUEE_MODEL_DIR": str(model_dir),
+        "MARQUEE_REDIS_URL": redis_url,
+        "MARQUEE_SECRET_KEY": "test-secret",
+        "MARQUEE_SERVICE_TOKEN": "test-service-token",
+        "MARQUEE_ADMIN_TOKEN": "test-admin-token",
+        "MARQUEE_WORKERS": "1",
+        "MARQUEE_ACCESS_LOG": "false",
+        "MARQUEE_BREAKER_RESET": "0.5",
+    }
+
+
+def start_stack(tmp_path: Path, env: dict[str, str], timeout: float = 60.0) -> Stack:
+    """Start every service as a child process and wait until each answers /readyz."""
+    processes: dict[str, Process] = {}
+    urls = {
+        "web": f"http://127.0.0.1:{env['MARQUEE_WEB_PORT']}",
+        "catalog": env["MARQUEE_CATALOG_URL"],
+        "subscription": env["MARQUEE_SUBSCRIPTION_URL"],
+        "recommender": env["MARQUEE_RECOMMENDER_URLS"],
+    }
+    stack = Stack(urls["web"], urls["catalog"], urls["subscription"], urls["recommender"],
+                  processes, env)
+    try:
+        for name, args in STACK_COMMANDS.items():
+            processes[name] = Process([PYTHON, *args], env, tmp_path / f"{name}.log").start()
+        for name, process in processes.items():
+            wait_until(
+                lambda url=urls[name], p=process: http_ready(url + "/readyz")
+                or p.proc.poll() is not None,
+                timeout,
+                f"{name} /readyz",
+            )
+            if process.proc.poll() is not None:
+                raise RuntimeError(f"{name} exited early:\n{process.log_tail()}")
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+@pytest.fixture
+def microservices_stack(
+    tmp_path: Path, redis_url: str, model_dir: Path, catalog_db: Path
+) -> Iterator[Stack]:
+    """catalog, subscription, recommender and web (microservices mode) as real processes on free
+    ports; yields their base URLs and Process handles, and stops them by PID afterwards."""
+    stack = start_stack(tmp_path, stack_env(tmp_path, redis_url, model_dir, catalog_db))
+    yield stack
+    stack.stop()

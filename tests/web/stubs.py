@@ -1,0 +1,200 @@
+"""Stub backends for the web server's tests: small aiohttp apps that follow the contract JSON of
+the catalog, subscription and recommender services, with a configurable delay and failure mode.
+
+The delay is the backend's own behaviour (a slow service), not synchronisation in the test; it
+waits on an event that teardown sets, so a stopped test never waits out a long delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from services.platform import auth
+
+SECRET = "test-secret"
+SCRIPT_TITLE = "<script>alert('x')</script> Evil"
+SCRIPT_TAG = "<img src=x onerror=alert(1)>"
+
+
+def _movie(mid: int, title: str, year: int, genres: list[str], count: int, mean: float,
+           tags: list[str] | None = None) -> dict:
+    return {
+        "id": mid,
+        "title": title,
+        "year": year,
+        "genres": genres,
+        "imdb_id": f"tt{114700 + mid:07d}",
+        "tmdb_id": 800 + mid,
+        "rating_count": count,
+        "rating_mean": mean,
+        "tags": tags or [],
+    }
+
+
+MOVIES: dict[int, dict] = {
+    m["id"]: m
+    for m in [
+        _movie(1, "Toy Story", 1995, ["Adventure", "Animation", "Children"], 215, 3.92, ["pixar"]),
+        *[
+            _movie(i, f"Stub Movie {i}", 1990 + i % 20, ["Adventure", "Comedy"], 100 - i, 3.5)
+            for i in range(2, 30)
+        ],
+        _movie(666, SCRIPT_TITLE, 2000, ["Horror"], 3, 2.0, [SCRIPT_TAG]),
+    ]
+}
+
+PLANS = [
+    {"id": "basic", "name": "Basic", "price_cents": 799, "currency": "USD", "features": ["HD"]},
+    {"id": "standard", "name": "Standard", "price_cents": 1299, "currency": "USD",
+     "features": ["Full HD", "2 screens"]},
+    {"id": "premium", "name": "Premium", "price_cents": 1799, "currency": "USD",
+     "features": ["4K", "4 screens"]},
+]
+
+
+@dataclass
+class Behaviour:
+    """How one stub backend behaves: a delay per call and a failure mode."""
+
+    delay: float = 0.0
+    mode: str = "ok"  # ok | error500 | garbage
+    fast_paths: tuple[str, ...] = ()  # paths answered without the delay
+    calls: list[str] = field(default_factory=list)
+    request_ids: list[str] = field(default_factory=list)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def _behave(behaviour: Behaviour):
+    @web.middleware
+    async def middleware(request: web.Request, handler) -> web.StreamResponse:
+        behaviour.calls.append(request.path_qs)
+        behaviour.request_ids.append(request.headers.get("X-Request-ID", ""))
+        delay = 0.0 if request.path in behaviour.fast_paths else behaviour.delay
+        if delay:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await behaviour.release.wait()
+        if behaviour.mode == "error500":
+            return web.json_response({"error": {"code": "internal", "message": "boom"}}, status=500)
+        if behaviour.mode == "garbage":
+            return web.Response(text="<html>not json", content_type="text/html")
+        return await handler(request)
+
+    return middleware
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+def catalog_app(behaviour: Behaviour) -> web.Application:
+    async def movie(request: web.Request) -> web.Response:
+        mid = int(request.match_info["id"])
+        if mid not in MOVIES:
+            return _error(404, "unknown_movie", f"movie {mid} does not exist")
+        return web.json_response(MOVIES[mid])
+
+    async def movies(request: web.Request) -> web.Response:
+        ids = [int(i) for i in request.query["ids"].split(",")]
+        return web.json_response(
+            {"items": [MOVIES[i] for i in ids if i in MOVIES],
+             "missing": [i for i in ids if i not in MOVIES]}
+        )
+
+    async def popular(request: web.Request) -> web.Response:
+        limit = int(request.query.get("limit", "10"))
+        genre = request.query.get("genre")
+        pool = [m for m in MOVIES.values() if not genre or genre in m["genres"]]
+        pool.sort(key=lambda m: -m["rating_count"])
+        return web.json_response({"items": pool[:limit]})
+
+    async def search(request: web.Request) -> web.Response:
+        q = request.query.get("q", "").lower()
+        items = [m for m in MOVIES.values() if q in m["title"].lower()]
+        limit, offset = int(request.query["limit"]), int(request.query["offset"])
+        return web.json_response({"items": items[offset:offset + limit], "total": len(items),
+                                  "limit": limit, "offset": offset})
+
+    async def genres(request: web.Request) -> web.Response:
+        names = sorted({g for m in MOVIES.values() for g in m["genres"]})
+        return web.json_response({"items": [{"name": n, "count": 1} for n in names]})
+
+    app = web.Application(middlewares=[_behave(behaviour)])
+    app.router.add_get("/v1/movies/search", search)
+    app.router.add_get("/v1/movies/popular", popular)
+    app.router.add_get("/v1/movies/{id}", movie)
+    app.router.add_get("/v1/movies", movies)
+    app.router.add_get("/v1/genres", genres)
+    return app
+
+
+def subscription_app(behaviour: Behaviour) -> web.Application:
+    """Keeps plans in a dict and checks the caller's session token, like the real service."""
+    state: dict[int, str] = {}
+    seen: dict[str, dict] = {}
+
+    def view(user_id: int) -> dict:
+        plan = next((p for p in PLANS if p["id"] == state.get(user_id)), None)
+        return {"user_id": user_id, "status": "active" if plan else "none", "plan": plan,
+                "updated_at": "2024-01-01T00:00:00Z" if plan else None}
+
+    def allowed(request: web.Request, user_id: int) -> bool:
+        token = request.headers.get(auth.SESSION_HEADER)
+        return auth.session_user(token, SECRET, 3600) == user_id
+
+    async def plans(request: web.Request) -> web.Response:
+        return web.json_response({"items": PLANS})
+
+    async def get(request: web.Request) -> web.Response:
+        user_id = int(request.match_info["id"])
+        if not allowed(request, user_id):
+            return _error(403, "forbidden", "not your subscription")
+        return web.json_response(view(user_id))
+
+    async def write(request: web.Request) -> web.Response:
+        user_id = int(request.match_info["id"])
+        if not allowed(request, user_id):
+            return _error(403, "forbidden", "not your subscription")
+        key = request.headers.get("Idempotency-Key", "")
+        if key in seen:
+            return web.json_response(seen[key])
+        if request.method == "DELETE":
+            state.pop(user_id, None)
+        else:
+            state[user_id] = (await request.json())["plan"]
+        seen[key] = view(user_id)
+        return web.json_response(seen[key])
+
+    app = web.Application(middlewares=[_behave(behaviour)])
+    app.router.add_get("/v1/plans", plans)
+    app.router.add_get("/v1/users/{id}/subscription", get)
+    app.router.add_put("/v1/users/{id}/subscription", write)
+    app.router.add_delete("/v1/users/{id}/subscription", write)
+    return app
+
+
+def recommender_app(behaviour: Behaviour) -> web.Application:
+    def items(exclude: int, k: int) -> list[dict]:
+        ids = [i for i in MOVIES if i != exclude][:k]
+        return [{"movie_id": i, "score": round(1 - n / 100, 3)} for n, i in enumerate(ids)]
+
+    async def similar(request: web.Request) -> web.Response:
+        mid = int(request.match_info["id"])
+        k = int(request.query.get("k", "10"))
+        return web.json_response({"movie_id": mid, "model_version": "stub",
+                                  "items": items(mid, k), "source": "model"})
+
+    async def user_recs(request: web.Request) -> web.Response:
+        uid = int(request.match_info["id"])
+        k = int(request.query.get("k", "10"))
+        return web.json_response({"user_id": uid, "model_version": "stub",
+                                  "items": items(1, k), "source": "model"})
+
+    app = web.Application(middlewares=[_behave(behaviour)])
+    app.router.add_get("/v1/similar/{id}", similar)
+    app.router.add_get("/v1/users/{id}/recommendations", user_recs)
+    return app

@@ -1,0 +1,180 @@
+"""The composer against stub backends over real HTTP: fan-out, deadlines, fallbacks, errors."""
+
+from __future__ import annotations
+
+import re
+
+from tests.support import free_port
+from tests.web import stubs
+from tests.web.conftest import stub_settings
+from tests.web.helpers import browser, median_latency, timed_get
+
+
+async def test_three_backends_are_called_at_once(stub_backends, serve, tmp_path):
+    """Each backend takes 100 ms; in sequence that is >= 300 ms, concurrently ~100 ms."""
+    for behaviour in (stub_backends.catalog, stub_backends.subscription, stub_backends.recommender):
+        behaviour.delay = 0.1
+    stub_backends.catalog.fast_paths = ("/v1/movies",)  # the titles batch: a quick lookup
+    base = await serve(stub_settings(tmp_path, stub_backends))
+    async with browser(user_id=7) as session:
+        await timed_get(session, f"{base}/movies/1")  # connections + plan list warm
+        median = await median_latency(session, f"{base}/movies/1")
+        async with session.get(f"{base}/api/pages/movies/1") as resp:
+            page = await resp.json()
+    print(f"median page latency, 3 backends at 100 ms each: {median * 1000:.1f} ms")
+    assert median < 0.18
+    timings = page["timings"]
+    assert timings["catalog"] >= 95 and timings["subscription"] >= 95
+    assert timings["recommender"] >= 95
+    assert page["degraded"] == []
+
+
+async def test_critical_path_is_the_longest_chain_not_the_sum(stub_backends, serve, tmp_path):
+    """Every endpoint 100 ms, titles batch included: max(100, 100, 100 + 100) = 200 ms, while
+    the sum of the four calls would be 400 ms."""
+    for behaviour in (stub_backends.catalog, stub_backends.subscription, stub_backends.recommender):
+        behaviour.delay = 0.1
+    base = await serve(stub_settings(tmp_path, stub_backends))
+    async with browser(user_id=7) as session:
+        await timed_get(session, f"{base}/movies/1")
+        median = await median_latency(session, f"{base}/movies/1")
+    print(f"median page latency, every call at 100 ms: {median * 1000:.1f} ms")
+    assert 0.195 < median < 0.28
+
+
+async def test_slow_recommender_costs_only_its_deadline(stub_backends, serve, tmp_path):
+    stub_backends.recommender.delay = 2.0
+    settings = stub_settings(tmp_path, stub_backends)
+    base = await serve(settings)
+    async with browser() as session:
+        elapsed, status, body = await timed_get(session, f"{base}/movies/1")
+        assert status == 200
+        assert elapsed < settings.recommender_timeout + 0.15
+        assert "recommendations are unavailable right now" in body
+        assert "Showing popular Adventure movies" in body
+        elapsed, status, _ = await timed_get(session, f"{base}/api/pages/movies/1")
+        async with session.get(f"{base}/api/pages/movies/1") as resp:
+            page = await resp.json()
+    assert elapsed < settings.recommender_timeout + 0.15
+    assert page["similar"]["source"] == "fallback"
+    assert "similar" in page["degraded"]
+    ids = [item["movie_id"] for item in page["similar"]["items"]]
+    assert ids and 1 not in ids
+    assert all("Adventure" in item["genres"] for item in page["similar"]["items"])
+
+
+async def test_subscription_failure_shows_join_and_marks_plan_degraded(
+    stub_backends, serve, tmp_path
+):
+    base = await serve(stub_settings(tmp_path, stub_backends))
+    async with browser(user_id=3) as session:
+        for mode in ("error500", "garbage"):
+            stub_backends.subscription.mode = mode
+            _, status, body = await timed_get(session, f"{base}/movies/1")
+            assert status == 200, mode
+            assert "Join Marquee" in body and 'href="/login?next=/movies/1"' in body
+            async with session.get(f"{base}/api/pages/movies/1") as resp:
+                page = await resp.json()
+            assert resp.status == 200
+            assert "plan" in page["degraded"], mode
+            assert page["plan"]["status"] == "unavailable"
+            assert page["similar"]["source"] == "model"
+
+
+async def test_catalog_down_is_a_503_page_and_json(stub_backends, serve, tmp_path):
+    settings = stub_settings(tmp_path, stub_backends, catalog_url=f"http://127.0.0.1:{free_port()}")
+    base = await serve(settings)
+    async with browser() as session:
+        async with session.get(f"{base}/movies/1") as resp:
+            body = await resp.text()
+            assert resp.status == 503
+            assert resp.content_type == "text/html"
+            assert "catalog is unavailable" in body and "Traceback" not in body
+            assert "catalog;dur=" in resp.headers["Server-Timing"]
+        async with session.get(f"{base}/api/pages/movies/1") as resp:
+            assert resp.status == 503
+            assert (await resp.json())["error"]["code"] == "catalog_unavailable"
+
+
+async def test_unknown_and_bad_ids(stub_backends, serve, tmp_path):
+    base = await serve(stub_settings(tmp_path, stub_backends))
+    async with browser() as session:
+        for path, status in (("/movies/99999", 404), ("/movies/abc", 400), ("/movies/0", 400),
+                             ("/no/such/page", 404)):
+            async with session.get(base + path) as resp:
+                assert resp.status == status, path
+                assert resp.content_type == "text/html", path
+        for path, status, code in (("/api/pages/movies/99999", 404, "unknown_movie"),
+                                   ("/api/pages/movies/abc", 400, "invalid_id")):
+            async with session.get(base + path) as resp:
+                assert resp.status == status
+                assert (await resp.json())["error"]["code"] == code
+
+
+async def test_server_timing_and_request_id_flow_out(stub_backends, serve, tmp_path):
+    base = await serve(stub_settings(tmp_path, stub_backends))
+    async with browser(user_id=5) as session:
+        headers = {"X-Request-ID": "trace-me-123"}
+        async with session.get(f"{base}/movies/1", headers=headers) as resp:
+            assert resp.status == 200
+            timing = resp.headers["Server-Timing"]
+    for backend in ("catalog", "subscription", "recommender", "catalog_batch"):
+        assert re.search(rf'{backend};dur=[0-9.]+;desc="ok"', timing), timing
+    for behaviour in (stub_backends.catalog, stub_backends.subscription, stub_backends.recommender):
+        assert "trace-me-123" in behaviour.request_ids
+
+
+async def test_anonymous_viewer_costs_no_subscription_call(stub_backends, serve, tmp_path):
+    base = await serve(stub_settings(tmp_path, stub_backends))
+    async with browser() as session:
+        _, status, body = await timed_get(session, f"{base}/movies/1")
+    assert status == 200 and "Join Marquee" in body
+    assert stub_backends.subscription.calls == []
+
+
+async def test_titles_and_tags_are_escaped(stub_backends, serve, tmp_path):
+    base = await serve(stub_settings(tmp_path, stub_backends))
+    async with browser() as session:
+        _, status, body = await timed_get(session, f"{base}/movies/666")
+        assert status == 200
+        assert "<script>alert" not in body and "<img src=x" not in body
+        assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; Evil" in body
+        assert "&lt;img src=x onerror=alert(1)&gt;" in body
+        _, _, body = await timed_get(session, f"{base}/search?q=evil")
+        assert "<script>alert" not in body and "&lt;script&gt;" in body
+
+
+async def test_pages_render_against_stubs(stub_backends, serve, tmp_path):
+    base = await serve(stub_settings(tmp_path, stub_backends))
+    async with browser(user_id=2) as session:
+        _, status, body = await timed_get(session, f"{base}/")
+        assert status == 200 and "Popular now" in body and "For you" in body
+        _, status, body = await timed_get(session, f"{base}/search?q=toy")
+        assert status == 200 and "Toy Story" in body
+        _, status, body = await timed_get(session, f"{base}/search?q=zzzz")
+        assert status == 200 and "No movies match" in body
+        _, status, body = await timed_get(session, f"{base}/search")
+        assert status == 200 and "Type part of a title" in body
+        _, status, _ = await timed_get(session, f"{base}/search?page=x")
+        assert status == 400
+        async with session.get(f"{base}/static/style.css") as resp:
+            assert resp.status == 200
+    assert stubs.MOVIES[1]["title"] == "Toy Story"
+
+
+async def test_slow_subscription_costs_only_its_deadline_and_is_counted(
+    stub_backends, serve, tmp_path
+):
+    stub_backends.subscription.delay = 2.0
+    settings = stub_settings(tmp_path, stub_backends)
+    base = await serve(settings)
+    async with browser(user_id=9) as session:
+        elapsed, status, _ = await timed_get(session, f"{base}/api/pages/movies/1")
+        async with session.get(f"{base}/api/pages/movies/1") as resp:
+            page = await resp.json()
+        async with session.get(f"{base}/metrics") as resp:
+            metrics = await resp.text()
+    assert status == 200
+    assert elapsed < settings.subscription_timeout + 0.15
+    assert page["degraded"] == ["plan"] and page["similar"]["source"] == "model"
+    assert 'marquee_fallbacks_total{fragment="plan",reason="timeout"} 2.0' in metrics

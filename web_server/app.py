@@ -1,0 +1,83 @@
+"""The web server's app factory, in either deployment mode.
+
+- ``monolith`` (default): one process hosts the catalog, subscription and recommender services
+  (their ``/v1`` APIs included) and the web pages call their logic objects in-process.
+- ``microservices``: the web pages call the three services over HTTP.
+
+Everything above the clients (composer, pages, templates) is the same code in both modes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from services.platform.app import SETTINGS, add_openapi_paths, add_ready_check, create_base_app
+from services.platform.middleware import METRICS
+from services.platform.settings import Settings
+from web_server import pages, render
+from web_server.clients import Clients, http_clients, local_clients
+from web_server.composer import Composer
+from web_server.state import CLIENTS, COMPOSER
+
+MODES = ("monolith", "microservices")
+
+
+def _install(app: web.Application, clients: Clients) -> None:
+    app[CLIENTS] = clients
+    app[COMPOSER] = Composer(clients, app[SETTINGS], app[METRICS])
+
+
+async def http_clients_ctx(app: web.Application) -> AsyncIterator[None]:
+    """HTTP clients (one connection pool per backend), closed on shutdown."""
+    clients = http_clients(app[SETTINGS], app[METRICS])
+    _install(app, clients)
+    try:
+        yield
+    finally:
+        await clients.close()
+
+
+async def local_clients_ctx(app: web.Application) -> AsyncIterator[None]:
+    """In-process clients over the logic objects the services' own cleanup_ctx opened."""
+    from recommender.app import RECOMMENDER
+    from services.catalog.app import CATALOG
+    from services.subscription.app import SUBSCRIPTIONS
+
+    _install(
+        app,
+        local_clients(
+            app[CATALOG], app[SUBSCRIPTIONS], app[RECOMMENDER], app[SETTINGS], app[METRICS]
+        ),
+    )
+    yield
+
+
+def setup_web(app: web.Application) -> None:
+    """The pages, templates and static files on an app whose ``CLIENTS`` a cleanup_ctx fills."""
+    render.setup_templates(app)
+    app.middlewares.append(render.html_errors)
+    pages.setup_routes(app)
+    # The batch pages (web_server/batch.py, `setup_batch_pages(app)`) are wired by the lead.
+    add_openapi_paths(app, pages.openapi_paths(app[SETTINGS]))
+    add_ready_check(app, "web", lambda: CLIENTS in app)
+
+
+def create_app(settings: Settings) -> web.Application:
+    if settings.mode not in MODES:
+        raise ValueError(f"MARQUEE_MODE must be one of {', '.join(MODES)}, got {settings.mode!r}")
+    app = create_base_app(settings, "web")
+    if settings.mode == "monolith":
+        from recommender.app import setup_recommender
+        from services.catalog.app import setup_catalog
+        from services.subscription.app import setup_subscription
+
+        setup_catalog(app)
+        setup_subscription(app)
+        setup_recommender(app)
+        app.cleanup_ctx.append(local_clients_ctx)
+    else:
+        app.cleanup_ctx.append(http_clients_ctx)
+    setup_web(app)
+    return app

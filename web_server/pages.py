@@ -1,0 +1,278 @@
+"""The web server's routes: HTML pages, the form posts, and the composed page as JSON.
+
+Handlers are thin: they parse input, ask the composer or a client, and render. Errors raised as
+``ApiError`` become HTML pages on HTML routes (see ``render.html_errors``) and JSON on ``/api``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from services.platform.errors import BadRequest, Forbidden, NotReady
+from services.platform.jsonutil import json_response
+from services.platform.openapi import operation, path_param, query_param
+from services.platform.params import MAX_ID, parse_id, path_id, query_int
+from services.platform.settings import Settings
+from web_server import session
+from web_server.clients import BackendError, BackendRejected
+from web_server.composer import PageFailed, Viewer, first_genre, similar_item
+from web_server.render import error_page
+from web_server.state import CLIENTS, COMPOSER
+
+ROW = 12
+SEARCH_PAGE = 20
+HOME_GENRES = ("Comedy", "Drama", "Action", "Animation", "Sci-Fi")
+PLAN_IDS = ("basic", "standard", "premium")
+KEY_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+
+
+def viewer(request: web.Request) -> Viewer | None:
+    user = session.current_user(request)
+    if user is None:
+        return None
+    return Viewer(user, session.session_cookie(request) or "")
+
+
+def see_other(location: str) -> web.Response:
+    """303: after a POST the browser GETs the result page (reload never re-posts)."""
+    return web.Response(status=303, headers={"Location": location})
+
+
+def new_key() -> str:
+    """A fresh Idempotency-Key per rendered form: submitting one form twice applies once."""
+    return uuid.uuid4().hex
+
+
+# ---- the movie page ---------------------------------------------------------------------------
+async def movie_page(request: web.Request) -> web.Response:
+    movie_id = path_id(request, "id")
+    try:
+        page = await request.app[COMPOSER].compose_movie_page(movie_id, viewer(request))
+    except PageFailed as failed:
+        return error_page(
+            request,
+            failed.error.status,
+            failed.error.message,
+            headers={"Server-Timing": failed.trace.server_timing()},
+        )
+    context = {
+        "page": page,
+        "movie": page.movie,
+        "genre": first_genre(page.movie),
+        "idempotency_key": new_key(),
+    }
+    response = aiohttp_jinja2.render_template("movie.html", request, context)
+    response.headers["Server-Timing"] = page.server_timing()
+    return response
+
+
+async def movie_page_json(request: web.Request) -> web.Response:
+    movie_id = path_id(request, "id")
+    try:
+        page = await request.app[COMPOSER].compose_movie_page(movie_id, viewer(request))
+    except PageFailed as failed:
+        return json_response(
+            failed.error.to_dict(),
+            status=failed.error.status,
+            headers={"Server-Timing": failed.trace.server_timing()},
+        )
+    return json_response(page.to_json(), headers={"Server-Timing": page.server_timing()})
+
+
+# ---- home -------------------------------------------------------------------------------------
+async def _quietly(awaitable: Any) -> Any:
+    """An optional home-page row: on any backend failure the row is simply left out."""
+    try:
+        return await awaitable
+    except (BackendError, BackendRejected):
+        return None
+
+
+async def _for_you(request: web.Request, user_id: int) -> list[dict]:
+    clients = request.app[CLIENTS]
+    answer = await clients.recommender.user_recommendations(user_id, ROW)
+    scores = {item["movie_id"]: item.get("score") for item in answer["items"]}
+    movies, _ = await clients.catalog.movies(list(scores))
+    return [similar_item(m, scores.get(m["id"])) for m in movies]
+
+
+async def home(request: web.Request) -> web.Response:
+    clients = request.app[CLIENTS]
+    user = session.current_user(request)
+    jobs = [clients.catalog.popular(ROW)]
+    jobs += [clients.catalog.popular(ROW, genre) for genre in HOME_GENRES]
+    jobs.append(_for_you(request, user) if user is not None else asyncio.sleep(0, None))
+    results = await asyncio.gather(*(_quietly(job) for job in jobs))
+    popular, rows, for_you = results[0], results[1:-1], results[-1]
+    genre_rows = [(g, items) for g, items in zip(HOME_GENRES, rows, strict=True) if items]
+    context = {"popular": popular, "genre_rows": genre_rows, "for_you": for_you}
+    return aiohttp_jinja2.render_template("home.html", request, context)
+
+
+# ---- search -----------------------------------------------------------------------------------
+async def search(request: web.Request) -> web.Response:
+    q = request.query.get("q", "").strip()[:200]
+    genre = request.query.get("genre", "").strip()[:64] or None
+    page = query_int(request, "page", 1, minimum=1, maximum=1000)
+    clients = request.app[CLIENTS]
+    genres = await _quietly(request.app[COMPOSER].genres()) or []
+    results = None
+    if q or genre:
+        try:
+            results = await clients.catalog.search(q, genre, SEARCH_PAGE, (page - 1) * SEARCH_PAGE)
+        except BackendRejected as exc:
+            raise BadRequest(exc.message, code=exc.code) from None
+        except BackendError:
+            raise NotReady("search is unavailable right now; please try again shortly") from None
+    total = results["total"] if results else 0
+    context = {
+        "q": q,
+        "genre": genre,
+        "genres": genres,
+        "results": results,
+        "page": page,
+        "pages": max(1, -(-total // SEARCH_PAGE)),
+    }
+    return aiohttp_jinja2.render_template("search.html", request, context)
+
+
+# ---- login / logout ---------------------------------------------------------------------------
+def _safe_next(raw: object) -> str:
+    """Only a local path: never redirect a visitor off the site."""
+    if isinstance(raw, str) and raw.startswith("/") and not raw.startswith(("//", "/\\")):
+        return raw[:500]
+    return "/"
+
+
+async def login_form(request: web.Request) -> web.Response:
+    context = {"next": _safe_next(request.query.get("next")), "error": None, "value": ""}
+    return aiohttp_jinja2.render_template("login.html", request, context)
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    session.require_csrf(request, form)
+    raw = str(form.get("user_id", "")).strip()[:20]
+    next_url = _safe_next(form.get("next"))
+    try:
+        user_id = parse_id(raw, "user_id")
+    except BadRequest:
+        context = {
+            "next": next_url,
+            "error": f"Enter your MovieLens user id: a whole number from 1 to {MAX_ID}.",
+            "value": raw,
+        }
+        return aiohttp_jinja2.render_template("login.html", request, context, status=400)
+    response = see_other(next_url)
+    session.login(request, response, user_id)
+    return response
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    session.require_csrf(request, form)
+    response = see_other("/")
+    session.logout(response)
+    return response
+
+
+# ---- subscription -----------------------------------------------------------------------------
+async def change_subscription(request: web.Request) -> web.StreamResponse:
+    """Subscribe, change or cancel the logged-in user's own plan, then redirect back (PRG)."""
+    form = await request.post()
+    user = session.current_user(request)
+    if user is None:
+        raise Forbidden("log in to choose a plan", code="login_required")
+    session.require_csrf(request, form)
+    action = str(form.get("action", "subscribe"))
+    plan = str(form.get("plan", ""))
+    key = str(form.get("idempotency_key", ""))
+    if action not in ("subscribe", "change", "cancel"):
+        raise BadRequest("unknown action", code="invalid_action")
+    if action != "cancel" and plan not in PLAN_IDS:
+        raise BadRequest("choose one of the plans: basic, standard or premium", code="invalid_plan")
+    if not KEY_RE.match(key):
+        raise BadRequest("the form lacks its idempotency key; reload the page", code="invalid_key")
+    back = "/"
+    movie_id = str(form.get("movie_id", ""))
+    if movie_id.isdigit() and 0 < int(movie_id) <= MAX_ID:
+        back = f"/movies/{int(movie_id)}"
+    token = session.session_cookie(request) or ""
+    idempotency_key = f"web-{user}-{key}"
+    subs = request.app[CLIENTS].subscriptions
+    try:
+        if action == "cancel":
+            await subs.cancel(user, token, idempotency_key)
+        else:
+            await subs.put(user, plan, token, idempotency_key)
+    except BackendRejected as exc:
+        raise BadRequest(exc.message, code=exc.code) from None
+    except BackendError:
+        raise NotReady(
+            "your plan could not be changed right now; nothing was changed — please try again"
+        ) from None
+    return see_other(back)
+
+
+# ---- routes -----------------------------------------------------------------------------------
+def setup_routes(app: web.Application) -> None:
+    app.router.add_get("/", home, name="home")
+    app.router.add_get("/movies/{id}", movie_page, name="movie")
+    app.router.add_get("/search", search, name="search")
+    app.router.add_get("/login", login_form, name="login")
+    app.router.add_post("/login", login)
+    app.router.add_post("/logout", logout, name="logout")
+    app.router.add_post("/subscription", change_subscription, name="subscription")
+    app.router.add_get("/api/pages/movies/{id}", movie_page_json, name="movie_json")
+
+
+def openapi_paths(settings: Settings) -> dict:
+    html = "text/html"
+    movie_id = [path_param("id", "MovieLens movie id")]
+    form = {"content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}}}
+
+    def post(summary: str) -> dict:
+        op = operation(summary, ok=303, errors=(400, 403, 503), content_type=html)
+        op["requestBody"] = {"required": True, **form}
+        return op
+
+    return {
+        "/api/pages/movies/{id}": {
+            "get": operation(
+                "The composed movie page as JSON (movie, plan, similar, degraded, timings); "
+                "Server-Timing header lists each backend's time",
+                parameters=movie_id,
+                errors=(400, 404, 503),
+            )
+        },
+        "/": {"get": operation("Home page (HTML)", errors=(), content_type=html)},
+        "/movies/{id}": {
+            "get": operation(
+                "Movie page (HTML)", parameters=movie_id, errors=(400, 404, 503), content_type=html
+            )
+        },
+        "/search": {
+            "get": operation(
+                "Search page (HTML)",
+                parameters=[
+                    query_param("q", {"type": "string"}, "title words"),
+                    query_param("genre", {"type": "string"}, "genre filter"),
+                    query_param("page", {"type": "integer", "minimum": 1}, "result page"),
+                ],
+                errors=(400, 503),
+                content_type=html,
+            )
+        },
+        "/login": {
+            "get": operation("Login form (HTML)", errors=(), content_type=html),
+            "post": post("Log in with a MovieLens user id (sets the session cookie)"),
+        },
+        "/logout": {"post": post("Log out")},
+        "/subscription": {"post": post("Subscribe, change or cancel the viewer's plan")},
+    }
