@@ -17,6 +17,7 @@ from services.platform.app import SETTINGS, add_openapi_paths, add_ready_check, 
 from services.platform.middleware import METRICS
 from services.platform.settings import Settings
 from web_server import pages, render
+from web_server.batch import setup_batch_pages
 from web_server.clients import Clients, http_clients, local_clients
 from web_server.composer import Composer
 from web_server.state import CLIENTS, COMPOSER
@@ -59,7 +60,7 @@ def setup_web(app: web.Application) -> None:
     render.setup_templates(app)
     app.middlewares.append(render.html_errors)
     pages.setup_routes(app)
-    # The batch pages (web_server/batch.py, `setup_batch_pages(app)`) are wired by the lead.
+    setup_batch_pages(app)
     add_openapi_paths(app, pages.openapi_paths(app[SETTINGS]))
     add_ready_check(app, "web", lambda: CLIENTS in app)
 
@@ -70,6 +71,7 @@ def create_app(settings: Settings) -> web.Application:
     app = create_base_app(settings, "web")
     if settings.mode == "monolith":
         from recommender.app import setup_recommender
+        from recommender.batch_worker import batch_worker_ctx
         from services.catalog.app import setup_catalog
         from services.subscription.app import setup_subscription
 
@@ -77,6 +79,7 @@ def create_app(settings: Settings) -> web.Application:
         setup_subscription(app)
         setup_recommender(app)
         app.cleanup_ctx.append(local_clients_ctx)
+        app.cleanup_ctx.append(batch_worker_ctx)  # offline predictions, in-process too
     else:
         app.cleanup_ctx.append(http_clients_ctx)
     setup_web(app)

@@ -15,7 +15,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from services.platform.errors import BadRequest, Forbidden, NotReady
-from services.platform.jsonutil import json_response
+from services.platform.jsonutil import json_response, read_form
 from services.platform.openapi import operation, path_param, query_param
 from services.platform.params import MAX_ID, parse_id, path_id, query_int
 from services.platform.settings import Settings
@@ -156,7 +156,7 @@ async def login_form(request: web.Request) -> web.Response:
 
 
 async def login(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     session.require_csrf(request, form)
     raw = str(form.get("user_id", "")).strip()[:20]
     next_url = _safe_next(form.get("next"))
@@ -175,7 +175,7 @@ async def login(request: web.Request) -> web.StreamResponse:
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     session.require_csrf(request, form)
     response = see_other("/")
     session.logout(response)
@@ -185,7 +185,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
 # ---- subscription -----------------------------------------------------------------------------
 async def change_subscription(request: web.Request) -> web.StreamResponse:
     """Subscribe, change or cancel the logged-in user's own plan, then redirect back (PRG)."""
-    form = await request.post()
+    form = await read_form(request)
     user = session.current_user(request)
     if user is None:
         raise Forbidden("log in to choose a plan", code="login_required")

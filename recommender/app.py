@@ -1,0 +1,137 @@
+"""The recommender's HTTP transport: ``/v1`` routes over :class:`RecommenderBox`, its lifecycle
+(cache, model, watcher) and its spec.
+
+``setup_recommender(app)`` adds the box to any app: its own (``create_app``, ``python -m
+recommender serve``) or the monolith's web server, which then calls ``app[RECOMMENDER]`` in-process.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from recommender.batch_api import setup_batch_api
+from recommender.box import MAX_BATCH_IDS, MAX_K, RecommenderBox
+from recommender.cache import LocalCache, open_cache
+from recommender.openapi import recommender_paths
+from recommender.reload import ModelWatcher
+from services.platform.app import SETTINGS, add_openapi_paths, add_ready_check, create_base_app
+from services.platform.auth import bearer_ok
+from services.platform.errors import ApiError, BadRequest, Forbidden, Unauthorized
+from services.platform.jsonutil import json_response, raw_json_response, read_json
+from services.platform.middleware import METRICS
+from services.platform.params import path_id, query_ids, query_int
+from services.platform.runner import run_service
+from services.platform.settings import Settings
+
+log = logging.getLogger("marquee.recommender")
+
+RECOMMENDER = web.AppKey("recommender", RecommenderBox)
+WATCHER = web.AppKey("recommender_watcher", ModelWatcher)
+
+
+def _k(request: web.Request) -> int:
+    return query_int(request, "k", 10, minimum=1, maximum=MAX_K)
+
+
+async def similar(request: web.Request) -> web.Response:
+    """The hot path: validate, then cached bytes straight onto the wire."""
+    box = request.app[RECOMMENDER]
+    return raw_json_response(await box.similar_json(path_id(request, "movie_id"), _k(request)))
+
+
+async def similar_batch(request: web.Request) -> web.Response:
+    box = request.app[RECOMMENDER]
+    ids = query_ids(request, "ids", maximum=MAX_BATCH_IDS)
+    return raw_json_response(await box.similar_many_json(ids, _k(request)))
+
+
+async def user_recommendations(request: web.Request) -> web.Response:
+    box = request.app[RECOMMENDER]
+    user_id = path_id(request, "user_id")
+    return raw_json_response(await box.user_recommendations_json(user_id, _k(request)))
+
+
+async def recommendations(request: web.Request) -> web.Response:
+    box = request.app[RECOMMENDER]
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise BadRequest('body must be a JSON object: {"history": [ids], "k": 10}',
+                         code="invalid_json")
+    if "history" not in body:
+        raise BadRequest("history is required", code="invalid_history")
+    return raw_json_response(await box.recommend_json(body["history"], body.get("k", 10)))
+
+
+async def model_info(request: web.Request) -> web.Response:
+    return json_response(request.app[RECOMMENDER].model_info())
+
+
+def _require_admin(request: web.Request) -> None:
+    header = request.headers.get("Authorization")
+    if not header:
+        raise Unauthorized("admin token required: Authorization: Bearer <token>")
+    if not bearer_ok(header, request.app[SETTINGS].admin_token):
+        raise Forbidden("wrong admin token")
+
+
+async def reload_model(request: web.Request) -> web.Response:
+    _require_admin(request)
+    return json_response(await request.app[RECOMMENDER].reload())
+
+
+async def rollback_model(request: web.Request) -> web.Response:
+    _require_admin(request)
+    return json_response(await request.app[RECOMMENDER].rollback())
+
+
+async def recommender_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Open the cache, load the published model (if any), watch for new ones; close on exit."""
+    settings = app[SETTINGS]
+    box = app[RECOMMENDER]
+    box.cache = await open_cache(settings, app[METRICS])
+    try:
+        await box.reload()
+    except ApiError as exc:
+        log.warning("model: not loaded yet; not ready until one is published",
+                    extra={"reason": exc.message, "model_dir": str(settings.model_dir)})
+    watcher = app[WATCHER]
+    # Notices travel over the Redis the cache uses; without Redis, registry checks alone.
+    watcher.redis_url = None if isinstance(box.cache, LocalCache) else settings.redis_candidates()
+    watcher.start()
+    try:
+        yield
+    finally:
+        await watcher.stop()
+        await box.cache.close()
+
+
+def setup_recommender(app: web.Application) -> None:
+    settings = app[SETTINGS]
+    box = RecommenderBox(settings, app[METRICS])
+    app[RECOMMENDER] = box
+    app[WATCHER] = ModelWatcher(box, None, settings.model_poll_interval)
+    app.cleanup_ctx.append(recommender_ctx)
+    add_ready_check(app, "model", lambda: box.ready)
+    app.router.add_get("/v1/similar/{movie_id}", similar)
+    app.router.add_get("/v1/similar", similar_batch)
+    app.router.add_get("/v1/users/{user_id}/recommendations", user_recommendations)
+    app.router.add_post("/v1/recommendations", recommendations)
+    app.router.add_get("/v1/model", model_info)
+    app.router.add_post("/v1/model/reload", reload_model)
+    app.router.add_post("/v1/model/rollback", rollback_model)
+    add_openapi_paths(app, recommender_paths())
+    setup_batch_api(app)
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = create_base_app(settings, "recommender")
+    setup_recommender(app)
+    return app
+
+
+def main() -> None:
+    settings = Settings.from_env()
+    run_service(create_app, settings, "recommender", settings.recommender_port)

@@ -1,0 +1,325 @@
+"""The recommender box: the one home of serving behaviour, called by the HTTP routes and by the
+monolith's in-process client alike.
+
+The loaded model and its manifest live in ONE attribute (a frozen :class:`Loaded`) that a reload
+replaces in a single assignment. Every request reads that attribute once, so each answer is
+computed by exactly one model version and labelled with it, and a swap never needs a lock on the
+request path or a cache flush (cache keys carry the version).
+
+Each query has two forms: ``*_json`` returns the response body as bytes (what the HTTP routes send,
+and what the cache stores), the plain name returns the same body as a dict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from recommender.cache import Cache, LocalCache, SingleFlight, cache_key
+from recommender.registry import IntegrityError, ModelRegistry, RegistryError
+from services.platform.errors import ApiError, BadRequest, Conflict, NotFound, NotReady
+from services.platform.metrics import Metrics
+from services.platform.params import MAX_ID
+from services.platform.settings import Settings
+
+log = logging.getLogger("marquee.recommender")
+
+MAX_K = 100
+MAX_HISTORY = 1000
+MAX_BATCH_IDS = 100
+POPULAR_KEPT = MAX_K
+THREAD_THRESHOLD = 256  # histories longer than this are aggregated off the event loop
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """One model version, ready to serve: swapped in and out as a whole."""
+
+    model: Any
+    manifest: Any
+    version: str
+    info: dict
+    popular: list[dict]  # the top POPULAR_KEPT movies, the fallback answer
+
+
+def _items(pairs: list[tuple[int, float]]) -> list[dict]:
+    return [{"movie_id": int(m), "score": round(float(s), 6)} for m, s in pairs]
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_k(k: object) -> int:
+    if not _is_int(k) or not 1 <= k <= MAX_K:
+        raise BadRequest(f"k must be an integer between 1 and {MAX_K}, got {k!r}",
+                         code="invalid_param")
+    return k
+
+
+def check_id(value: object, name: str) -> int:
+    if not _is_int(value) or not 0 < value <= MAX_ID:
+        raise BadRequest(f"{name} must be a positive integer, got {value!r}", code="invalid_id")
+    return value
+
+
+def check_history(history: object) -> list[int]:
+    if not isinstance(history, list):
+        raise BadRequest("history must be a JSON array of movie ids", code="invalid_history")
+    if len(history) > MAX_HISTORY:
+        raise BadRequest(f"history lists {len(history)} movies; at most {MAX_HISTORY}",
+                         code="invalid_history")
+    for value in history:
+        if not _is_int(value) or not 0 < value <= MAX_ID:
+            raise BadRequest(f"history must list positive integer movie ids, got {value!r}",
+                             code="invalid_history")
+    return history
+
+
+def _tag(body: dict, source: str) -> tuple[bytes, bytes]:
+    """The body as sent now (source "model") and as stored (source "cache")."""
+    body["source"] = source
+    sent = orjson.dumps(body)
+    body["source"] = "cache"
+    return sent, orjson.dumps(body)
+
+
+class RecommenderBox:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        *,
+        cache: Cache | None = None,
+        registry: ModelRegistry | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.cache: Cache = cache or LocalCache(ttl=settings.cache_ttl, metrics=metrics)
+        key = settings.model_signing_key.encode() if settings.model_signing_key else None
+        self.registry = registry or ModelRegistry(settings.model_dir, key)
+        self.computed: Counter[str] = Counter()  # computations by kind (what the cache saved)
+        self._current: Loaded | None = None
+        self._flights = SingleFlight()
+        self._reload_lock = asyncio.Lock()
+        self._rejected: str | None = None  # a version that failed integrity; not retried by polls
+
+    # ---- state ------------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return self._current is not None
+
+    @property
+    def current(self) -> Loaded | None:
+        """The version being served (model, manifest, info), or None before the first load."""
+        return self._current
+
+    @property
+    def version(self) -> str | None:
+        current = self._current
+        return current.version if current else None
+
+    def _loaded(self) -> Loaded:
+        current = self._current
+        if current is None:
+            raise NotReady("no model is loaded yet; train and publish one "
+                           "(python -m recommender train)", code="model_not_loaded")
+        return current
+
+    # ---- cache-aside with single-flight ---------------------------------------------------------
+    async def _cached(self, key: str, kind: str, compute: Callable[[], dict], *,
+                      offload: bool = False) -> bytes:
+        async def fetch() -> bytes:
+            hit = await self.cache.get(key)
+            if hit is not None:
+                return hit
+            self.computed[kind] += 1
+            body = await asyncio.to_thread(compute) if offload else compute()
+            sent, stored = _tag(body, "model")
+            await self.cache.set(key, stored)
+            return sent
+
+        return await self._flights.run(key, fetch)
+
+    # ---- queries ----------------------------------------------------------------------------
+    async def similar_json(self, movie_id: int, k: int = 10) -> bytes:
+        loaded = self._loaded()
+        check_id(movie_id, "movie_id")
+        check_k(k)
+        if not loaded.model.has_item(movie_id):
+            raise NotFound(f"movie {movie_id} is not known to model {loaded.version}",
+                           code="unknown_movie")
+
+        def compute() -> dict:
+            items = _items(loaded.model.similar(movie_id, k))
+            return {"movie_id": movie_id, "model_version": loaded.version, "items": items}
+
+        key = cache_key(loaded.version, "similar", f"{movie_id}:{k}")
+        return await self._cached(key, "similar", compute)
+
+    async def similar(self, movie_id: int, k: int = 10) -> dict:
+        return orjson.loads(await self.similar_json(movie_id, k))
+
+    async def similar_many_json(self, movie_ids: list[int], k: int = 10) -> bytes:
+        """Several movies at once: one MGET and one pipelined SET, each result being the very
+        cache entry ``similar`` uses. No single-flight here (a batch is one request's work)."""
+        loaded = self._loaded()
+        if not isinstance(movie_ids, list) or not 1 <= len(movie_ids) <= MAX_BATCH_IDS:
+            raise BadRequest(f"ids must list 1 to {MAX_BATCH_IDS} movie ids", code="invalid_param")
+        for movie_id in movie_ids:
+            check_id(movie_id, "ids")
+        check_k(k)
+        known = list(dict.fromkeys(m for m in movie_ids if loaded.model.has_item(m)))
+        missing = list(dict.fromkeys(m for m in movie_ids if not loaded.model.has_item(m)))
+        keys = [cache_key(loaded.version, "similar", f"{m}:{k}") for m in known]
+        bodies = await self.cache.get_many(keys)
+        to_store = []
+        for i, movie_id in enumerate(known):
+            if bodies[i] is None:
+                self.computed["similar"] += 1
+                items = _items(loaded.model.similar(movie_id, k))
+                body = {"movie_id": movie_id, "model_version": loaded.version, "items": items}
+                bodies[i], stored = _tag(body, "model")
+                to_store.append((keys[i], stored))
+        await self.cache.set_many(to_store)
+        return b"".join([
+            b'{"model_version":', orjson.dumps(loaded.version), b',"results":[',
+            b",".join(bodies), b'],"missing":', orjson.dumps(missing), b"}",
+        ])
+
+    async def similar_many(self, movie_ids: list[int], k: int = 10) -> dict:
+        return orjson.loads(await self.similar_many_json(movie_ids, k))
+
+    async def user_recommendations_json(self, user_id: int, k: int = 10) -> bytes:
+        loaded = self._loaded()
+        check_id(user_id, "user_id")
+        check_k(k)
+        if not loaded.model.has_user(user_id):
+            raise NotFound(f"user {user_id} is not known to model {loaded.version}",
+                           code="unknown_user")
+
+        def compute() -> dict:
+            items = _items(loaded.model.recommend_user(user_id, k))
+            return {"user_id": user_id, "model_version": loaded.version, "items": items}
+
+        key = cache_key(loaded.version, "user", f"{user_id}:{k}")
+        return await self._cached(key, "user", compute, offload=True)
+
+    async def user_recommendations(self, user_id: int, k: int = 10) -> dict:
+        return orjson.loads(await self.user_recommendations_json(user_id, k))
+
+    async def recommend_json(self, history: list[int], k: int = 10) -> bytes:
+        """From a list of movie ids (oldest first). Unknown ids are ignored; when none is known
+        the answer is the most popular movies, marked ``source: "fallback"``."""
+        loaded = self._loaded()
+        check_history(history)
+        check_k(k)
+        known = [m for m in history if loaded.model.has_item(m)]
+        if not known:
+            body = {"model_version": loaded.version, "items": loaded.popular[:k],
+                    "source": "fallback"}
+            return orjson.dumps(body)
+
+        def compute() -> dict:
+            items = _items(loaded.model.recommend(known, k))
+            return {"model_version": loaded.version, "items": items}
+
+        digest = hashlib.blake2b(orjson.dumps(known), digest_size=16).hexdigest()
+        key = cache_key(loaded.version, "history", f"{digest}:{k}")
+        return await self._cached(key, "history", compute, offload=len(known) > THREAD_THRESHOLD)
+
+    async def recommend(self, history: list[int], k: int = 10) -> dict:
+        return orjson.loads(await self.recommend_json(history, k))
+
+    def model_info(self) -> dict:
+        return dict(self._loaded().info)
+
+    # ---- versions ---------------------------------------------------------------------------
+    def _swap(self, model: Any, manifest: Any) -> Loaded:
+        info = dict(manifest.to_dict())
+        info["loaded_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        loaded = Loaded(
+            model=model,
+            manifest=manifest,
+            version=str(manifest.version),
+            info=info,
+            popular=_items(model.popular(POPULAR_KEPT)),
+        )
+        self._current = loaded  # the swap: one assignment
+        self.metrics.set_model_version(loaded.version)
+        return loaded
+
+    async def reload(self) -> dict:
+        """Load the registry's current version if it is not the one being served.
+
+        Loading (integrity check + memory-mapped joblib load) runs in a thread, so serving goes
+        on meanwhile. A version that fails its integrity check is refused and the old model keeps
+        serving: the caller gets a 409 ``integrity_error``.
+        """
+        async with self._reload_lock:
+            previous = self.version
+            try:
+                version = await asyncio.to_thread(self.registry.current_version)
+            except Exception as exc:
+                raise Conflict(f"cannot read the model registry: {exc}",
+                               code="registry_error") from exc
+            if version is None:
+                raise Conflict(f"no model version is published in {self.settings.model_dir}",
+                               code="no_model")
+            if version == previous:
+                return {"version": version, "previous": previous, "changed": False}
+            try:
+                model, manifest = await asyncio.to_thread(self.registry.load, version)
+            except IntegrityError as exc:
+                self._rejected = version
+                log.error("model: refused a version that failed its integrity check",
+                          extra={"version": version, "serving": previous, "error": str(exc)})
+                raise Conflict(
+                    f"model {version} failed its integrity check ({exc}); "
+                    f"still serving {previous or 'no model'}",
+                    code="integrity_error",
+                ) from exc
+            except Exception as exc:
+                self._rejected = version
+                log.exception("model: loading failed", extra={"version": version})
+                raise Conflict(f"model {version} could not be loaded: {exc}",
+                               code="load_failed") from exc
+            loaded = self._swap(model, manifest)
+            self._rejected = None
+            log.info("model: loaded", extra={"version": loaded.version, "previous": previous,
+                                             "items": int(model.n_items)})
+            return {"version": loaded.version, "previous": previous, "changed": True}
+
+    async def refresh(self) -> bool:
+        """The watcher's reload: quiet when nothing changed, and it does not retry (or re-log) a
+        version already refused until someone publishes another or an admin asks for it."""
+        try:
+            version = await asyncio.to_thread(self.registry.current_version)
+        except Exception as exc:
+            log.warning("model: cannot read the registry", extra={"error": str(exc)})
+            return False
+        if version is None or version == self.version or version == self._rejected:
+            return False
+        try:
+            return bool((await self.reload())["changed"])
+        except ApiError:
+            return False  # reload() logged why
+
+    async def rollback(self) -> dict:
+        """Make the registry's previous version current, then serve it."""
+        try:
+            manifest = await asyncio.to_thread(self.registry.rollback)
+        except RegistryError as exc:
+            raise Conflict(f"cannot roll back: {exc}", code="no_previous_version") from exc
+        except IntegrityError as exc:
+            raise Conflict(f"cannot roll back: {exc}", code="integrity_error") from exc
+        log.info("model: rolled back in the registry", extra={"version": manifest.version})
+        return await self.reload()

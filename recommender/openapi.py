@@ -1,0 +1,84 @@
+"""The recommender's OpenAPI paths: one table of its routes, merged into /openapi.json."""
+
+from __future__ import annotations
+
+from recommender.box import MAX_BATCH_IDS, MAX_HISTORY, MAX_K
+from services.platform.openapi import operation, path_param, query_param
+from services.platform.params import MAX_ID
+
+_K = query_param(
+    "k", {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 10}, "results wanted"
+)
+
+RECOMMENDATIONS_BODY = {
+    "type": "object",
+    "required": ["history"],
+    "properties": {
+        "history": {
+            "type": "array",
+            "maxItems": MAX_HISTORY,
+            "items": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+            "description": "movie ids the viewer interacted with, oldest first",
+        },
+        "k": {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 10},
+    },
+}
+
+
+def recommender_paths() -> dict:
+    """Every /v1 route of the recommender box."""
+    return {
+        "/v1/similar/{movie_id}": {
+            "get": operation(
+                "movies most similar to one movie (cached per model version)",
+                parameters=[path_param("movie_id", "MovieLens id"), _K],
+                errors=(400, 404, 503),
+            )
+        },
+        "/v1/similar": {
+            "get": operation(
+                "similar movies for several movies; unknown ids are listed in missing",
+                parameters=[
+                    query_param(
+                        "ids",
+                        {"type": "string", "pattern": r"^\d+(,\d+)*$"},
+                        f"comma-separated movie ids, at most {MAX_BATCH_IDS}",
+                        required=True,
+                    ),
+                    _K,
+                ],
+                errors=(400, 503),
+            )
+        },
+        "/v1/users/{user_id}/recommendations": {
+            "get": operation(
+                "recommendations for a user seen in training",
+                parameters=[path_param("user_id", "MovieLens user id"), _K],
+                errors=(400, 404, 503),
+            )
+        },
+        "/v1/recommendations": {
+            "post": operation(
+                "recommendations from a viewing history; popular movies when none is known",
+                body=RECOMMENDATIONS_BODY,
+                errors=(400, 413, 503),
+            )
+        },
+        "/v1/model": {
+            "get": operation("the manifest of the model being served", errors=(503,))
+        },
+        "/v1/model/reload": {
+            "post": operation(
+                "load the registry's current version if it is not the one served (admin)",
+                errors=(401, 403, 409),
+                security=True,
+            )
+        },
+        "/v1/model/rollback": {
+            "post": operation(
+                "make the previous version current in the registry and serve it (admin)",
+                errors=(401, 403, 409),
+                security=True,
+            )
+        },
+    }

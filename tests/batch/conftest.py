@@ -1,0 +1,103 @@
+"""Fixtures for the batch tests: the job store on the real Redis, real worker processes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from recommender.batch import BatchJobs, job_key
+from recommender.registry import ModelRegistry
+from services.platform.settings import Settings
+from tests.conftest import replace
+from tests.support import PYTHON, Process, async_wait_until
+
+WORKER_ARGS = [PYTHON, "-m", "recommender", "worker"]
+
+
+@pytest.fixture(scope="session")
+def loaded_model(model_dir: Path):
+    """The published model and its manifest, as the worker will load them."""
+    return ModelRegistry(model_dir).load()
+
+
+@pytest.fixture
+def batch_settings(settings: Settings) -> Settings:
+    """Settings with a short reclaim time, so a dead worker's job moves on within a second."""
+    return replace(settings, batch_claim_idle=1.0, batch_chunk_size=100, batch_ttl=600)
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def jobs(redis_client: aioredis.Redis, batch_settings: Settings) -> BatchJobs:
+    return BatchJobs(redis_client, batch_settings)
+
+
+def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MARQUEE_")}
+    env.update({
+        "MARQUEE_REDIS_URL": settings.redis_url,
+        "MARQUEE_MODEL_DIR": str(settings.model_dir),
+        "MARQUEE_VAR_DIR": str(settings.var_dir),
+        "MARQUEE_SECRET_KEY": settings.secret_key,
+        "MARQUEE_SERVICE_TOKEN": settings.service_token,
+        "MARQUEE_ADMIN_TOKEN": settings.admin_token,
+        "MARQUEE_BATCH_CLAIM_IDLE": str(settings.batch_claim_idle),
+        "MARQUEE_LOG_LEVEL": "INFO",
+        **extra,
+    })
+    return env
+
+
+@pytest.fixture
+def start_worker(
+    batch_settings: Settings, tmp_path: Path
+) -> Iterator[Callable[..., Process]]:
+    """Start ``python -m recommender worker`` processes; every one is stopped by PID at the end."""
+    started: list[Process] = []
+
+    def start(**extra_env: str) -> Process:
+        n = len(started)
+        proc = Process(WORKER_ARGS, worker_env(batch_settings, **extra_env),
+                       tmp_path / f"worker-{n}.log").start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+async def wait_status(
+    jobs: BatchJobs, job_id: str, wanted: str = "done", timeout: float = 30.0,
+    proc: Process | None = None,
+) -> dict:
+    """Poll the job until it reaches ``wanted`` (a worker log tail in the failure message)."""
+    last: dict = {}
+
+    async def reached() -> bool:
+        nonlocal last
+        last = await jobs.status(job_id)
+        return last["status"] == wanted
+
+    try:
+        await async_wait_until(reached, timeout, f"job {job_id} {wanted}")
+    except TimeoutError as exc:
+        tail = proc.log_tail() if proc else ""
+        raise AssertionError(f"{exc}; last status {last}\nworker log:\n{tail}") from None
+    return last
+
+
+async def job_ttls(client: aioredis.Redis, job_id: str) -> dict[str, int]:
+    keys = [job_key(job_id), f"{job_key(job_id)}:input", f"{job_key(job_id)}:results",
+            f"{job_key(job_id)}:counts"]
+    return {key: await client.ttl(key) for key in keys}

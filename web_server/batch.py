@@ -1,0 +1,174 @@
+"""The batch pages: upload a CSV (``/batch``), follow the job (``/batch/{job_id}``), download it.
+
+The pages read the shared batch store (Redis) directly through :class:`BatchJobs`, in either
+deployment mode: jobs are queued there and the worker writes results there, so the web server
+needs no call to the recommender for them. A user sees only their own jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from recommender.batch import DONE, FAILED, KINDS, BatchJobs, check_job_id, connect, parse_k
+from recommender.batch_api import read_upload, stream_results
+from services.platform.app import SETTINGS
+from services.platform.errors import ApiError, BadRequest, Forbidden, NotReady, PayloadTooLarge
+from web_server import session
+
+WEB_BATCH_JOBS = web.AppKey("web_batch_jobs", BatchJobs)
+PREVIEW_ROWS = 100
+RECENT_JOBS = 20
+REFRESH_SECONDS = 2
+TITLE_TIMEOUT = 0.5
+
+
+async def web_batch_store_ctx(app: web.Application) -> AsyncIterator[None]:
+    jobs = app[WEB_BATCH_JOBS]
+    jobs.redis = connect(app[SETTINGS])
+    try:
+        yield
+    finally:
+        if jobs.redis is not None:
+            await jobs.redis.aclose()
+            jobs.redis = None
+
+
+def _limits(request: web.Request) -> dict:
+    settings = request.app[SETTINGS]
+    return {"max_mb": round(settings.batch_max_bytes / (1 << 20), 1),
+            "max_rows": settings.batch_max_rows, "ttl_hours": round(settings.batch_ttl / 3600)}
+
+
+async def _render_form(
+    request: web.Request, *, error: ApiError | None = None, k: str = "10", status: int = 200
+) -> web.Response:
+    user = session.current_user(request)
+    jobs: list[dict] = []
+    unavailable = None
+    if user is not None:
+        try:
+            jobs = await request.app[WEB_BATCH_JOBS].recent(user, RECENT_JOBS)
+        except NotReady as exc:
+            unavailable = exc.message
+    details = error.details if error is not None and isinstance(error.details, dict) else {}
+    context = {
+        "jobs": jobs,
+        "unavailable": unavailable,
+        "error": error.message if error is not None else None,
+        "error_lines": details.get("errors", []),
+        "error_count": details.get("error_count"),
+        "k": k,
+        "limits": _limits(request),
+    }
+    return aiohttp_jinja2.render_template("batch.html", request, context, status=status)
+
+
+async def batch_page(request: web.Request) -> web.Response:
+    return await _render_form(request)
+
+
+async def batch_upload(request: web.Request) -> web.StreamResponse:
+    """Validate and queue the upload, then 303 to the job's page; errors go back on the form."""
+    user = session.current_user(request)
+    if user is None:
+        raise Forbidden("log in to run batch jobs", code="login_required")
+    settings = request.app[SETTINGS]
+    try:
+        upload = await read_upload(request, settings.batch_max_bytes)
+    except PayloadTooLarge as exc:
+        return await _render_form(request, error=exc, status=exc.status)
+    session.require_csrf(request, upload.fields)
+    k_raw = upload.fields.get("k", "10")[:10]
+    try:
+        k = parse_k(k_raw)
+        if not upload.data and upload.filename is None:
+            raise BadRequest("choose a CSV file to upload", code="no_file")
+        job = await request.app[WEB_BATCH_JOBS].submit(upload.data, upload.filename, user, k)
+    except (BadRequest, PayloadTooLarge) as exc:
+        return await _render_form(request, error=exc, k=k_raw, status=exc.status)
+    raise web.HTTPSeeOther(f"/batch/{job['job_id']}")
+
+
+async def _own_job(request: web.Request) -> dict:
+    user = session.current_user(request)
+    job_id = check_job_id(request.match_info["job_id"])
+    if user is None:
+        raise web.HTTPSeeOther(f"/login?next=/batch/{job_id}")
+    job = await request.app[WEB_BATCH_JOBS].status(job_id)
+    if job["owner"] != user:
+        raise Forbidden("this batch job belongs to another user", code="not_your_job")
+    return job
+
+
+async def _titles(request: web.Request, rows: list[dict], kind: str) -> dict[int, str]:
+    """Movie titles for the preview, best effort: the page never waits long or fails for them."""
+    from web_server.state import CLIENTS
+
+    clients = request.app.get(CLIENTS)
+    if clients is None:
+        return {}
+    source, target = KINDS[kind]
+    ids = list(dict.fromkeys(
+        [r[target] for r in rows] + ([r[source] for r in rows] if kind == "movies" else [])
+    ))
+    batches = [ids[i:i + 100] for i in range(0, len(ids), 100)]
+    titles: dict[int, str] = {}
+    with contextlib.suppress(Exception):
+        found = await asyncio.gather(
+            *(clients.catalog.movies(b, timeout=TITLE_TIMEOUT) for b in batches),
+            return_exceptions=True,
+        )
+        for result in found:
+            if isinstance(result, tuple):
+                titles.update({int(m["id"]): str(m.get("title", "")) for m in result[0]})
+    return titles
+
+
+async def job_page(request: web.Request) -> web.Response:
+    job = await _own_job(request)
+    rows: list[dict] = []
+    titles: dict[int, str] = {}
+    if job["status"] == DONE:
+        rows = await request.app[WEB_BATCH_JOBS].results(job["job_id"], limit=PREVIEW_ROWS)
+        titles = await _titles(request, rows, job["kind"])
+    running = job["status"] not in (DONE, FAILED)
+    source, target = KINDS.get(job["kind"], ("id", "movie_id"))
+    context = {
+        "job": job,
+        "rows": rows,
+        "titles": titles,
+        "source": source,
+        "target": target,
+        "running": running,
+        "refresh": REFRESH_SECONDS,
+        "percent": round(100 * job["progress"]),
+        "preview_rows": PREVIEW_ROWS,
+    }
+    response = aiohttp_jinja2.render_template("batch_job.html", request, context)
+    if running:
+        response.headers["Refresh"] = str(REFRESH_SECONDS)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+async def job_results(request: web.Request) -> web.StreamResponse:
+    job = await _own_job(request)
+    jobs = request.app[WEB_BATCH_JOBS]
+    job = await jobs.finished(job["job_id"])
+    return await stream_results(request, jobs, job, request.match_info["fmt"])
+
+
+def setup_batch_pages(app: web.Application) -> None:
+    """Add the batch pages to the web app (its templates must already be set up)."""
+    app[WEB_BATCH_JOBS] = BatchJobs(None, app[SETTINGS])
+    app.cleanup_ctx.append(web_batch_store_ctx)
+    app.router.add_get("/batch", batch_page, name="batch")
+    app.router.add_post("/batch", batch_upload)
+    app.router.add_get("/batch/{job_id}", job_page, name="batch_job")
+    app.router.add_get("/batch/{job_id}/results.{fmt:(csv|json)}", job_results,
+                       name="batch_results")
