@@ -1,0 +1,284 @@
+"""Run configuration: one frozen dataclass, built from defaults < TOML file < CLI flags.
+
+Validation lives here (not in argparse) so the TOML path and the CLI path reject the same
+mistakes with the same messages; the CLI turns a ``ConfigError`` into exit code 2.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+SCENARIOS: tuple[str, ...] = (
+    "page",
+    "page_json",
+    "similar",
+    "user_recs",
+    "batch_similar",
+    "history_recs",
+    "session",
+    "search",
+    "home",
+)
+
+DEFAULT_MIX: dict[str, float] = {
+    "page": 47,
+    "page_json": 10,
+    "similar": 10,
+    "user_recs": 5,
+    "batch_similar": 5,
+    "history_recs": 3,
+    "search": 10,
+    "home": 5,
+    "session": 5,
+}
+
+DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "ml-latest-small"
+
+
+class ConfigError(ValueError):
+    """A user mistake in flags or the TOML file (reported with exit code 2)."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one run needs; serialised into the results JSON so a run is reproducible."""
+
+    base_url: str = "http://127.0.0.1:8080"
+    recommender_url: str | None = None  # defaults to base_url (monolith serves /v1 too)
+    catalog_url: str | None = None  # defaults to base_url
+    mix: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MIX))
+    rate: float | None = None  # open model: arrivals per second
+    users: int | None = None  # closed model: concurrent users
+    arrival: str = "constant"  # open model spacing: constant | poisson
+    think_time: float = 0.0  # closed model: mean seconds between a user's scenarios
+    ramp_up: float = 0.0
+    duration: float | None = None
+    requests: int | None = None
+    timeout: float = 10.0  # per request
+    connections: int = 100  # TCPConnector limit (and open-model in-flight cap)
+    popularity: str = "counts"  # counts | zipf
+    zipf_s: float = 1.0
+    movies: int = 2000  # how many popular movies to sample from
+    user_ids: tuple[int, int] = (1, 610)
+    seed: int | None = None
+    data_dir: str = str(DEFAULT_DATA_DIR)
+    progress: bool | None = None  # None: only when stderr is a tty
+    uvloop: bool = True
+    out: str | None = None
+    html: str | None = None
+    compare: str | None = None
+
+    @property
+    def model(self) -> str:
+        return "open" if self.rate is not None else "closed"
+
+    @property
+    def recommender_base(self) -> str:
+        return (self.recommender_url or self.base_url).rstrip("/")
+
+    @property
+    def catalog_base(self) -> str:
+        return (self.catalog_url or self.base_url).rstrip("/")
+
+    @property
+    def web_base(self) -> str:
+        return self.base_url.rstrip("/")
+
+    @property
+    def hard_deadline(self) -> float:
+        """Seconds after which the run is stopped whatever the server does."""
+        if self.duration is not None:
+            work = self.duration
+        elif self.rate is not None and self.requests is not None:
+            work = self.requests / self.rate
+        else:
+            work = 3600.0  # closed model with --requests only: still bounded
+        return self.ramp_up + work + self.timeout + 5.0
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["user_ids"] = list(self.user_ids)
+        data["model"] = self.model
+        return data
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    """Parse ``page=70,similar=20,search=10`` into weights (any non-negative numbers)."""
+    mix: dict[str, float] = {}
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        name, sep, value = part.partition("=")
+        name = name.strip()
+        if not sep:
+            raise ConfigError(f"mix entry {part!r} is not NAME=WEIGHT")
+        try:
+            weight = float(value)
+        except ValueError:
+            raise ConfigError(f"mix weight for {name!r} is not a number: {value!r}") from None
+        mix[name] = weight
+    return validate_mix(mix)
+
+
+def validate_mix(mix: dict[str, Any]) -> dict[str, float]:
+    """Reject unknown scenarios, negative weights and an all-zero mix."""
+    out: dict[str, float] = {}
+    for name, weight in mix.items():
+        if name not in SCENARIOS:
+            raise ConfigError(f"unknown scenario {name!r} in mix (known: {', '.join(SCENARIOS)})")
+        if isinstance(weight, bool) or not isinstance(weight, int | float):
+            raise ConfigError(f"mix weight for {name!r} must be a number")
+        if not math.isfinite(weight) or weight < 0:
+            raise ConfigError(f"mix weight for {name!r} must be >= 0")
+        if weight > 0:
+            out[name] = float(weight)
+    if not out:
+        raise ConfigError("mix has no scenario with a positive weight")
+    return out
+
+
+def parse_user_ids(text: str) -> tuple[int, int]:
+    """Parse ``1-610``."""
+    lo, sep, hi = text.partition("-")
+    try:
+        pair = (int(lo), int(hi)) if sep else (int(lo), int(lo))
+    except ValueError:
+        raise ConfigError(f"user id range {text!r} is not LOW-HIGH") from None
+    if pair[0] < 1 or pair[1] < pair[0]:
+        raise ConfigError(f"user id range {text!r} is empty or not positive")
+    return pair
+
+
+def load_toml(path: str) -> dict[str, Any]:
+    """Read a TOML config: top-level keys are RunConfig fields, ``[mix]`` a table of weights."""
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML in {path}: {exc}") from None
+    known = {f.name for f in fields(RunConfig)}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        norm = key.replace("-", "_")
+        if norm not in known:
+            raise ConfigError(f"unknown key {key!r} in {path}")
+        if norm == "mix":
+            if isinstance(value, str):
+                value = parse_mix(value)
+            elif isinstance(value, dict):
+                value = validate_mix(value)
+            else:
+                raise ConfigError("mix must be a table or a 'name=weight,...' string")
+        elif norm == "user_ids":
+            if isinstance(value, list) and len(value) == 2:
+                value = parse_user_ids(f"{value[0]}-{value[1]}")
+            else:
+                value = parse_user_ids(str(value))
+        values[norm] = value
+    return values
+
+
+def _check_url(name: str, url: str | None) -> None:
+    if url is None:
+        return
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{name} must be an http(s) URL, got {url!r}")
+
+
+def _positive(name: str, value: float | None, *, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name} must be a number")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+_STRINGS = (
+    "base_url",
+    "recommender_url",
+    "catalog_url",
+    "data_dir",
+    "out",
+    "html",
+    "compare",
+    "arrival",
+    "popularity",
+)
+_SECONDS = ("duration", "ramp_up", "think_time", "timeout")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``30``, ``30s``, ``1.5m``, ``500ms`` or ``1h``."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ConfigError(f"not a duration: {text!r} (e.g. 30s, 2m, 500ms)")
+    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[match.group(2)]
+    return float(match.group(1)) * scale
+
+
+def _check_types(v: dict[str, Any]) -> None:
+    for name in _STRINGS:
+        if v.get(name) is not None and not isinstance(v[name], str):
+            raise ConfigError(f"{name} must be a string")
+    for name in ("progress", "uvloop"):
+        if v.get(name) is not None and not isinstance(v[name], bool):
+            raise ConfigError(f"{name} must be true or false")
+    seed = v.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ConfigError("seed must be an integer")
+    for name in _SECONDS:
+        if isinstance(v.get(name), str):
+            v[name] = parse_duration(v[name])
+
+
+def build_config(values: dict[str, Any]) -> RunConfig:
+    """Validate merged values and fill the defaults the modes imply."""
+    known = {f.name for f in fields(RunConfig)}
+    unknown = set(values) - known
+    if unknown:
+        raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
+    v = dict(values)
+    _check_types(v)
+    if v.get("rate") is not None and v.get("users") is not None:
+        raise ConfigError("choose one model: --rate (open) or --users (closed), not both")
+    if v.get("rate") is None and v.get("users") is None:
+        v["rate"] = 50.0
+    if v.get("duration") is None and v.get("requests") is None:
+        v["duration"] = 10.0
+    for name in ("rate", "duration", "timeout"):
+        _positive(name, v.get(name))
+    for name in ("ramp_up", "think_time"):
+        _positive(name, v.get(name), allow_zero=True)
+    for name in ("users", "requests", "connections", "movies"):
+        value = v.get(name)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    _positive("zipf_s", v.get("zipf_s"), allow_zero=True)
+    if v.get("arrival", "constant") not in ("constant", "poisson"):
+        raise ConfigError("arrival must be 'constant' or 'poisson'")
+    if v.get("popularity", "counts") not in ("counts", "zipf"):
+        raise ConfigError("popularity must be 'counts' or 'zipf'")
+    for name in ("base_url", "recommender_url", "catalog_url"):
+        _check_url(name, v.get(name))
+    if "user_ids" in v:
+        lo, hi = v["user_ids"]
+        v["user_ids"] = parse_user_ids(f"{lo}-{hi}")
+    if "mix" in v:
+        v["mix"] = validate_mix(v["mix"])
+    if v.get("rate") is not None:
+        v["rate"] = float(v["rate"])
+    return RunConfig(**v)

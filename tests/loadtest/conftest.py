@@ -1,0 +1,203 @@
+"""Tiny real HTTP servers on free loopback ports for the load-test tool's tests.
+
+The servers stand in for Marquee with a known behaviour (a fixed delay, a serialising lock,
+errors), so the tool's measurements can be checked against ground truth. They never touch
+the real system and never use the default ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import socket
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from aiohttp import web
+
+from loadtest.config import build_config
+from loadtest.workload import Movie, Workload, build_workload
+
+HITS = web.AppKey("hits", Counter)
+
+MOVIES = [
+    Movie(
+        id=i,
+        title=f"Movie {w} Story ({1990 + i})",
+        genres=("Drama", "Comedy"),
+        rating_count=400 // i,
+    )
+    for i, w in enumerate(
+        ["Alpha", "Bravo", "Charlie", "Delta", "Echo", "Foxtrot", "Golf", "Hotel"], start=1
+    )
+]
+
+
+def make_workload() -> Workload:
+    return build_workload(MOVIES, popularity="counts", zipf_s=1.0, user_ids=(1, 610), source="test")
+
+
+def csrf_form(token: str) -> str:
+    return (
+        "<html><body><form method=post action=/subscription>"
+        f'<input type="hidden" name="csrf_token" value="{token}">'
+        "<button name=plan value=basic>Join</button></form></body></html>"
+    )
+
+
+def fake_marquee_app(
+    delay: float = 0.0, lock: asyncio.Lock | None = None, status: int = 200
+) -> web.Application:
+    """Every Marquee route the tool uses, each taking ``delay`` seconds (under ``lock`` if
+    given, which serialises the server: capacity = 1 / delay) and answering ``status``."""
+    app = web.Application()
+    hits: Counter = Counter()
+    app[HITS] = hits
+    sessions: dict[str, str] = {}
+
+    def route(name: str, body: Callable[[web.Request], Awaitable[web.StreamResponse]] | None):
+        async def handler(request: web.Request) -> web.StreamResponse:
+            hits[name] += 1
+            if lock is not None:
+                async with lock:
+                    await asyncio.sleep(delay)
+            elif delay:
+                await asyncio.sleep(delay)
+            if status >= 400:
+                return web.json_response({"error": {"code": "x", "message": "x"}}, status=status)
+            if body is None:
+                return web.json_response({"ok": True})
+            return await body(request)
+
+        return handler
+
+    async def popular(request: web.Request) -> web.StreamResponse:
+        limit = int(request.query.get("limit", "100"))
+        items = [
+            {"id": m.id, "title": m.title, "genres": list(m.genres), "rating_count": m.rating_count}
+            for m in MOVIES[:limit]
+        ]
+        return web.json_response({"items": items})
+
+    async def movie_page(request: web.Request) -> web.StreamResponse:
+        return web.Response(text=csrf_form("page-token"), content_type="text/html")
+
+    async def login_form(request: web.Request) -> web.StreamResponse:
+        return web.Response(text=csrf_form("login-token"), content_type="text/html")
+
+    async def login(request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        if form.get("csrf_token") != "login-token" or not form.get("user_id"):
+            return web.Response(status=403)
+        sid = secrets.token_hex(8)
+        sessions[sid] = str(form["user_id"])
+        resp = web.HTTPSeeOther("/")
+        resp.set_cookie("sid", sid)
+        raise resp
+
+    async def subscription(request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        if request.cookies.get("sid") not in sessions:
+            return web.Response(status=401)
+        if form.get("csrf_token") not in ("page-token", "login-token"):
+            return web.Response(status=403)
+        if form.get("action") != "cancel" and form.get("plan") not in (
+            "basic",
+            "standard",
+            "premium",
+        ):
+            return web.Response(status=400)
+        hits["subscription_" + str(form.get("action") or form.get("plan"))] += 1
+        raise web.HTTPSeeOther("/account")
+
+    async def recs(request: web.Request) -> web.StreamResponse:
+        data = await request.json()
+        assert isinstance(data["history"], list) and data["k"] == 10
+        return web.json_response({"items": []})
+
+    r = app.router
+    r.add_get("/v1/movies/popular", popular)  # start-up only: not timed, never delayed
+    r.add_get("/movies/{id}", route("page", movie_page))
+    r.add_get("/api/pages/movies/{id}", route("page_json", None))
+    r.add_get("/v1/similar/{id}", route("similar", None))
+    r.add_get("/v1/similar", route("batch_similar", None))
+    r.add_get("/v1/users/{id}/recommendations", route("user_recs", None))
+    r.add_post("/v1/recommendations", route("history_recs", recs))
+    r.add_get("/search", route("search", None))
+    r.add_get("/", route("home", None))
+    r.add_get("/login", route("login_form", login_form))
+    r.add_post("/login", route("login", login))
+    r.add_post("/subscription", route("subscription", subscription))
+    return app
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[web.Application], Awaitable[str]]]:
+    """Start apps on free loopback ports (port 0); returns their base URLs; stops them all."""
+    runners: list[web.AppRunner] = []
+
+    async def start(app: web.Application) -> str:
+        runner = web.AppRunner(app, shutdown_timeout=0.5)
+        await runner.setup()
+        runners.append(runner)
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        return f"http://{host}:{port}"
+
+    yield start
+    for runner in reversed(runners):
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def reset_server() -> AsyncIterator[str]:
+    """A raw TCP server that accepts, reads the request and drops the connection."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1024)
+        writer.transport.abort()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}"
+    server.close()
+    await server.wait_closed()
+
+
+@pytest.fixture
+def config() -> Callable[..., object]:
+    """Build a RunConfig with test-friendly defaults (no uvloop flag needed in-process)."""
+
+    def make(**values: object):
+        values.setdefault("seed", 7)
+        return build_config(values)
+
+    return make
+
+
+@pytest.fixture
+def workload() -> Workload:
+    return make_workload()
+
+
+@pytest.fixture
+def fake_marquee(serve):
+    """Serve a fake Marquee; returns ``(base_url, hits)`` where hits counts requests per route."""
+
+    async def start(
+        delay: float = 0.0, lock: asyncio.Lock | None = None, status: int = 200
+    ) -> tuple[str, Counter]:
+        app = fake_marquee_app(delay, lock, status)
+        return await serve(app), app[HITS]
+
+    return start
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port that was free a moment ago (so connecting to it is refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
