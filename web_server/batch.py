@@ -16,8 +16,9 @@ from aiohttp import web
 
 from recommender.batch import DONE, FAILED, KINDS, BatchJobs, check_job_id, connect, parse_k
 from recommender.batch_api import read_upload, stream_results
-from services.platform.app import SETTINGS
+from services.platform.app import SETTINGS, add_openapi_paths
 from services.platform.errors import ApiError, BadRequest, Forbidden, NotReady, PayloadTooLarge
+from services.platform.openapi import operation
 from web_server import session
 
 WEB_BATCH_JOBS = web.AppKey("web_batch_jobs", BatchJobs)
@@ -172,3 +173,35 @@ def setup_batch_pages(app: web.Application) -> None:
     app.router.add_get("/batch/{job_id}", job_page, name="batch_job")
     app.router.add_get("/batch/{job_id}/results.{fmt:(csv|json)}", job_results,
                        name="batch_results")
+    add_openapi_paths(app, batch_page_paths())
+
+
+def batch_page_paths() -> dict:
+    """The batch pages in the web server's /openapi.json (HTML, the session user's own jobs)."""
+    html = "text/html"
+    job_id = {"name": "job_id", "in": "path", "required": True, "description": "a batch job id",
+              "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
+    fmt = {"name": "fmt", "in": "path", "required": True, "description": "csv or json",
+           "schema": {"type": "string", "enum": ["csv", "json"]}}
+    upload = operation("Queue a batch job from an uploaded CSV (logged in; CSRF token)", ok=303,
+                       errors=(400, 403, 413), content_type=html)
+    upload["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object",
+        "properties": {"csrf_token": {"type": "string"}, "k": {"type": "integer"},
+                       "file": {"type": "string", "format": "binary"}},
+    }}}}
+    return {
+        "/batch": {
+            "get": operation("Batch upload form and the user's recent jobs (HTML)", errors=(),
+                             content_type=html),
+            "post": upload,
+        },
+        "/batch/{job_id}": {
+            "get": operation("A batch job's progress and results preview (HTML; owner only)",
+                             parameters=[job_id], errors=(403, 404), content_type=html)
+        },
+        "/batch/{job_id}/results.{fmt}": {
+            "get": operation("A finished job's results as CSV or JSON (owner only)",
+                             parameters=[job_id, fmt], errors=(403, 404, 409))
+        },
+    }

@@ -216,8 +216,13 @@ class Composer:
         return {"items": items, "source": "fallback"}
 
     # ---- the page -----------------------------------------------------------------------------
-    async def compose_movie_page(self, movie_id: int, viewer: Viewer | None) -> Page:
-        """The movie page's data; raises ``PageFailed`` only when the movie itself fails."""
+    async def start_movie_page(self, movie_id: int, viewer: Viewer | None) -> PendingPage:
+        """Start every call at once and wait only for the movie (the primary fragment).
+
+        The plan and the similar row keep running in their tasks; the caller can show the movie
+        at once (the streamed HTML page) and await the rest from the returned ``PendingPage``.
+        Raises ``PageFailed`` when the movie itself fails, having cancelled the rest.
+        """
         deadline = time.monotonic() + self.settings.page_budget
         trace = Trace()
         movie_task = asyncio.create_task(
@@ -232,47 +237,23 @@ class Composer:
             asyncio.create_task(self._plan(viewer, trace, deadline)) if viewer else None
         )
         similar_task = asyncio.create_task(self._recommended(movie_id, trace, deadline))
-        optional = [t for t in (plan_task, similar_task) if t is not None]
+        pending = PendingPage(self, movie_id, trace, deadline, plan_task, similar_task)
         try:
-            movie = await movie_task
+            pending.movie = await movie_task
         except BaseException as exc:
-            for task in optional:
-                task.cancel()
-            for task in optional:
-                with contextlib.suppress(BaseException):
-                    await task
+            await pending.cancel()
             if isinstance(exc, BackendError | BackendRejected):
                 raise PageFailed(self._primary_error(movie_id, exc), trace) from None
             raise
+        return pending
 
-        degraded: list[str] = []
-        if plan_task is None:
-            plan, choices = anonymous_plan(), []
-        else:
-            plan, choices, failure = await plan_task
-            if failure:
-                self._fallback("plan", failure, degraded)
-
+    async def compose_movie_page(self, movie_id: int, viewer: Viewer | None) -> Page:
+        """The whole movie page's data; raises ``PageFailed`` only when the movie itself fails."""
+        pending = await self.start_movie_page(movie_id, viewer)
         try:
-            similar = await similar_task
-        except (BackendError, BackendRejected) as exc:
-            reason = exc.reason if isinstance(exc, BackendError) else f"rejected_{exc.status}"
-            similar = await self._popular_in_genre(movie, trace, deadline)
-            if isinstance(exc, BackendError):
-                # An outage, not a movie the model simply does not know: say so on the page.
-                self._fallback("similar", reason, degraded)
-            elif self.metrics:
-                self.metrics.fallbacks.labels("similar", reason).inc()
-        return Page(
-            movie=movie,
-            plan=plan,
-            similar=similar,
-            degraded=degraded,
-            timings=dict(trace.timings),
-            outcomes=dict(trace.outcomes),
-            plans=choices,
-            trace=trace,
-        )
+            return await pending.finish()
+        finally:
+            await pending.cancel()
 
     @staticmethod
     def _primary_error(movie_id: int, exc: BackendError | BackendRejected) -> ApiError:
@@ -284,3 +265,83 @@ class Composer:
             "the catalog is unavailable right now; please try again shortly",
             code="catalog_unavailable",
         )
+
+
+class PendingPage:
+    """A movie page whose movie is known while its optional fragments may still be running.
+
+    ``plan()`` and ``similar()`` each await their own task and apply its fallback; both can be
+    awaited in any order and more than once. ``cancel()`` stops whatever is still running (a
+    client that went away must not leave backend calls behind).
+    """
+
+    def __init__(
+        self,
+        composer: Composer,
+        movie_id: int,
+        trace: Trace,
+        deadline: float,
+        plan_task: asyncio.Task | None,
+        similar_task: asyncio.Task,
+    ) -> None:
+        self.composer = composer
+        self.movie_id = movie_id
+        self.movie: dict = {}
+        self.trace = trace
+        self.deadline = deadline
+        self.degraded: list[str] = []
+        self._plan_task = plan_task
+        self._similar_task = similar_task
+        self._plan: tuple[dict, list[dict]] | None = None
+        self._similar: dict | None = None
+
+    async def plan(self) -> tuple[dict, list[dict]]:
+        """(the viewer's subscription, the plan choices); anonymous without a viewer."""
+        if self._plan is None:
+            if self._plan_task is None:
+                self._plan = (anonymous_plan(), [])
+            else:
+                plan, choices, failure = await self._plan_task
+                if failure:
+                    self.composer._fallback("plan", failure, self.degraded)
+                self._plan = (plan, choices)
+        return self._plan
+
+    async def similar(self) -> dict:
+        """The similar row: the recommender's, or popular movies in the genre when it fails."""
+        if self._similar is None:
+            composer = self.composer
+            try:
+                similar = await self._similar_task
+            except (BackendError, BackendRejected) as exc:
+                reason = exc.reason if isinstance(exc, BackendError) else f"rejected_{exc.status}"
+                similar = await composer._popular_in_genre(self.movie, self.trace, self.deadline)
+                if isinstance(exc, BackendError):
+                    # An outage, not a movie the model simply does not know: say so on the page.
+                    composer._fallback("similar", reason, self.degraded)
+                elif composer.metrics:
+                    composer.metrics.fallbacks.labels("similar", reason).inc()
+            self._similar = similar
+        return self._similar
+
+    async def finish(self) -> Page:
+        plan, choices = await self.plan()
+        similar = await self.similar()
+        return Page(
+            movie=self.movie,
+            plan=plan,
+            similar=similar,
+            degraded=list(self.degraded),
+            timings=dict(self.trace.timings),
+            outcomes=dict(self.trace.outcomes),
+            plans=choices,
+            trace=self.trace,
+        )
+
+    async def cancel(self) -> None:
+        tasks = [t for t in (self._plan_task, self._similar_task) if t is not None]
+        for task in tasks:  # a no-op on a finished task; awaiting it below retrieves its error
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task

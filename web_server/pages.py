@@ -24,6 +24,7 @@ from web_server.clients import BackendError, BackendRejected
 from web_server.composer import PageFailed, Viewer, first_genre, similar_item
 from web_server.render import error_page
 from web_server.state import CLIENTS, COMPOSER
+from web_server.streaming import stream_page
 
 ROW = 12
 SEARCH_PAGE = 20
@@ -50,10 +51,18 @@ def new_key() -> str:
 
 
 # ---- the movie page ---------------------------------------------------------------------------
-async def movie_page(request: web.Request) -> web.Response:
+async def movie_page(request: web.Request) -> web.StreamResponse:
+    """The movie page, streamed: the movie's details (the catalog, the primary fragment) go out
+    as soon as they are known; the plan box and the similar row follow as they complete.
+
+    The status is decided before the first byte: an unknown movie is a 404 page, a catalog
+    outage a 503 page. ``Server-Timing`` therefore lists the calls finished when the headers
+    leave (the catalog, and whatever else was quicker); the composed JSON
+    (``/api/pages/movies/{id}``) carries every backend's time.
+    """
     movie_id = path_id(request, "id")
     try:
-        page = await request.app[COMPOSER].compose_movie_page(movie_id, viewer(request))
+        pending = await request.app[COMPOSER].start_movie_page(movie_id, viewer(request))
     except PageFailed as failed:
         return error_page(
             request,
@@ -61,15 +70,34 @@ async def movie_page(request: web.Request) -> web.Response:
             failed.error.message,
             headers={"Server-Timing": failed.trace.server_timing()},
         )
-    context = {
-        "page": page,
-        "movie": page.movie,
-        "genre": first_genre(page.movie),
-        "idempotency_key": new_key(),
-    }
-    response = aiohttp_jinja2.render_template("movie.html", request, context)
-    response.headers["Server-Timing"] = page.server_timing()
-    return response
+    movie = pending.movie
+    genre = first_genre(movie)
+    key = new_key()
+
+    async def plan_html() -> str:
+        plan, choices = await pending.plan()
+        context = {"plan": plan, "plans": choices, "movie": movie, "idempotency_key": key}
+        return aiohttp_jinja2.render_string("_plan.html", request, context)
+
+    async def similar_html() -> str:
+        similar = await pending.similar()
+        context = {"similar": similar, "degraded": "similar" in pending.degraded,
+                   "genre": genre, "movie": movie}
+        return aiohttp_jinja2.render_string("_similar.html", request, context)
+
+    fragments = {"plan": asyncio.ensure_future(plan_html()),
+                 "similar": asyncio.ensure_future(similar_html())}
+    try:
+        return await stream_page(
+            request,
+            "movie.html",
+            {"movie": movie, "genre": genre},
+            fragments,
+            headers={"Server-Timing": pending.trace.server_timing()},
+            before_send=lambda response: session.remember_movie(request, response, movie_id),
+        )
+    finally:
+        await pending.cancel()
 
 
 async def movie_page_json(request: web.Request) -> web.Response:
@@ -94,25 +122,68 @@ async def _quietly(awaitable: Any) -> Any:
         return None
 
 
-async def _for_you(request: web.Request, user_id: int) -> list[dict]:
-    clients = request.app[CLIENTS]
-    answer = await clients.recommender.user_recommendations(user_id, ROW)
+async def _titled(request: web.Request, answer: dict, exclude: int | None = None) -> list[dict]:
+    """A recommender answer's ids as cards: titles from one catalog batch, order kept."""
     scores = {item["movie_id"]: item.get("score") for item in answer["items"]}
-    movies, _ = await clients.catalog.movies(list(scores))
+    ids = [i for i in scores if i != exclude]
+    movies, _ = await request.app[CLIENTS].catalog.movies(ids)
     return [similar_item(m, scores.get(m["id"])) for m in movies]
 
 
-async def home(request: web.Request) -> web.Response:
+def _row_section(request: web.Request, section_id: str, heading: str, items: list[dict],
+                 *, note: str = "", anchor: dict | None = None) -> str:
+    context = {"section_id": section_id, "heading": heading, "items": items, "note": note,
+               "anchor": anchor}
+    return aiohttp_jinja2.render_string("_row_section.html", request, context)
+
+
+async def _for_you_html(request: web.Request, user_id: int) -> str:
+    """"For you": the recommender's picks from the user's rating history (quietly optional)."""
+    recommender = request.app[CLIENTS].recommender
+    answer = await _quietly(recommender.user_recommendations(user_id, ROW))
+    items = await _quietly(_titled(request, answer)) if answer else None
+    if not items:
+        return ""
+    return _row_section(request, "for-you", "For you", items,
+                        note=f"Picked from what user {user_id} rated.")
+
+
+async def _because_html(request: web.Request, movie_id: int) -> str:
+    """"Because you watched X": movies like the one this viewer last opened (quietly optional)."""
+    clients = request.app[CLIENTS]
+    movie, answer = await asyncio.gather(
+        _quietly(clients.catalog.movie(movie_id)),
+        _quietly(clients.recommender.similar(movie_id, ROW)),
+    )
+    items = await _quietly(_titled(request, answer, exclude=movie_id)) if movie and answer else None
+    if not items:
+        return ""
+    return _row_section(request, "because", "Because you watched", items, anchor=movie)
+
+
+async def home(request: web.Request) -> web.StreamResponse:
+    """Home, streamed: the catalog rows (popular now, genres) are the primary content; the
+    personal rows (recommender) are fragments that cannot hold the page back."""
     clients = request.app[CLIENTS]
     user = session.current_user(request)
+    fragments: dict[str, asyncio.Future[str]] = {}
+    if user is not None:
+        fragments["for_you"] = asyncio.ensure_future(_for_you_html(request, user))
+        last = session.last_movie(request)
+        if last is not None:
+            fragments["because"] = asyncio.ensure_future(_because_html(request, last))
     jobs = [clients.catalog.popular(ROW)]
     jobs += [clients.catalog.popular(ROW, genre) for genre in HOME_GENRES]
-    jobs.append(_for_you(request, user) if user is not None else asyncio.sleep(0, None))
-    results = await asyncio.gather(*(_quietly(job) for job in jobs))
-    popular, rows, for_you = results[0], results[1:-1], results[-1]
+    try:
+        results = await asyncio.gather(*(_quietly(job) for job in jobs))
+    except BaseException:
+        for fragment in fragments.values():
+            fragment.cancel()
+        raise
+    popular, rows = results[0], results[1:]
     genre_rows = [(g, items) for g, items in zip(HOME_GENRES, rows, strict=True) if items]
-    context = {"popular": popular, "genre_rows": genre_rows, "for_you": for_you}
-    return aiohttp_jinja2.render_template("home.html", request, context)
+    context = {"popular": popular, "genre_rows": genre_rows}
+    return await stream_page(request, "home.html", context, fragments)
 
 
 # ---- search -----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from aiohttp import web
 from services.platform.app import SETTINGS
 from services.platform.errors import ApiError
 from web_server import session
+from web_server.streaming import slot
 
 log = logging.getLogger("marquee.web")
 
@@ -57,6 +58,13 @@ def poster_colour(genres: list[str] | None) -> str:
         if genre in GENRE_COLOURS:
             return GENRE_COLOURS[genre]
     return "#4b5563"
+
+
+def genre_colours(genres: list[str] | None) -> tuple[str, str]:
+    """Two colours for a poster placeholder's gradient: its first two known genres."""
+    known = [GENRE_COLOURS[g] for g in genres or [] if g in GENRE_COLOURS]
+    first = known[0] if known else "#4b5563"
+    return first, known[1] if len(known) > 1 else "#111827"
 
 
 def initials(title: str | None) -> str:
@@ -110,6 +118,8 @@ def setup_templates(app: web.Application) -> None:
         imdb_url=imdb_url,
         tmdb_url=tmdb_url,
         price=price,
+        slot=slot,
+        genre_colours=genre_colours,
     )
     static = settings.templates_dir / "static"
     if static.is_dir():

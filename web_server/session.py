@@ -18,6 +18,7 @@ from services.platform.errors import Forbidden
 
 SESSION_COOKIE = "marquee_session"
 ANON_COOKIE = "marquee_anon"
+LAST_MOVIE_COOKIE = "marquee_last_movie"
 CSRF_FIELD = "csrf_token"
 _USER = web.RequestKey("marquee_user", object)  # int | None, once per request
 _NEW_ANON = web.RequestKey("marquee_new_anon", str)
@@ -96,3 +97,40 @@ def login(request: web.Request, response: web.StreamResponse, user_id: int) -> N
 
 def logout(response: web.StreamResponse) -> None:
     response.del_cookie(SESSION_COOKIE, path="/")
+    response.del_cookie(LAST_MOVIE_COOKIE, path="/")
+
+
+def remember_movie(request: web.Request, response: web.StreamResponse, movie_id: int) -> None:
+    """Remember the movie a logged-in viewer last opened, for "Because you watched" on home.
+
+    The value is signed and bound to the user, so another user logging in on the same browser
+    never sees it, and nobody can plant an arbitrary value.
+    """
+    user = current_user(request)
+    if user is None:
+        return
+    settings = request.app[SETTINGS]
+    response.set_cookie(
+        LAST_MOVIE_COOKIE,
+        auth.sign(f"{user}:{movie_id}", settings.secret_key, purpose="last_movie"),
+        max_age=settings.session_max_age,
+        httponly=True,
+        samesite="Lax",
+        path="/",
+        secure=request.secure,
+    )
+
+
+def last_movie(request: web.Request) -> int | None:
+    """The movie this logged-in viewer last opened, or None (none yet, another user's, forged)."""
+    user = current_user(request)
+    token = request.cookies.get(LAST_MOVIE_COOKIE)
+    if user is None or not token or len(token) > 256:
+        return None
+    settings = request.app[SETTINGS]
+    value = auth.unsign(token, settings.secret_key, purpose="last_movie",
+                        max_age=settings.session_max_age)
+    owner, _, movie = (value or "").partition(":")
+    if owner != str(user) or not movie.isdigit():
+        return None
+    return int(movie)

@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from services.platform.circuit import CircuitBreaker, State
 from services.platform.logs import request_id_var
@@ -107,7 +108,9 @@ class BackendClient:
                 limit=self.connections, limit_per_host=self.connections, ttl_dns_cache=300
             )
             self._session = aiohttp.ClientSession(
-                connector=connector, json_serialize=lambda o: orjson.dumps(o).decode()
+                connector=connector,
+                json_serialize=lambda o: orjson.dumps(o).decode(),
+                timeout=aiohttp.ClientTimeout(total=None),  # each call has its own deadline
             )
         return self._session
 
@@ -204,7 +207,8 @@ class BackendClient:
         try:
             async with asyncio.timeout(remaining):
                 async with self.session.request(
-                    method, url + path, params=params, json=json, headers=all_headers
+                    method, URL(url + path, encoded=True), params=params, json=json,
+                    headers=all_headers,
                 ) as resp:
                     body = await resp.read()
         except TimeoutError:

@@ -74,6 +74,22 @@ class Metrics:
         )
         self.batch_rows = Counter("marquee_batch_rows", "Batch rows computed", registry=r)
 
+        self._request_children: dict[tuple[str, str, int], tuple] = {}
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one served request. The labelled children are bound once per label set:
+        ``labels()`` on every request costs more than the rest of the accounting."""
+        key = (route, method, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(route, method, str(status)),
+                self.latency.labels(route, method),
+            )
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
     def set_model_version(self, version: str) -> None:
         self.model_version.clear()
         self.model_version.labels(version=version).set(1)

@@ -117,6 +117,11 @@ async def test_server_timing_and_request_id_flow_out(stub_backends, serve, tmp_p
         headers = {"X-Request-ID": "trace-me-123"}
         async with session.get(f"{base}/movies/1", headers=headers) as resp:
             assert resp.status == 200
+            assert resp.headers["X-Request-ID"] == "trace-me-123"
+            # The HTML page is streamed: its headers leave once the movie is known.
+            assert re.search(r'catalog;dur=[0-9.]+;desc="ok"', resp.headers["Server-Timing"])
+        async with session.get(f"{base}/api/pages/movies/1", headers=headers) as resp:
+            assert resp.status == 200
             timing = resp.headers["Server-Timing"]
     for backend in ("catalog", "subscription", "recommender", "catalog_batch"):
         assert re.search(rf'{backend};dur=[0-9.]+;desc="ok"', timing), timing

@@ -1,0 +1,121 @@
+"""Make the README's screenshots: home, movie and batch pages at desktop and phone widths.
+
+    .venv/bin/python docs/screenshots/make_screenshots.py            # starts its own Marquee
+    .venv/bin/python docs/screenshots/make_screenshots.py --url http://127.0.0.1:8080
+
+Without ``--url`` it starts the whole system for real in a temporary directory: a redis-server
+on a free port (when installed), a model trained on the bundled data, and ``python -m
+web_server`` (monolith) on a free port; everything it starts is stopped by PID at the end.
+It drives the system's Chromium (Debian ``chromium``) with Playwright, logged in as MovieLens
+user 1, and writes ``docs/screenshots/{home,movie,batch}-{desktop,phone}.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
+
+from tests.browser.conftest import (  # noqa: E402
+    DESKTOP,
+    LAUNCH_ARGS,
+    PHONE,
+    chromium_path,
+    start_monolith,
+)
+from tests.support import free_port, start_redis  # noqa: E402
+
+OUT = Path(__file__).resolve().parent
+MOVIE = 2571  # The Matrix
+BATCH_CSV = b"movie_id\n1\n2571\n318\n356\n"
+SIZES = {"desktop": {**DESKTOP, "height": 900}, "phone": PHONE}
+
+
+@contextlib.contextmanager
+def marquee(url: str | None) -> Iterator[str]:
+    """A running Marquee: the one given, or a fresh monolith in a temporary directory."""
+    if url:
+        yield url.rstrip("/")
+        return
+    with tempfile.TemporaryDirectory(prefix="marquee-shots-") as tmp:
+        work = Path(tmp)
+        redis = None
+        redis_url = ""
+        if shutil.which("redis-server"):
+            port = free_port()
+            redis = start_redis(port, work)
+            redis_url = f"redis://127.0.0.1:{port}/0"
+        models = work / "models"
+        subprocess.run([sys.executable, "-m", "recommender", "train", "--model-dir", str(models)],
+                       cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        server = start_monolith(work, redis_url, models, work / "catalog.sqlite3")
+        try:
+            yield server.url
+        finally:
+            server.process.stop()
+            if redis is not None:
+                redis.stop()
+
+
+def log_in(page: Page, base: str, user_id: int = 1) -> None:
+    page.goto(f"{base}/login?next=/movies/{MOVIE}")
+    page.get_by_label("MovieLens user id").fill(str(user_id))
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("The Matrix")
+
+
+def run_batch_job(page: Page, base: str) -> None:
+    """One finished job, so the batch page shows its job list as well as the upload form."""
+    page.goto(f"{base}/batch")
+    page.get_by_label("CSV file").set_input_files(
+        {"name": "movies.csv", "mimeType": "text/csv", "buffer": BATCH_CSV}
+    )
+    page.get_by_role("button", name="Upload and run").click()
+    expect(page.locator("#batch-status")).to_have_text("done", timeout=30_000)
+
+
+def shoot(page: Page, base: str, width: str) -> None:
+    for name, path in (("home", "/"), ("movie", f"/movies/{MOVIE}"), ("batch", "/batch")):
+        page.goto(base + path)
+        page.wait_for_load_state("load")
+        target = OUT / f"{name}-{width}.png"
+        page.screenshot(path=str(target))
+        print(f"wrote {target.relative_to(ROOT)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", help="a running Marquee to photograph (default: start one)")
+    args = parser.parse_args()
+    with marquee(args.url) as base, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium_path(), headless=True, args=LAUNCH_ARGS
+        )
+        try:
+            context = browser.new_context(viewport=SIZES["desktop"])
+            page = context.new_page()
+            log_in(page, base)
+            run_batch_job(page, base)
+            cookies = context.cookies()
+            shoot(page, base, "desktop")
+            context.close()
+            phone = browser.new_context(viewport=SIZES["phone"], is_mobile=True, has_touch=True)
+            phone.add_cookies(cookies)
+            shoot(phone.new_page(), base, "phone")
+            phone.close()
+        finally:
+            browser.close()
+
+
+if __name__ == "__main__":
+    main()
