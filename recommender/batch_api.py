@@ -25,7 +25,7 @@ from recommender.batch import (
     parse_k,
     results_csv,
 )
-from services.platform.app import SETTINGS, add_openapi_paths
+from services.platform.app import SETTINGS, add_metrics_refresher, add_openapi_paths
 from services.platform.auth import SESSION_HEADER, bearer_ok, session_user
 from services.platform.errors import BadRequest, Forbidden, PayloadTooLarge, UnsupportedMediaType
 from services.platform.jsonutil import json_response
@@ -217,14 +217,26 @@ async def batch_store_ctx(app: web.Application) -> AsyncIterator[None]:
             jobs.redis = None
 
 
+def setup_batch_store(app: web.Application) -> None:
+    """Put the batch store on ``app`` once, however many parts of the app (the API, the web
+    pages, or both in the monolith) use it."""
+    if BATCH_JOBS not in app:
+        app[BATCH_JOBS] = BatchJobs(None, app[SETTINGS])
+        app.cleanup_ctx.append(batch_store_ctx)
+
+
 def setup_batch_api(app: web.Application) -> None:
     """Add the batch-jobs routes to an app (the recommender's, or the monolith's)."""
-    app[BATCH_JOBS] = BatchJobs(None, app[SETTINGS])
-    app.cleanup_ctx.append(batch_store_ctx)
+    setup_batch_store(app)
     app.router.add_post("/v1/batch", submit)
     app.router.add_get("/v1/batch/{job_id}", status)
     app.router.add_get("/v1/batch/{job_id}/results", results)
     add_openapi_paths(app, batch_paths(app[SETTINGS]))
+
+    async def refresh_queue_depth() -> None:  # workers drain the queue in other processes
+        app[METRICS].batch_queue_depth.set(await app[BATCH_JOBS].queue_depth())
+
+    add_metrics_refresher(app, refresh_queue_depth)
 
 
 # ---- OpenAPI ---------------------------------------------------------------------------------

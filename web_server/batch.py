@@ -9,34 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 
 import aiohttp_jinja2
 from aiohttp import web
 
-from recommender.batch import DONE, FAILED, KINDS, BatchJobs, check_job_id, connect, parse_k
-from recommender.batch_api import read_upload, stream_results
+from recommender.batch import DONE, FAILED, KINDS, check_job_id, parse_k
+from recommender.batch_api import BATCH_JOBS, read_upload, setup_batch_store, stream_results
 from services.platform.app import SETTINGS, add_openapi_paths
 from services.platform.errors import ApiError, BadRequest, Forbidden, NotReady, PayloadTooLarge
 from services.platform.openapi import operation
 from web_server import session
 
-WEB_BATCH_JOBS = web.AppKey("web_batch_jobs", BatchJobs)
 PREVIEW_ROWS = 100
 RECENT_JOBS = 20
 REFRESH_SECONDS = 2
 TITLE_TIMEOUT = 0.5
-
-
-async def web_batch_store_ctx(app: web.Application) -> AsyncIterator[None]:
-    jobs = app[WEB_BATCH_JOBS]
-    jobs.redis = connect(app[SETTINGS])
-    try:
-        yield
-    finally:
-        if jobs.redis is not None:
-            await jobs.redis.aclose()
-            jobs.redis = None
 
 
 def _limits(request: web.Request) -> dict:
@@ -53,7 +40,7 @@ async def _render_form(
     unavailable = None
     if user is not None:
         try:
-            jobs = await request.app[WEB_BATCH_JOBS].recent(user, RECENT_JOBS)
+            jobs = await request.app[BATCH_JOBS].recent(user, RECENT_JOBS)
         except NotReady as exc:
             unavailable = exc.message
     details = error.details if error is not None and isinstance(error.details, dict) else {}
@@ -89,7 +76,7 @@ async def batch_upload(request: web.Request) -> web.StreamResponse:
         k = parse_k(k_raw)
         if not upload.data and upload.filename is None:
             raise BadRequest("choose a CSV file to upload", code="no_file")
-        job = await request.app[WEB_BATCH_JOBS].submit(upload.data, upload.filename, user, k)
+        job = await request.app[BATCH_JOBS].submit(upload.data, upload.filename, user, k)
     except (BadRequest, PayloadTooLarge) as exc:
         return await _render_form(request, error=exc, k=k_raw, status=exc.status)
     raise web.HTTPSeeOther(f"/batch/{job['job_id']}")
@@ -100,7 +87,7 @@ async def _own_job(request: web.Request) -> dict:
     job_id = check_job_id(request.match_info["job_id"])
     if user is None:
         raise web.HTTPSeeOther(f"/login?next=/batch/{job_id}")
-    job = await request.app[WEB_BATCH_JOBS].status(job_id)
+    job = await request.app[BATCH_JOBS].status(job_id)
     if job["owner"] != user:
         raise Forbidden("this batch job belongs to another user", code="not_your_job")
     return job
@@ -135,7 +122,7 @@ async def job_page(request: web.Request) -> web.Response:
     rows: list[dict] = []
     titles: dict[int, str] = {}
     if job["status"] == DONE:
-        rows = await request.app[WEB_BATCH_JOBS].results(job["job_id"], limit=PREVIEW_ROWS)
+        rows = await request.app[BATCH_JOBS].results(job["job_id"], limit=PREVIEW_ROWS)
         titles = await _titles(request, rows, job["kind"])
     running = job["status"] not in (DONE, FAILED)
     source, target = KINDS.get(job["kind"], ("id", "movie_id"))
@@ -159,15 +146,14 @@ async def job_page(request: web.Request) -> web.Response:
 
 async def job_results(request: web.Request) -> web.StreamResponse:
     job = await _own_job(request)
-    jobs = request.app[WEB_BATCH_JOBS]
+    jobs = request.app[BATCH_JOBS]
     job = await jobs.finished(job["job_id"])
     return await stream_results(request, jobs, job, request.match_info["fmt"])
 
 
 def setup_batch_pages(app: web.Application) -> None:
     """Add the batch pages to the web app (its templates must already be set up)."""
-    app[WEB_BATCH_JOBS] = BatchJobs(None, app[SETTINGS])
-    app.cleanup_ctx.append(web_batch_store_ctx)
+    setup_batch_store(app)
     app.router.add_get("/batch", batch_page, name="batch")
     app.router.add_post("/batch", batch_upload)
     app.router.add_get("/batch/{job_id}", job_page, name="batch_job")
