@@ -7,13 +7,15 @@ of them on one app, a microservice calls one.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from services.platform.jsonutil import json_response
 from services.platform.metrics import Metrics
-from services.platform.middleware import ACCESS_LOG, METRICS, observe
+from services.platform.middleware import ACCESS_LOG, METRICS, REQUEST_IDS, RequestIds, observe
 from services.platform.openapi import system_paths
 from services.platform.settings import Settings
 
@@ -21,6 +23,10 @@ SETTINGS = web.AppKey("settings", Settings)
 READY_CHECKS = web.AppKey("ready_checks", dict)  # name -> () -> bool
 OPENAPI_PATHS = web.AppKey("openapi_paths", dict)
 SERVICE_NAME = web.AppKey("service_name", str)
+METRICS_REFRESHERS = web.AppKey("metrics_refreshers", list)  # [() -> Awaitable[None]]
+REFRESH_TIMEOUT = 0.5
+
+log = logging.getLogger("marquee.metrics")
 
 
 def create_base_app(settings: Settings, service: str) -> web.Application:
@@ -29,8 +35,10 @@ def create_base_app(settings: Settings, service: str) -> web.Application:
     app[SERVICE_NAME] = service
     app[METRICS] = Metrics(service)
     app[ACCESS_LOG] = settings.access_log
+    app[REQUEST_IDS] = RequestIds()
     app[READY_CHECKS] = {}
     app[OPENAPI_PATHS] = {}
+    app[METRICS_REFRESHERS] = []
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
@@ -40,6 +48,12 @@ def create_base_app(settings: Settings, service: str) -> web.Application:
 
 def add_ready_check(app: web.Application, name: str, check: Callable[[], bool]) -> None:
     app[READY_CHECKS][name] = check
+
+
+def add_metrics_refresher(app: web.Application, refresh: Callable[[], Awaitable[None]]) -> None:
+    """Run ``refresh`` before each scrape: for a gauge whose truth lives elsewhere (the batch
+    queue's depth in Redis, drained by worker processes that serve no /metrics of their own)."""
+    app[METRICS_REFRESHERS].append(refresh)
 
 
 def add_openapi_paths(app: web.Application, paths: dict) -> None:
@@ -58,6 +72,12 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    for refresh in request.app[METRICS_REFRESHERS]:
+        try:  # a scrape never fails or hangs for one stale gauge
+            async with asyncio.timeout(REFRESH_TIMEOUT):
+                await refresh()
+        except Exception as exc:  # noqa: BLE001 - logged; the other metrics are still served
+            log.warning("metrics refresh failed", extra={"error": repr(exc)})
     body = request.app[METRICS].exposition()
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
 
@@ -71,8 +91,12 @@ def openapi_document(app: web.Application) -> dict:
         "openapi": "3.0.3",
         "info": {"title": f"Marquee {app[SERVICE_NAME]}", "version": "1"},
         "paths": {**system_paths(), **app[OPENAPI_PATHS]},
-        "components": {"schemas": {"Error": ERROR_SCHEMA}},
+        "components": {"schemas": {"Error": ERROR_SCHEMA}, "securitySchemes": SECURITY_SCHEMES},
     }
+
+
+# Operations marked ``security=True`` name this scheme: the service or admin bearer token.
+SECURITY_SCHEMES = {"bearer": {"type": "http", "scheme": "bearer"}}
 
 
 ERROR_SCHEMA = {

@@ -6,6 +6,8 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from multidict import MultiDictProxy
 
 from services.platform.errors import BadRequest
 
@@ -36,3 +38,13 @@ async def read_json(request: web.Request) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
+
+
+async def read_form(request: web.Request) -> MultiDictProxy:
+    """The request's form fields, or a 400 when the body cannot be parsed as a form (a multipart
+    body without its boundary, malformed part headers, an unknown charset): bad input, not a 500.
+    A body over the size limit still raises aiohttp's 413."""
+    try:
+        return await request.post()
+    except (ValueError, LookupError, HttpProcessingError):
+        raise BadRequest("the form body could not be read", code="invalid_form") from None

@@ -1,0 +1,106 @@
+"""Fixtures for the observability tests: any app on a real loopback socket, and one service run as
+a child process with its JSON logs captured."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from services.platform.settings import Settings
+from tests.support import PYTHON, Process, free_port, http_ready, wait_until
+from tests.web.conftest import (
+    Stack,
+    stack_env,
+    start_stack,
+    stub_backends,  # noqa: F401 - the web suite's fixture, reused
+)
+
+SECRETS = {
+    "MARQUEE_SECRET_KEY": "test-secret",
+    "MARQUEE_SERVICE_TOKEN": "test-service-token",
+    "MARQUEE_ADMIN_TOKEN": "test-admin-token",
+}
+
+
+@pytest.fixture
+async def serve_app() -> AsyncIterator[Callable[[web.Application], Awaitable[str]]]:
+    """Start any aiohttp app on a free loopback port; returns its base URL; closed afterwards."""
+    servers: list[TestServer] = []
+
+    async def start(app: web.Application) -> str:
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        return str(server.make_url("")).rstrip("/")
+
+    yield start
+    for server in reversed(servers):
+        await server.close()
+
+
+def service_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a service process reading the same paths and secrets as ``settings``."""
+    return {
+        **os.environ,
+        **SECRETS,
+        "MARQUEE_VAR_DIR": str(settings.var_dir),
+        "MARQUEE_CATALOG_DB": str(settings.catalog_db),
+        "MARQUEE_MODEL_DIR": str(settings.model_dir),
+        "MARQUEE_REDIS_URL": settings.redis_url,
+        "MARQUEE_WORKERS": "1",
+        "MARQUEE_ACCESS_LOG": "true",
+        **extra,
+    }
+
+
+@pytest.fixture
+def run_service(tmp_path: Path) -> Iterator[Callable[..., tuple[str, Process]]]:
+    """Run ``python -m <module>`` as a child process (stdout and stderr to a log file) until its
+    /readyz answers; returns (base URL, Process). Stopped by PID afterwards."""
+    started: list[Process] = []
+
+    def start(args: list[str], env: dict[str, str], port_var: str) -> tuple[str, Process]:
+        port = free_port()
+        env = {**env, port_var: str(port)}
+        name = args[-1] if len(args) > 2 else args[1]
+        process = Process([PYTHON, *args], env, tmp_path / f"{name}-{port}.log").start()
+        started.append(process)
+        base = f"http://127.0.0.1:{port}"
+        wait_until(
+            lambda: http_ready(base + "/readyz") or process.proc.poll() is not None,
+            60,
+            f"{args} /readyz",
+        )
+        assert process.proc.poll() is None, process.log_tail()
+        return base, process
+
+    yield start
+    for process in reversed(started):
+        process.stop()
+
+
+def copy_model_dir(source: Path, target: Path) -> Path:
+    """A throwaway copy of a model registry: admin calls (reload, rollback) may change it."""
+    shutil.copytree(source, target, symlinks=True)
+    return target
+
+
+@pytest.fixture(scope="session")
+def logged_stack(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: str, model_dir: Path, catalog_db: Path
+) -> Iterator[Stack]:
+    """catalog, subscription, recommender and web (microservices mode) as real processes, with
+    access logs on and their own copy of the model registry; shared by this folder's tests."""
+    tmp = tmp_path_factory.mktemp("obs-stack")
+    models = copy_model_dir(model_dir, tmp / "models")
+    env = stack_env(tmp, redis_server, models, catalog_db)
+    env["MARQUEE_ACCESS_LOG"] = "true"
+    stack = start_stack(tmp, env)
+    yield stack
+    stack.stop()
