@@ -264,9 +264,20 @@ class Worker:
         return None
 
     async def read_new(self) -> Entry | None:
-        reply = await self.redis.xreadgroup(
+        """The next queued job, waiting up to ``block_ms``; a stop ends the wait at once (an
+        entry delivered just then stays pending and is reclaimed: at-least-once holds)."""
+        read = asyncio.ensure_future(self.redis.xreadgroup(
             GROUP, self.consumer, {STREAM: ">"}, count=1, block=self.block_ms
-        )
+        ))
+        stopping = asyncio.ensure_future(self.stop.wait())
+        await asyncio.wait({read, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not read.done():
+            read.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RedisError):
+                await read
+            raise Stopped
+        reply = read.result()
         for _stream, messages in reply or []:
             for entry_id, fields in messages:
                 if fields and "job" in fields:
