@@ -91,7 +91,7 @@ def copy_model_dir(source: Path, target: Path) -> Path:
     return target
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def logged_stack(
     tmp_path_factory: pytest.TempPathFactory, redis_server: str, model_dir: Path, catalog_db: Path
 ) -> Iterator[Stack]:
