@@ -20,8 +20,7 @@ class Behaviour:
     request_ids: list[str] = field(default_factory=list)
 
 
-@pytest.fixture
-async def backend() -> AsyncIterator[tuple[str, Behaviour]]:
+async def start_backend() -> tuple[TestServer, str, Behaviour]:
     behaviour = Behaviour()
 
     async def handle(request: web.Request) -> web.Response:
@@ -37,5 +36,20 @@ async def backend() -> AsyncIterator[tuple[str, Behaviour]]:
     app.router.add_route("*", "/{tail:.*}", handle)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
-    yield str(server.make_url("")).rstrip("/"), behaviour
+    return server, str(server.make_url("")).rstrip("/"), behaviour
+
+
+@pytest.fixture
+async def backend() -> AsyncIterator[tuple[str, Behaviour]]:
+    server, url, behaviour = await start_backend()
+    yield url, behaviour
     await server.close()
+
+
+@pytest.fixture
+async def replicas() -> AsyncIterator[list[tuple[str, Behaviour]]]:
+    """Two replicas of one backend, as the web server sees several recommender boxes."""
+    started = [await start_backend() for _ in range(2)]
+    yield [(url, behaviour) for _, url, behaviour in started]
+    for server, _, _ in started:
+        await server.close()

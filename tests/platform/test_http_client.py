@@ -121,3 +121,21 @@ async def test_the_circuit_closes_after_a_successful_probe(backend, make_client)
     behaviour.status = 200
     assert await client.get_json("/thing") == {"ok": True}
     assert breaker.state is State.CLOSED
+
+
+async def test_calls_are_spread_over_healthy_replicas(replicas, make_client):
+    (first, a), (second, b) = replicas
+    client = make_client([first, second])
+    for _ in range(10):
+        await client.get_json("/thing")
+    assert (a.hits, b.hits) == (5, 5)
+
+
+async def test_a_failing_replica_is_taken_out_and_callers_see_no_error(replicas, make_client):
+    (first, broken), (second, healthy) = replicas
+    broken.status = 500
+    client = make_client([first, second], failure_threshold=2, reset_after=60)
+    for _ in range(20):
+        assert await client.get_json("/thing") == {"ok": True}
+    assert broken.hits == 2, "after two failures its circuit opens and calls skip it"
+    assert healthy.hits == 20
