@@ -9,6 +9,13 @@ naive composer that awaits the same four calls one after another is measured on 
 
 The web server (and the naive composer) run on the server CPU; the stubs share the load
 generator's CPU, so the stubs' work is not charged to the composer.
+
+A stub's ``asyncio.sleep(0.020)`` does not answer in 20 ms: the event loop's millisecond timers
+and the HTTP round trip add ~0.5-1 ms to each call, ~1.4 ms to the recommender -> catalog batch
+chain. So each stub endpoint is also measured directly (wrk, c=1, the same C client as the page
+runs) and the page is compared with that measured floor as well ("above the slowest backend":
+``floor = max(catalog, subscription, recommender + catalog batch)`` as measured); the targets
+use the measured floor, the nominal columns stay for reference.
 """
 
 from __future__ import annotations
@@ -42,8 +49,18 @@ COLUMNS = [
     Column("ideal_ms", "ideal ms", "{:.0f}"),
     Column("over_p50_ms", "+p50 ms", "{:.2f}"),
     Column("over_p99_ms", "+p99 ms", "{:.2f}"),
+    Column("floor_ms", "floor ms", "{:.1f}"),
+    Column("over_floor_p50_ms", "+p50 floor", "{:.2f}"),
+    Column("over_floor_p99_ms", "+p99 floor", "{:.2f}"),
     Column("errors", "errors", "{:d}"),
 ]
+
+STUB_PATHS = {  # what the page asks each stub for (the batch: SIMILAR_K ids)
+    "catalog": ("catalog", "/v1/movies/1"),
+    "catalog_batch": ("catalog", "/v1/movies?ids=" + ",".join(str(i) for i in range(2, 14))),
+    "subscription": ("subscription", "/v1/users/1/subscription"),
+    "recommender": ("recommender", "/v1/similar/1?k=12"),
+}
 
 
 def _stubs(ctx: Context) -> tuple[object, dict[str, str]]:
@@ -65,7 +82,28 @@ def _stubs(ctx: Context) -> tuple[object, dict[str, str]]:
     return server.start(), urls
 
 
-def _measure(ctx: Context, label: str, page: str, port: int, script, cookie: bool) -> list[dict]:
+def stub_floor(ctx: Context, urls: dict[str, str]) -> dict[str, float]:
+    """Each stub call's own p50 (ms) at c=1, measured with wrk from the load generator's CPU."""
+    measured = {}
+    for name, (service, path) in STUB_PATHS.items():
+        script = wrk.write_script(ctx.workdir, f"stub-{name}", [path])
+        res = wrk.run_wrk(urls[service], script, connections=1, duration=2, cpus=ctx.cpus.load)
+        measured[name] = res.latency_ms["p50"]
+    return measured
+
+
+def _floors(measured: dict[str, float]) -> dict[str, float]:
+    concurrent = max(
+        measured["catalog"],
+        measured["subscription"],
+        measured["recommender"] + measured["catalog_batch"],
+    )
+    return {"concurrent": round(concurrent, 3), "sequential": round(sum(measured.values()), 3)}
+
+
+def _measure(
+    ctx: Context, label: str, page: str, port: int, script, floors: dict[str, float]
+) -> list[dict]:
     rows = []
     for c in CONCURRENCY:
         # at c=1 a 70 ms page gives ~14 samples a second: measure longer for a usable p99
@@ -79,6 +117,7 @@ def _measure(ctx: Context, label: str, page: str, port: int, script, cookie: boo
             cpus=ctx.cpus.load,
         )
         ideal = SEQUENTIAL_MS if label.startswith("naive") else CRITICAL_MS
+        floor = floors["sequential" if label.startswith("naive") else "concurrent"]
         rows.append(
             {
                 "composer": label,
@@ -90,6 +129,9 @@ def _measure(ctx: Context, label: str, page: str, port: int, script, cookie: boo
                 "ideal_ms": ideal,
                 "over_p50_ms": round(res.latency_ms["p50"] - ideal, 3),
                 "over_p99_ms": round(res.latency_ms["p99"] - ideal, 3),
+                "floor_ms": floor,
+                "over_floor_p50_ms": round(res.latency_ms["p50"] - floor, 3),
+                "over_floor_p99_ms": round(res.latency_ms["p99"] - floor, 3),
                 "errors": res.error_count,
                 "requests": res.requests,
             }
@@ -108,6 +150,8 @@ def run(ctx: Context) -> BenchResult:
     html = wrk.write_script(ctx.workdir, "page-html", [f"/movies/{i}" for i in ids], cookie)
     stubs, urls = _stubs(ctx)
     try:
+        measured = stub_floor(ctx, urls)
+        floors = _floors(measured)
         web_port = free_port()
         env = ctx.settings_env(
             "web-composition",
@@ -131,8 +175,8 @@ def run(ctx: Context) -> BenchResult:
             wrk.run_wrk(
                 f"http://127.0.0.1:{web_port}", api, connections=16, duration=1, cpus=ctx.cpus.load
             )  # warm-up: connection pools, plan cache
-            result.rows += _measure(ctx, "marquee (concurrent)", "api", web_port, api, True)
-            result.rows += _measure(ctx, "marquee (concurrent)", "html", web_port, html, True)
+            result.rows += _measure(ctx, "marquee (concurrent)", "api", web_port, api, floors)
+            result.rows += _measure(ctx, "marquee (concurrent)", "html", web_port, html, floors)
         finally:
             web.stop()
         naive_port = free_port()
@@ -165,7 +209,7 @@ def run(ctx: Context) -> BenchResult:
                 duration=1,
                 cpus=ctx.cpus.load,
             )
-            result.rows += _measure(ctx, "naive (sequential)", "api", naive_port, api, True)
+            result.rows += _measure(ctx, "naive (sequential)", "api", naive_port, api, floors)
         finally:
             naive.stop()
     finally:
@@ -174,16 +218,24 @@ def run(ctx: Context) -> BenchResult:
     at16 = [r for r in result.rows if r["c"] == 16 and r["composer"].startswith("marquee")]
     for row in at16:
         result.targets += [
-            Target(f"{row['page']} page +p50 ms at c=16", row["over_p50_ms"], P50_LIMIT_MS, "<="),
-            Target(f"{row['page']} page +p99 ms at c=16", row["over_p99_ms"], P99_LIMIT_MS, "<="),
+            Target(f"{row['page']} page +p50 ms above the measured floor at c=16",
+                   row["over_floor_p50_ms"], P50_LIMIT_MS, "<="),
+            Target(f"{row['page']} page +p99 ms above the measured floor at c=16",
+                   row["over_floor_p99_ms"], P99_LIMIT_MS, "<="),
         ]
     result.notes += [
         "stub delays ms: "
         + ", ".join(f"{k} {v:g}" for k, v in DELAYS_MS.items())
         + f"; ideal = critical path {CRITICAL_MS:g} ms (concurrent) or sum {SEQUENTIAL_MS:g} ms "
         "(sequential); +p50/+p99 = measured minus ideal",
+        "stub calls measured alone (wrk c=1, p50 ms): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in measured.items())
+        + f"; floor = {floors['concurrent']:.2f} ms concurrent, {floors['sequential']:.2f} ms "
+        "sequential; '+p50 floor' / '+p99 floor' = measured minus that floor (the targets)",
         f"logged-in viewer (session cookie), so all three services are called; "
         f"{ctx.cpus.describe()} (the stubs share the load generator's CPU); wrk closed loop",
     ]
+    result.extra["stub_p50_ms"] = measured
+    result.extra["floor_ms"] = floors
     result.seconds = time.perf_counter() - started
     return result

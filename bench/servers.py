@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 from pathlib import Path
 
 import aiohttp
@@ -233,6 +234,10 @@ async def _serve(apps: dict[int, web.Application]) -> None:
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port, reuse_port=False).start()
         runners.append(runner)
+    # as the services' runner does (services/platform/runner.py): no full-GC pass over the
+    # startup heap in the middle of a measurement
+    gc.collect()
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     import signal

@@ -33,13 +33,28 @@ WATCHER = web.AppKey("recommender_watcher", ModelWatcher)
 
 
 def _k(request: web.Request) -> int:
+    """``k`` from the query. The usual shapes (no query, or just ``k=<digits>``) are read from
+    the raw query string: building the query multidict costs ~1 µs of a ~50 µs request.
+    Anything else goes through ``query_int``, which also words the 400s."""
+    raw = request.rel_url.raw_query_string
+    if not raw:
+        return 10
+    if raw[:2] == "k=" and len(raw) <= 5:
+        digits = raw[2:]
+        if digits.isascii() and digits.isdigit() and 1 <= (k := int(digits)) <= MAX_K:
+            return k
     return query_int(request, "k", 10, minimum=1, maximum=MAX_K)
 
 
 async def similar(request: web.Request) -> web.Response:
-    """The hot path: validate, then cached bytes straight onto the wire."""
+    """The hot path: parse, then this version's memoised bytes straight onto the wire (see
+    ``RecommenderBox.memoised_similar``); on a miss, validate and go through the caches."""
     box = request.app[RECOMMENDER]
-    return raw_json_response(await box.similar_json(path_id(request, "movie_id"), _k(request)))
+    movie_id, k = path_id(request, "movie_id"), _k(request)
+    body = box.memoised_similar(movie_id, k)
+    if body is None:
+        body = await box.similar_json_past_memo(movie_id, k)
+    return raw_json_response(body)
 
 
 async def similar_batch(request: web.Request) -> web.Response:

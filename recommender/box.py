@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from recommender.cache import Cache, LocalCache, SingleFlight, cache_key
+from recommender.cache import Cache, LocalCache, ResponseMemo, SingleFlight, cache_key
 from recommender.registry import IntegrityError, ModelRegistry, RegistryError
 from services.platform.errors import ApiError, BadRequest, Conflict, NotFound, NotReady
 from services.platform.metrics import Metrics
@@ -37,6 +37,7 @@ MAX_HISTORY = 1000
 MAX_BATCH_IDS = 100
 POPULAR_KEPT = MAX_K
 THREAD_THRESHOLD = 256  # histories longer than this are aggregated off the event loop
+MEMO_BYTES = 64 * 2**20  # per loaded version: ~140k default answers of ~460 bytes
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ class Loaded:
     version: str
     info: dict
     popular: list[dict]  # the top POPULAR_KEPT movies, the fallback answer
+    known: frozenset[int]  # the model's movie ids (a set lookup, not a binary search per call)
+    memo: ResponseMemo  # this version's similar/{id} bodies by (movie_id, k); dies with it
 
 
 def _items(pairs: list[tuple[int, float]]) -> list[dict]:
@@ -150,20 +153,47 @@ class RecommenderBox:
         return await self._flights.run(key, fetch)
 
     # ---- queries ----------------------------------------------------------------------------
+    def memoised_similar(self, movie_id: int, k: int) -> bytes | None:
+        """The served version's memoised body for ``(movie_id, k)``, or None; no await, so the
+        route can answer a hit without creating a coroutine. Only valid arguments are ever
+        stored, so a hit needs no validation (callers pass ints: ``True`` hashes like ``1``)."""
+        loaded = self._current
+        return None if loaded is None else loaded.memo.get((movie_id, k))
+
     async def similar_json(self, movie_id: int, k: int = 10) -> bytes:
+        """The hot path. A memo hit (this version's bytes for ``(movie_id, k)``, already
+        answered once, so ``"source": "cache"``) costs one dict lookup; a miss validates and
+        goes through single-flight and the cache tiers, then fills the memo."""
+        if type(movie_id) is int and type(k) is int:
+            body = self.memoised_similar(movie_id, k)
+            if body is not None:
+                return body
+        return await self.similar_json_past_memo(movie_id, k)
+
+    async def similar_json_past_memo(self, movie_id: int, k: int = 10) -> bytes:
+        """``similar_json`` for a memo miss: validate, then single-flight and the cache tiers."""
         loaded = self._loaded()
         check_id(movie_id, "movie_id")
         check_k(k)
-        if not loaded.model.has_item(movie_id):
+        if movie_id not in loaded.known:
             raise NotFound(f"movie {movie_id} is not known to model {loaded.version}",
                            code="unknown_movie")
-
-        def compute() -> dict:
-            items = _items(loaded.model.similar(movie_id, k))
-            return {"movie_id": movie_id, "model_version": loaded.version, "items": items}
-
         key = cache_key(loaded.version, "similar", f"{movie_id}:{k}")
-        return await self._cached(key, "similar", compute)
+
+        async def fetch() -> bytes:
+            stored = await self.cache.get(key)
+            if stored is not None:
+                loaded.memo.put((movie_id, k), stored)
+                return stored
+            self.computed["similar"] += 1
+            items = _items(loaded.model.similar(movie_id, k))
+            body = {"movie_id": movie_id, "model_version": loaded.version, "items": items}
+            sent, stored = _tag(body, "model")
+            await self.cache.set(key, stored)
+            loaded.memo.put((movie_id, k), stored)
+            return sent
+
+        return await self._flights.run(key, fetch)
 
     async def similar(self, movie_id: int, k: int = 10) -> dict:
         return orjson.loads(await self.similar_json(movie_id, k))
@@ -177,8 +207,8 @@ class RecommenderBox:
         for movie_id in movie_ids:
             check_id(movie_id, "ids")
         check_k(k)
-        known = list(dict.fromkeys(m for m in movie_ids if loaded.model.has_item(m)))
-        missing = list(dict.fromkeys(m for m in movie_ids if not loaded.model.has_item(m)))
+        known = list(dict.fromkeys(m for m in movie_ids if m in loaded.known))
+        missing = list(dict.fromkeys(m for m in movie_ids if m not in loaded.known))
         keys = [cache_key(loaded.version, "similar", f"{m}:{k}") for m in known]
         bodies = await self.cache.get_many(keys)
         to_store = []
@@ -222,7 +252,7 @@ class RecommenderBox:
         loaded = self._loaded()
         check_history(history)
         check_k(k)
-        known = [m for m in history if loaded.model.has_item(m)]
+        known = [m for m in history if m in loaded.known]
         if not known:
             body = {"model_version": loaded.version, "items": loaded.popular[:k],
                     "source": "fallback"}
@@ -252,6 +282,8 @@ class RecommenderBox:
             version=str(manifest.version),
             info=info,
             popular=_items(model.popular(POPULAR_KEPT)),
+            known=frozenset(model.item_ids.tolist()),
+            memo=ResponseMemo(MEMO_BYTES, self.metrics),
         )
         self._current = loaded  # the swap: one assignment
         self.metrics.set_model_version(loaded.version)

@@ -63,6 +63,79 @@ class Cache(Protocol):
     def describe(self) -> str: ...
 
 
+class CounterChildren:
+    """A cache's ``marquee_cache_requests`` children, bound once per result: ``labels()`` on every
+    lookup costs more than the lookup itself (~1.4 µs against ~0.3 µs for a bound child)."""
+
+    def __init__(self, metrics: Metrics | None, cache: str) -> None:
+        self.metrics = metrics
+        self.cache = cache
+        self._children: dict[str, object] = {}
+
+    def child(self, result: str):
+        """The bound counter for ``result`` (None without metrics): for callers that count on a
+        hot path and want to skip even this dict lookup."""
+        if self.metrics is None:
+            return None
+        child = self._children.get(result)
+        if child is None:
+            child = self._children[result] = self.metrics.cache.labels(self.cache, result)
+        return child
+
+    def inc(self, result: str, n: int = 1) -> None:
+        child = self.child(result)
+        if child is not None:
+            child.inc(n)
+
+
+class ResponseMemo:
+    """Finished response bodies of ONE model version, by query arguments, in a plain dict.
+
+    It lives on the loaded-model object (``box.Loaded``), so it is created empty with each version
+    and dropped with it: a swap can never serve a previous version's bytes, and keys need no
+    version. A hit is one dict lookup, no key formatting, no single-flight, no LRU bookkeeping;
+    that is what lets the hottest route run close to a bare aiohttp handler.
+
+    Bounded by the bytes it holds (``max_bytes``): when full, the oldest entries go first (a dict
+    keeps insertion order, so this costs nothing on a hit). Entries never expire: a version's
+    answers never change. Hits and misses are counted as ``cache="memo"``.
+    """
+
+    def __init__(self, max_bytes: int, metrics: Metrics | None = None) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0  # bytes held
+        self._data: dict[object, bytes] = {}
+        counters = CounterChildren(metrics, "memo")
+        self._hit = counters.child("hit")
+        self._miss = counters.child("miss")
+
+    def get(self, key: object) -> bytes | None:
+        value = self._data.get(key)
+        counter = self._miss if value is None else self._hit
+        if counter is not None:
+            counter.inc()
+        return value
+
+    def put(self, key: object, value: bytes) -> None:
+        if len(value) > self.max_bytes or key in self._data:
+            return
+        data = self._data
+        while data and self.size + len(value) > self.max_bytes:
+            self.size -= len(data.pop(next(iter(data))))
+        data[key] = value
+        self.size += len(value)
+
+    def clear(self) -> None:
+        self._data.clear()
+        self.size = 0
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+
 class LocalCache:
     """In-process LRU with a TTL and a bounded number of entries (the monolith without Redis)."""
 
@@ -75,10 +148,11 @@ class LocalCache:
         self.ttl = ttl
         self.metrics = metrics
         self._data: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._counters = CounterChildren(metrics, name)
 
     def _count(self, result: str, n: int = 1) -> None:
-        if self.metrics is not None and n:
-            self.metrics.cache.labels(self.name, result).inc(n)
+        if n:
+            self._counters.inc(result, n)
 
     def _lookup(self, key: str, now: float) -> bytes | None:
         entry = self._data.get(key)
@@ -160,6 +234,7 @@ class RedisCache:
         self._down_until = 0.0  # monotonic; Redis is skipped until then
         self._outage_started: float | None = None
         self.errors = 0
+        self._counters = CounterChildren(metrics, self.name)
 
     @property
     def available(self) -> bool:
@@ -167,8 +242,8 @@ class RedisCache:
         return time.monotonic() >= self._down_until
 
     def _count(self, result: str, n: int = 1) -> None:
-        if self.metrics is not None and n:
-            self.metrics.cache.labels(self.name, result).inc(n)
+        if n:
+            self._counters.inc(result, n)
 
     def _failed(self, exc: BaseException) -> None:
         self.errors += 1

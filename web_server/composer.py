@@ -225,6 +225,9 @@ class Composer:
         """
         deadline = time.monotonic() + self.settings.page_budget
         trace = Trace()
+        # The critical path first: tasks start in creation order, and each request costs
+        # ~0.15 ms of CPU to send, so the recommender -> catalog batch chain leaves first.
+        similar_task = asyncio.create_task(self._recommended(movie_id, trace, deadline))
         movie_task = asyncio.create_task(
             trace.call(
                 "catalog",
@@ -236,7 +239,6 @@ class Composer:
         plan_task = (
             asyncio.create_task(self._plan(viewer, trace, deadline)) if viewer else None
         )
-        similar_task = asyncio.create_task(self._recommended(movie_id, trace, deadline))
         pending = PendingPage(self, movie_id, trace, deadline, plan_task, similar_task)
         try:
             pending.movie = await movie_task

@@ -52,9 +52,11 @@ def _valid_request_id(value: str | None) -> bool:
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Give the request an id, answer errors as JSON, and count and log it."""
+    app = request.app
     incoming = request.headers.get(REQUEST_ID)
-    request_id = incoming if _valid_request_id(incoming) else request.app[REQUEST_IDS].next()
+    request_id = incoming if _valid_request_id(incoming) else app[REQUEST_IDS].next()
     token = request_id_var.set(request_id)
+    response: web.StreamResponse | None = None  # None if the handler was cancelled: a 500
     started = time.perf_counter()
     try:
         try:
@@ -82,9 +84,9 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     finally:
         elapsed = time.perf_counter() - started
         route = _route_name(request)
-        status = getattr(locals().get("response"), "status", 500)
-        request.app[METRICS].observe_request(route, request.method, status, elapsed)
-        if request.app[ACCESS_LOG]:
+        status = getattr(response, "status", 500)
+        app[METRICS].observe_request(route, request.method, status, elapsed)
+        if app[ACCESS_LOG]:
             log.info(
                 "request",
                 extra={
