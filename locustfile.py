@@ -22,7 +22,7 @@ import urllib.request
 from locust import HttpUser, between
 
 from loadtest.config import DEFAULT_DATA_DIR, DEFAULT_MIX, parse_mix
-from loadtest.scenarios import PLANS, REDIRECTS, extract_csrf
+from loadtest.scenarios import PLANS, REDIRECTS, extract_csrf, plan_form
 from loadtest.workload import Workload, build_workload, movies_from_files, movies_from_popular
 
 
@@ -98,9 +98,7 @@ def session(user: MarqueeUser) -> None:
             resp.failure(f"login answered {resp.status_code}")
             return
     html = user.client.get(f"/movies/{user.wl.movie(user.rng)}", name="/movies/[id]").content
-    choice = user.rng.choice((*PLANS, "cancel"))
-    form = {"action": "cancel"} if choice == "cancel" else {"plan": choice}
-    form["csrf_token"] = extract_csrf(html) or token
+    form = plan_form(html, user.rng.choice((*PLANS, "cancel")), token)
     with user.client.post(
         "/subscription",
         data=form,

@@ -19,10 +19,6 @@ from loadtest.workload import Workload
 
 PLANS = ("basic", "standard", "premium")
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_CSRF = (
-    re.compile(rb"""name=["']csrf_token["'][^>]*?value=["']([^"']+)["']"""),
-    re.compile(rb"""value=["']([^"']+)["'][^>]*?name=["']csrf_token["']"""),
-)
 _JSON = {"Content-Type": "application/json"}
 
 
@@ -70,13 +66,33 @@ async def _post_form(http: aiohttp.ClientSession, url: str, data: dict[str, str]
         return resp.status
 
 
-def extract_csrf(html: bytes) -> str | None:
-    """The ``csrf_token`` hidden input's value, whichever attribute comes first."""
-    for pattern in _CSRF:
-        match = pattern.search(html)
+def hidden_value(html: bytes, name: str) -> str | None:
+    """The first hidden input ``name``'s value, whichever attribute comes first."""
+    quoted = re.escape(name.encode())
+    for pattern in (
+        rb"""name=["']""" + quoted + rb"""["'][^>]*?value=["']([^"']+)["']""",
+        rb"""value=["']([^"']+)["'][^>]*?name=["']""" + quoted + rb"""["']""",
+    ):
+        match = re.search(pattern, html)
         if match:
             return match.group(1).decode("utf-8", "replace")
     return None
+
+
+def extract_csrf(html: bytes) -> str | None:
+    return hidden_value(html, "csrf_token")
+
+
+def plan_form(html: bytes, choice: str, token: str) -> dict[str, str]:
+    """What the movie page's plan form posts for ``choice`` (a plan id or "cancel"): the choice
+    plus the form's hidden fields (CSRF token, idempotency key, movie id)."""
+    form = {"action": "cancel"} if choice == "cancel" else {"plan": choice}
+    form["csrf_token"] = extract_csrf(html) or token
+    for name in ("idempotency_key", "movie_id"):
+        value = hidden_value(html, name)
+        if value is not None:
+            form[name] = value
+    return form
 
 
 async def page(ctx: Context, rng: random.Random) -> None:
@@ -141,10 +157,7 @@ async def session(ctx: Context, rng: random.Random) -> None:
         if status not in REDIRECTS:
             raise BadResponse(f"login answered {status}, expected a redirect")
         html = await _get(http, f"{ctx.web}/movies/{ctx.workload.movie(rng)}")
-        token = extract_csrf(html) or token
-        choice = rng.choice((*PLANS, "cancel"))
-        form = {"action": "cancel"} if choice == "cancel" else {"plan": choice}
-        form["csrf_token"] = token
+        form = plan_form(html, rng.choice((*PLANS, "cancel")), token)
         status = await _post_form(http, f"{ctx.web}/subscription", form)
         if status not in REDIRECTS:
             raise BadResponse(f"subscription answered {status}, expected a redirect")

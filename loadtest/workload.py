@@ -176,17 +176,27 @@ def movies_from_files(data_dir: str | Path, limit: int) -> list[Movie]:
     ]
 
 
+POPULAR_PAGE = 100  # the catalog's largest page
+
+
 async def fetch_popular(
     session: aiohttp.ClientSession, catalog_base: str, limit: int, timeout: float
 ) -> list[Movie]:
-    """Ask the catalog for the most popular movies (raises on any failure)."""
+    """Ask the catalog for the most popular movies, a page at a time (raises on any failure)."""
     url = f"{catalog_base}/v1/movies/popular"
-    async with session.get(
-        url, params={"limit": str(limit)}, timeout=aiohttp.ClientTimeout(total=timeout)
-    ) as resp:
-        resp.raise_for_status()
-        payload = await resp.json(content_type=None)
-    movies = movies_from_popular(payload)
+    movies: list[Movie] = []
+    while len(movies) < limit:
+        page = min(POPULAR_PAGE, limit - len(movies))
+        params = {"limit": str(page), "offset": str(len(movies))}
+        async with session.get(
+            url, params=params, timeout=aiohttp.ClientTimeout(total=timeout)
+        ) as resp:
+            resp.raise_for_status()
+            payload = await resp.json(content_type=None)
+        batch = movies_from_popular(payload)
+        movies.extend(batch)
+        if len(batch) < page:  # the catalog has no more
+            break
     if not movies:
         raise ValueError("catalog returned no movies")
     return movies

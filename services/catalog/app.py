@@ -60,7 +60,9 @@ async def search_movies(request: web.Request) -> web.Response:
 
 async def popular_movies(request: web.Request) -> web.Response:
     items = catalog_of(request).popular(
-        query_int(request, "limit", 20, minimum=1, maximum=MAX_LIMIT), request.query.get("genre")
+        query_int(request, "limit", 20, minimum=1, maximum=MAX_LIMIT),
+        request.query.get("genre"),
+        query_int(request, "offset", 0, minimum=0, maximum=MAX_OFFSET),
     )
     return json_response({"items": items})
 
@@ -81,6 +83,10 @@ _GENRE = query_param(
     "a genre name from /v1/genres (empty: any genre)",
 )
 
+_OFFSET = query_param(
+    "offset", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0}
+)
+
 OPENAPI_PATHS = {
     "/v1/movies/search": {
         "get": operation(
@@ -89,15 +95,13 @@ OPENAPI_PATHS = {
                 query_param("q", {"type": "string", "maxLength": MAX_QUERY}, "words to find"),
                 _GENRE,
                 _limit(20),
-                query_param(
-                    "offset", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0}
-                ),
+                _OFFSET,
             ],
         )
     },
     "/v1/movies/popular": {
         "get": operation(
-            "most rated movies, optionally in one genre", parameters=[_limit(20), _GENRE]
+            "most rated movies, optionally in one genre", parameters=[_limit(20), _GENRE, _OFFSET]
         )
     },
     "/v1/movies/{movie_id}": {

@@ -117,12 +117,12 @@ class Catalog:
             raise BadRequest(f"unknown genre {name!r}; see /v1/genres", code="unknown_genre")
         return canonical
 
-    def popular(self, limit: int = 10, genre: str | None = None) -> list[dict]:
-        """Most rated first (then best rated, then id)."""
-        _check_limit(limit)
+    def popular(self, limit: int = 10, genre: str | None = None, offset: int = 0) -> list[dict]:
+        """Most rated first (then best rated, then id); ``offset`` pages through the ranking."""
+        _check_limit(limit, offset)
         canonical = self.genre(genre)
         pool = self._popular if canonical is None else self._by_genre[canonical]
-        return [_copy(m) for m in pool[:limit]]
+        return [_copy(m) for m in pool[offset : offset + limit]]
 
     def genres(self) -> list[dict]:
         return [

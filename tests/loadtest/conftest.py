@@ -42,6 +42,7 @@ def csrf_form(token: str) -> str:
     return (
         "<html><body><form method=post action=/subscription>"
         f'<input type="hidden" name="csrf_token" value="{token}">'
+        '<input type="hidden" name="idempotency_key" value="key-1">'
         "<button name=plan value=basic>Join</button></form></body></html>"
     )
 
@@ -73,10 +74,11 @@ def fake_marquee_app(
         return handler
 
     async def popular(request: web.Request) -> web.StreamResponse:
-        limit = int(request.query.get("limit", "100"))
+        limit = min(int(request.query.get("limit", "20")), 100)  # pages, as the catalog's
+        offset = int(request.query.get("offset", "0"))
         items = [
             {"id": m.id, "title": m.title, "genres": list(m.genres), "rating_count": m.rating_count}
-            for m in MOVIES[:limit]
+            for m in MOVIES[offset : offset + limit]
         ]
         return web.json_response({"items": items})
 
@@ -102,6 +104,8 @@ def fake_marquee_app(
             return web.Response(status=401)
         if form.get("csrf_token") not in ("page-token", "login-token"):
             return web.Response(status=403)
+        if form.get("idempotency_key") != "key-1":  # the form's own key must be posted back
+            return web.Response(status=400)
         if form.get("action") != "cancel" and form.get("plan") not in (
             "basic",
             "standard",

@@ -7,7 +7,7 @@ from collections import Counter
 
 from loadtest.config import SCENARIOS
 from loadtest.runner import Mix, arrival_offset, run_load
-from loadtest.scenarios import extract_csrf
+from loadtest.scenarios import extract_csrf, plan_form
 from loadtest.workload import Movie, build_workload, load_workload, movies_from_files
 
 
@@ -142,3 +142,17 @@ def test_mix_pick_follows_weights():
     counts = Counter(mix.pick(rng)[0] for _ in range(20000))
     assert abs(counts["page"] / 20000 - 0.7) < 0.02
     assert abs(counts["search"] / 20000 - 0.1) < 0.02
+
+
+def test_plan_form_posts_the_forms_hidden_fields_back():
+    html = (
+        b'<form><input type="hidden" name="csrf_token" value="t1">'
+        b'<input type="hidden" name="idempotency_key" value="k1">'
+        b'<input type="hidden" name="movie_id" value="42"></form>'
+    )
+    assert plan_form(html, "premium", "login-token") == {
+        "plan": "premium", "csrf_token": "t1", "idempotency_key": "k1", "movie_id": "42"
+    }
+    assert plan_form(b"<p>no form</p>", "cancel", "login-token") == {
+        "action": "cancel", "csrf_token": "login-token"
+    }
