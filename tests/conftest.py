@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from services.platform.settings import PROJECT_ROOT, Settings
 from tests.support import free_port, start_redis
@@ -37,10 +39,9 @@ def redis_url(redis_server: str) -> str:
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model trained once per session on the bundled data and published in a registry."""
+    from recommender.data import data_hash, load_ratings
     from recommender.model import fit
     from recommender.registry import ModelRegistry
-
-    from recommender.data import data_hash, load_ratings
 
     ratings = DATA_DIR / "ratings.csv"
     directory = tmp_path_factory.mktemp("models")
@@ -83,6 +84,22 @@ def settings(tmp_path: Path, redis_url: str, model_dir: Path, catalog_db: Path) 
 
 def replace(settings: Settings, **changes: object) -> Settings:
     return dataclasses.replace(settings, **changes)
+
+
+@pytest.fixture
+async def serve_app() -> AsyncIterator[Callable[[web.Application], Awaitable[str]]]:
+    """Start any aiohttp app on a free loopback port; returns its base URL; closed afterwards."""
+    servers: list[TestServer] = []
+
+    async def start(app: web.Application) -> str:
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        return str(server.make_url("")).rstrip("/")
+
+    yield start
+    for server in reversed(servers):
+        await server.close()
 
 
 @pytest.fixture

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from services.platform.settings import Settings
 from tests.support import PYTHON, Process, free_port, http_ready, wait_until
@@ -27,21 +25,6 @@ SECRETS = {
     "MARQUEE_ADMIN_TOKEN": "test-admin-token",
 }
 
-
-@pytest.fixture
-async def serve_app() -> AsyncIterator[Callable[[web.Application], Awaitable[str]]]:
-    """Start any aiohttp app on a free loopback port; returns its base URL; closed afterwards."""
-    servers: list[TestServer] = []
-
-    async def start(app: web.Application) -> str:
-        server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
-        servers.append(server)
-        return str(server.make_url("")).rstrip("/")
-
-    yield start
-    for server in reversed(servers):
-        await server.close()
 
 
 def service_env(settings: Settings, **extra: str) -> dict[str, str]:

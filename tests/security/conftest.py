@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from services.platform.settings import Settings
 from tests.conftest import replace
@@ -19,21 +16,6 @@ SECRET = "test-secret"  # the shared `settings` fixture's secrets
 SERVICE_TOKEN = "test-service-token"
 ADMIN_TOKEN = "test-admin-token"
 
-
-@pytest.fixture
-async def serve_app() -> AsyncIterator[Callable[[web.Application], Awaitable[str]]]:
-    """Start any aiohttp app on a free loopback port; returns its base URL; closed afterwards."""
-    servers: list[TestServer] = []
-
-    async def start(app: web.Application) -> str:
-        server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
-        servers.append(server)
-        return str(server.make_url("")).rstrip("/")
-
-    yield start
-    for server in reversed(servers):
-        await server.close()
 
 
 @pytest.fixture

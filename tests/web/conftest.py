@@ -66,21 +66,11 @@ def stub_settings(tmp_path: Path, backends: Stubs, **changes: object) -> Setting
 
 
 @pytest.fixture
-async def serve() -> AsyncIterator[Callable[[Settings], Awaitable[str]]]:
+def serve(serve_app) -> Callable[[Settings], Awaitable[str]]:
     """Start ``web_server.app.create_app(settings)`` on a real socket; returns its base URL."""
     from web_server.app import create_app
 
-    servers: list[TestServer] = []
-
-    async def start(settings: Settings) -> str:
-        server = TestServer(create_app(settings), host="127.0.0.1")
-        await server.start_server()
-        servers.append(server)
-        return str(server.make_url("")).rstrip("/")
-
-    yield start
-    for server in reversed(servers):
-        await server.close()
+    return lambda settings: serve_app(create_app(settings))
 
 
 # ---- the real microservices stack -------------------------------------------------------------
