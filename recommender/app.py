@@ -73,8 +73,9 @@ async def recommendations(request: web.Request) -> web.Response:
     box = request.app[RECOMMENDER]
     body = await read_json(request)
     if not isinstance(body, dict):
-        raise BadRequest('body must be a JSON object: {"history": [ids], "k": 10}',
-                         code="invalid_json")
+        raise BadRequest(
+            'body must be a JSON object: {"history": [ids], "k": 10}', code="invalid_json"
+        )
     if "history" not in body:
         raise BadRequest("history is required", code="invalid_history")
     return raw_json_response(await box.recommend_json(body["history"], body.get("k", 10)))
@@ -110,8 +111,10 @@ async def recommender_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         await box.reload()
     except ApiError as exc:
-        log.warning("model: not loaded yet; not ready until one is published",
-                    extra={"reason": exc.message, "model_dir": str(settings.model_dir)})
+        log.warning(
+            "model: not loaded yet; not ready until one is published",
+            extra={"reason": exc.message, "model_dir": str(settings.model_dir)},
+        )
     watcher = app[WATCHER]
     # Notices travel over the Redis the cache uses; without Redis, registry checks alone.
     watcher.redis_url = None if isinstance(box.cache, LocalCache) else settings.redis_candidates()

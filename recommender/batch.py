@@ -215,9 +215,7 @@ def _parse_rows(reader: Iterator[list[str]], max_rows: int) -> ParsedUpload:
             details={"errors": errors, "error_count": error_count},
         )
     if not ids:
-        raise _reject(
-            "no_rows", header_line + 1, f"the file has a header but no {name} rows"
-        )
+        raise _reject("no_rows", header_line + 1, f"the file has a header but no {name} rows")
     return ParsedUpload(kind=kind, ids=ids, lines=lines)
 
 

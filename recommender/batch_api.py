@@ -36,8 +36,14 @@ from services.platform.settings import Settings
 BATCH_JOBS = web.AppKey("batch_jobs", BatchJobs)
 READ_CHUNK = 64 * 1024
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries, headers and small fields around the file
-RAW_TYPES = {"", "text/csv", "text/plain", "application/csv", "application/octet-stream",
-             "application/x-www-form-urlencoded"}
+RAW_TYPES = {
+    "",
+    "text/csv",
+    "text/plain",
+    "application/csv",
+    "application/octet-stream",
+    "application/x-www-form-urlencoded",
+}
 
 
 @dataclass
@@ -170,10 +176,12 @@ async def stream_results(
 ) -> web.StreamResponse:
     """Send a finished job's results chunk by chunk (a large job never sits whole in memory)."""
     job_id, version = job["job_id"], job["model_version"] or ""
-    response = web.StreamResponse(headers={
-        "Content-Disposition": f'attachment; filename="batch-{job_id}.{fmt}"',
-        "X-Model-Version": version,
-    })
+    response = web.StreamResponse(
+        headers={
+            "Content-Disposition": f'attachment; filename="batch-{job_id}.{fmt}"',
+            "X-Model-Version": version,
+        }
+    )
     response.content_type = "text/csv" if fmt == "csv" else "application/json"
     response.charset = "utf-8"
     chunks = jobs.result_chunks(job_id)
@@ -185,8 +193,12 @@ async def stream_results(
             await response.write(results_csv(job["kind"], rows, version, header=False).encode())
     else:
         head = {k: job[k] for k in ("job_id", "kind", "k", "model_version")}
-        await response.write(orjson.dumps(head)[:-1] + b',"count":'
-                             + str(job["result_rows"]).encode() + b',"items":[')
+        await response.write(
+            orjson.dumps(head)[:-1]
+            + b',"count":'
+            + str(job["result_rows"]).encode()
+            + b',"items":['
+        )
         sep = b""
         async for rows in _chain(first, chunks):
             if rows:
@@ -247,8 +259,9 @@ _JOB_ID = {
     "description": "the id POST /v1/batch returned",
     "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
 }
-_K = query_param("k", {"type": "integer", "minimum": 1, "maximum": K_MAX, "default": 10},
-                 "results per id")
+_K = query_param(
+    "k", {"type": "integer", "minimum": 1, "maximum": K_MAX, "default": 10}, "results per id"
+)
 
 
 def batch_paths(settings: Settings) -> dict:
@@ -293,7 +306,8 @@ def batch_paths(settings: Settings) -> dict:
         "/v1/batch": {"post": post},
         "/v1/batch/{job_id}": {
             "get": operation(
-                "a batch job's status and progress", parameters=[_JOB_ID],
+                "a batch job's status and progress",
+                parameters=[_JOB_ID],
                 errors=(403, 404, 503),
             )
         },

@@ -83,8 +83,13 @@ def known_mask(model: SimilarityModel, kind: str, ids: np.ndarray) -> np.ndarray
 
 
 def compute_rows(
-    model: SimilarityModel, kind: str, k: int, ids: list[int], known: np.ndarray,
-    start: int, stop: int,
+    model: SimilarityModel,
+    kind: str,
+    k: int,
+    ids: list[int],
+    known: np.ndarray,
+    start: int,
+    stop: int,
 ) -> list[dict]:
     """Result rows for input rows [start, stop) - the same answers as the online API."""
     source, target = KINDS[kind]
@@ -94,10 +99,15 @@ def compute_rows(
         if not known[i]:
             continue
         for rank, (movie, score) in enumerate(query(ids[i], k), 1):
-            rows.append({
-                "row": i + 1, source: ids[i], "rank": rank,
-                target: int(movie), "score": round(float(score), 6),
-            })
+            rows.append(
+                {
+                    "row": i + 1,
+                    source: ids[i],
+                    "rank": rank,
+                    target: int(movie),
+                    "score": round(float(score), 6),
+                }
+            )
     return rows
 
 
@@ -109,9 +119,11 @@ def unknown_warnings(
     missing = np.flatnonzero(~known)
     warnings = [
         {
-            "line": lines[i], "row": int(i) + 1, "id": ids[i],
+            "line": lines[i],
+            "row": int(i) + 1,
+            "id": ids[i],
             "message": f"line {lines[i]}: unknown {name} {ids[i]} (not in model {version}); "
-                       "skipped",
+            "skipped",
         }
         for i in missing[:MAX_WARNINGS].tolist()
     ]
@@ -135,12 +147,15 @@ class Models:
             try:
                 await self._load(version)
                 if self.current is not None:
-                    log.info("model: switched", extra={"version": version,
-                                                        "previous": self.current})
+                    log.info(
+                        "model: switched", extra={"version": version, "previous": self.current}
+                    )
                 self.current = version
             except (RegistryError, IntegrityError, OSError, ValueError) as exc:
-                log.error("model: cannot load the current version; keeping the previous one",
-                          extra={"version": version, "error": str(exc)})
+                log.error(
+                    "model: cannot load the current version; keeping the previous one",
+                    extra={"version": version, "error": str(exc)},
+                )
         self._evict()
         return self.current
 
@@ -153,8 +168,9 @@ class Models:
             try:
                 await self._load(version)
             except (RegistryError, IntegrityError, OSError, ValueError) as exc:
-                log.warning("model: version unavailable", extra={"version": version,
-                                                                 "error": str(exc)})
+                log.warning(
+                    "model: version unavailable", extra={"version": version, "error": str(exc)}
+                )
                 return None
         return self.loaded[version], version
 
@@ -180,7 +196,11 @@ class Stopped(Exception):
 
 class Worker:
     def __init__(
-        self, redis: aioredis.Redis, settings: Settings, consumer: str, stop: asyncio.Event,
+        self,
+        redis: aioredis.Redis,
+        settings: Settings,
+        consumer: str,
+        stop: asyncio.Event,
         metrics: Metrics | None = None,
     ) -> None:
         self.redis = redis
@@ -203,8 +223,10 @@ class Worker:
             try:
                 if await self.models.refresh() is None:
                     if not warned_no_model:
-                        log.warning("no model published yet; waiting for one",
-                                    extra={"model_dir": str(self.settings.model_dir)})
+                        log.warning(
+                            "no model published yet; waiting for one",
+                            extra={"model_dir": str(self.settings.model_dir)},
+                        )
                     warned_no_model = True
                     await self._pause(MODEL_WAIT)
                     continue
@@ -252,7 +274,11 @@ class Worker:
     async def reclaim(self) -> Entry | None:
         """A job whose worker went silent for longer than the claim idle time, if any."""
         reply = await self.redis.xautoclaim(
-            STREAM, GROUP, self.consumer, min_idle_time=self.claim_idle_ms, start_id="0-0",
+            STREAM,
+            GROUP,
+            self.consumer,
+            min_idle_time=self.claim_idle_ms,
+            start_id="0-0",
             count=1,
         )
         messages = reply[1] if len(reply) > 1 else []
@@ -266,9 +292,9 @@ class Worker:
     async def read_new(self) -> Entry | None:
         """The next queued job, waiting up to ``block_ms``; a stop ends the wait at once (an
         entry delivered just then stays pending and is reclaimed: at-least-once holds)."""
-        read = asyncio.ensure_future(self.redis.xreadgroup(
-            GROUP, self.consumer, {STREAM: ">"}, count=1, block=self.block_ms
-        ))
+        read = asyncio.ensure_future(
+            self.redis.xreadgroup(GROUP, self.consumer, {STREAM: ">"}, count=1, block=self.block_ms)
+        )
         stopping = asyncio.ensure_future(self.stop.wait())
         await asyncio.wait({read, stopping}, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
@@ -303,8 +329,13 @@ class Worker:
         """Stopping mid-job: mark the entry idle enough that another worker takes it at once."""
         await self.redis.hset(job_key(job_id), "status", QUEUED)
         await self.redis.xclaim(
-            STREAM, GROUP, self.consumer, min_idle_time=0, message_ids=[entry_id],
-            idle=self.claim_idle_ms + 1000, justid=True,
+            STREAM,
+            GROUP,
+            self.consumer,
+            min_idle_time=0,
+            message_ids=[entry_id],
+            idle=self.claim_idle_ms + 1000,
+            justid=True,
         )
 
     async def prune_consumers(self) -> None:
@@ -324,7 +355,7 @@ class Worker:
         fields = await r.hgetall(job_key(job_id))
         if not fields or fields.get("status") in (DONE, FAILED):
             await self._done(entry.entry_id)  # expired, or finished by a worker that died
-            return                            # before acking
+            return  # before acking
         attempts = await r.hincrby(job_key(job_id), "attempts", 1)
         if attempts > self.settings.batch_max_attempts:
             await self._fail(entry, f"gave up after {attempts - 1} attempts")
@@ -345,26 +376,40 @@ class Worker:
                 raise RegistryError("no model available")
         model, version = got
         if recorded and recorded != version:
-            log.warning("job restarted with another model version",
-                        extra={"job_id": job_id, "was": recorded, "now": version})
+            log.warning(
+                "job restarted with another model version",
+                extra={"job_id": job_id, "was": recorded, "now": version},
+            )
             await r.delete(results_key(job_id), counts_key(job_id))
 
         ids_arr = np.asarray(ids, dtype=np.int64)
         known = await asyncio.to_thread(known_mask, model, kind, ids_arr)
         warnings, warning_count = unknown_warnings(kind, ids, lines, known, version)
-        await r.hset(job_key(job_id), mapping={
-            "status": RUNNING,
-            "model_version": version,
-            "warnings": orjson.dumps(warnings).decode(),
-            "warning_count": warning_count,
-        })
+        await r.hset(
+            job_key(job_id),
+            mapping={
+                "status": RUNNING,
+                "model_version": version,
+                "warnings": orjson.dumps(warnings).decode(),
+                "warning_count": warning_count,
+            },
+        )
         await r.hsetnx(job_key(job_id), "started", time.time())
-        log.info("job started", extra={"job_id": job_id, "kind": kind, "rows": len(ids),
-                                       "attempt": attempts, "model_version": version})
+        log.info(
+            "job started",
+            extra={
+                "job_id": job_id,
+                "kind": kind,
+                "rows": len(ids),
+                "attempt": attempts,
+                "model_version": version,
+            },
+        )
         started = time.perf_counter()
         try:
-            computed = await self._run_chunks(entry, model, kind, k, ids, known,
-                                              int(fields["chunk_size"]))
+            computed = await self._run_chunks(
+                entry, model, kind, k, ids, known, int(fields["chunk_size"])
+            )
         except Stopped:
             await self._release(entry.entry_id, job_id)
             log.info("stopping mid-job; released it", extra={"job_id": job_id})
@@ -378,15 +423,27 @@ class Worker:
         await self._finish(entry)
         elapsed = time.perf_counter() - started
         self.jobs_done += 1
-        log.info("job done", extra={
-            "job_id": job_id, "rows": len(ids), "computed_rows": computed,
-            "seconds": round(elapsed, 3), "model_version": version,
-            "rows_per_s": round(computed / elapsed, 1) if elapsed > 0 else None,
-        })
+        log.info(
+            "job done",
+            extra={
+                "job_id": job_id,
+                "rows": len(ids),
+                "computed_rows": computed,
+                "seconds": round(elapsed, 3),
+                "model_version": version,
+                "rows_per_s": round(computed / elapsed, 1) if elapsed > 0 else None,
+            },
+        )
 
     async def _run_chunks(
-        self, entry: Entry, model: SimilarityModel, kind: str, k: int, ids: list[int],
-        known: np.ndarray, chunk_size: int,
+        self,
+        entry: Entry,
+        model: SimilarityModel,
+        kind: str,
+        k: int,
+        ids: list[int],
+        known: np.ndarray,
+        chunk_size: int,
     ) -> int:
         """Compute the missing chunks; returns how many input rows this worker computed."""
         r, job_id, s = self.redis, entry.job_id, self.settings
@@ -428,21 +485,35 @@ class Worker:
         r, job_id, ttl = self.redis, entry.job_id, self.settings.batch_ttl
         counts = await r.hvals(counts_key(job_id))
         async with r.pipeline(transaction=True) as pipe:
-            pipe.hset(job_key(job_id), mapping={
-                "status": DONE, "finished": time.time(), "result_rows": sum(map(int, counts)),
-            })
+            pipe.hset(
+                job_key(job_id),
+                mapping={
+                    "status": DONE,
+                    "finished": time.time(),
+                    "result_rows": sum(map(int, counts)),
+                },
+            )
             # results live batch_ttl from the moment they are ready
-            for key in (job_key(job_id), input_key(job_id), results_key(job_id),
-                        counts_key(job_id)):
+            for key in (
+                job_key(job_id),
+                input_key(job_id),
+                results_key(job_id),
+                counts_key(job_id),
+            ):
                 pipe.expire(key, ttl)
             await pipe.execute()
         await self._done(entry.entry_id)
 
     async def _fail(self, entry: Entry, error: str) -> None:
         log.error("job failed", extra={"job_id": entry.job_id, "error": error})
-        await self.redis.hset(job_key(entry.job_id), mapping={
-            "status": FAILED, "error": error[:500], "finished": time.time(),
-        })
+        await self.redis.hset(
+            job_key(entry.job_id),
+            mapping={
+                "status": FAILED,
+                "error": error[:500],
+                "finished": time.time(),
+            },
+        )
         await self._done(entry.entry_id)
 
 
@@ -462,8 +533,10 @@ async def run_worker(
         url, decode_responses=True, socket_connect_timeout=2.0, health_check_interval=30
     )
     consumer = consumer_name or default_consumer_name()
-    log.info("batch worker started", extra={"consumer": consumer, "redis": url,
-                                            "model_dir": str(settings.model_dir)})
+    log.info(
+        "batch worker started",
+        extra={"consumer": consumer, "redis": url, "model_dir": str(settings.model_dir)},
+    )
     try:
         await Worker(client, settings, consumer, stop, metrics).run()
     finally:
@@ -484,9 +557,12 @@ async def batch_worker_ctx(app: web.Application) -> AsyncIterator[None]:
         return
     stop = asyncio.Event()
     task = asyncio.create_task(
-        run_worker(settings, stop_event=stop,
-                   consumer_name=f"monolith-{default_consumer_name()}",
-                   metrics=app.get(METRICS)),
+        run_worker(
+            settings,
+            stop_event=stop,
+            consumer_name=f"monolith-{default_consumer_name()}",
+            metrics=app.get(METRICS),
+        ),
         name="batch-worker",
     )
     try:

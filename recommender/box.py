@@ -63,8 +63,9 @@ def _is_int(value: object) -> bool:
 
 def check_k(k: object) -> int:
     if not _is_int(k) or not 1 <= k <= MAX_K:
-        raise BadRequest(f"k must be an integer between 1 and {MAX_K}, got {k!r}",
-                         code="invalid_param")
+        raise BadRequest(
+            f"k must be an integer between 1 and {MAX_K}, got {k!r}", code="invalid_param"
+        )
     return k
 
 
@@ -78,12 +79,15 @@ def check_history(history: object) -> list[int]:
     if not isinstance(history, list):
         raise BadRequest("history must be a JSON array of movie ids", code="invalid_history")
     if len(history) > MAX_HISTORY:
-        raise BadRequest(f"history lists {len(history)} movies; at most {MAX_HISTORY}",
-                         code="invalid_history")
+        raise BadRequest(
+            f"history lists {len(history)} movies; at most {MAX_HISTORY}", code="invalid_history"
+        )
     for value in history:
         if not _is_int(value) or not 0 < value <= MAX_ID:
-            raise BadRequest(f"history must list positive integer movie ids, got {value!r}",
-                             code="invalid_history")
+            raise BadRequest(
+                f"history must list positive integer movie ids, got {value!r}",
+                code="invalid_history",
+            )
     return history
 
 
@@ -133,13 +137,16 @@ class RecommenderBox:
     def _loaded(self) -> Loaded:
         current = self._current
         if current is None:
-            raise NotReady("no model is loaded yet; train and publish one "
-                           "(python -m recommender train)", code="model_not_loaded")
+            raise NotReady(
+                "no model is loaded yet; train and publish one (python -m recommender train)",
+                code="model_not_loaded",
+            )
         return current
 
     # ---- cache-aside with single-flight ---------------------------------------------------------
-    async def _cached(self, key: str, kind: str, compute: Callable[[], dict], *,
-                      offload: bool = False) -> bytes:
+    async def _cached(
+        self, key: str, kind: str, compute: Callable[[], dict], *, offload: bool = False
+    ) -> bytes:
         async def fetch() -> bytes:
             hit = await self.cache.get(key)
             if hit is not None:
@@ -176,8 +183,9 @@ class RecommenderBox:
         check_id(movie_id, "movie_id")
         check_k(k)
         if movie_id not in loaded.known:
-            raise NotFound(f"movie {movie_id} is not known to model {loaded.version}",
-                           code="unknown_movie")
+            raise NotFound(
+                f"movie {movie_id} is not known to model {loaded.version}", code="unknown_movie"
+            )
         key = cache_key(loaded.version, "similar", f"{movie_id}:{k}")
 
         async def fetch() -> bytes:
@@ -220,10 +228,17 @@ class RecommenderBox:
                 bodies[i], stored = _tag(body, "model")
                 to_store.append((keys[i], stored))
         await self.cache.set_many(to_store)
-        return b"".join([
-            b'{"model_version":', orjson.dumps(loaded.version), b',"results":[',
-            b",".join(bodies), b'],"missing":', orjson.dumps(missing), b"}",
-        ])
+        return b"".join(
+            [
+                b'{"model_version":',
+                orjson.dumps(loaded.version),
+                b',"results":[',
+                b",".join(bodies),
+                b'],"missing":',
+                orjson.dumps(missing),
+                b"}",
+            ]
+        )
 
     async def similar_many(self, movie_ids: list[int], k: int = 10) -> dict:
         return orjson.loads(await self.similar_many_json(movie_ids, k))
@@ -233,8 +248,9 @@ class RecommenderBox:
         check_id(user_id, "user_id")
         check_k(k)
         if not loaded.model.has_user(user_id):
-            raise NotFound(f"user {user_id} is not known to model {loaded.version}",
-                           code="unknown_user")
+            raise NotFound(
+                f"user {user_id} is not known to model {loaded.version}", code="unknown_user"
+            )
 
         def compute() -> dict:
             items = _items(loaded.model.recommend_user(user_id, k))
@@ -254,8 +270,11 @@ class RecommenderBox:
         check_k(k)
         known = [m for m in history if m in loaded.known]
         if not known:
-            body = {"model_version": loaded.version, "items": loaded.popular[:k],
-                    "source": "fallback"}
+            body = {
+                "model_version": loaded.version,
+                "items": loaded.popular[:k],
+                "source": "fallback",
+            }
             return orjson.dumps(body)
 
         def compute() -> dict:
@@ -301,19 +320,23 @@ class RecommenderBox:
             try:
                 version = await asyncio.to_thread(self.registry.current_version)
             except Exception as exc:
-                raise Conflict(f"cannot read the model registry: {exc}",
-                               code="registry_error") from exc
+                raise Conflict(
+                    f"cannot read the model registry: {exc}", code="registry_error"
+                ) from exc
             if version is None:
-                raise Conflict(f"no model version is published in {self.settings.model_dir}",
-                               code="no_model")
+                raise Conflict(
+                    f"no model version is published in {self.settings.model_dir}", code="no_model"
+                )
             if version == previous:
                 return {"version": version, "previous": previous, "changed": False}
             try:
                 model, manifest = await asyncio.to_thread(self.registry.load, version)
             except IntegrityError as exc:
                 self._rejected = version
-                log.error("model: refused a version that failed its integrity check",
-                          extra={"version": version, "serving": previous, "error": str(exc)})
+                log.error(
+                    "model: refused a version that failed its integrity check",
+                    extra={"version": version, "serving": previous, "error": str(exc)},
+                )
                 raise Conflict(
                     f"model {version} failed its integrity check ({exc}); "
                     f"still serving {previous or 'no model'}",
@@ -322,12 +345,19 @@ class RecommenderBox:
             except Exception as exc:
                 self._rejected = version
                 log.exception("model: loading failed", extra={"version": version})
-                raise Conflict(f"model {version} could not be loaded: {exc}",
-                               code="load_failed") from exc
+                raise Conflict(
+                    f"model {version} could not be loaded: {exc}", code="load_failed"
+                ) from exc
             loaded = self._swap(model, manifest)
             self._rejected = None
-            log.info("model: loaded", extra={"version": loaded.version, "previous": previous,
-                                             "items": int(model.n_items)})
+            log.info(
+                "model: loaded",
+                extra={
+                    "version": loaded.version,
+                    "previous": previous,
+                    "items": int(model.n_items),
+                },
+            )
             return {"version": loaded.version, "previous": previous, "changed": True}
 
     async def refresh(self) -> bool:

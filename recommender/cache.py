@@ -140,7 +140,10 @@ class LocalCache:
     """In-process LRU with a TTL and a bounded number of entries (the monolith without Redis)."""
 
     def __init__(
-        self, max_entries: int = 10_000, ttl: float = 3600.0, metrics: Metrics | None = None,
+        self,
+        max_entries: int = 10_000,
+        ttl: float = 3600.0,
+        metrics: Metrics | None = None,
         name: str = "local",
     ) -> None:
         self.name = name
@@ -431,13 +434,16 @@ async def open_cache(settings: Settings, metrics: Metrics, *, local_entries: int
         return cache
     remote = RedisCache(url, settings.cache_ttl, metrics)
     if local_entries > 0:
-        cache = TieredCache(LocalCache(local_entries, min(60.0, settings.cache_ttl), metrics, "l1"),
-                            remote)
+        cache = TieredCache(
+            LocalCache(local_entries, min(60.0, settings.cache_ttl), metrics, "l1"), remote
+        )
     else:
         cache = remote
     if reachable:
         log.info(f"cache: redis at {url}", extra={"cache": cache.describe()})
     else:
-        log.warning(f"cache: redis at {url} (not reachable yet; answering from the model until "
-                    "it is)", extra={"cache": cache.describe()})
+        log.warning(
+            f"cache: redis at {url} (not reachable yet; answering from the model until it is)",
+            extra={"cache": cache.describe()},
+        )
     return cache

@@ -169,8 +169,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         _log("evaluating on the chronological hold-out")
         results = evaluate(interactions, params, reference=None)
         ours, pop = results["models"]["ours"], results["models"]["popularity"]
-        metrics = {key: ours[key] for key in
-                   ("recall@10", "recall@20", "ndcg@10", "ndcg@20", "hitrate@10", "coverage@10")}
+        metrics = {
+            key: ours[key]
+            for key in ("recall@10", "recall@20", "ndcg@10", "ndcg@20", "hitrate@10", "coverage@10")
+        }
         metrics["eval_users"] = results["protocol"]["eval_users"]
         metrics["popularity_recall@10"] = pop["recall@10"]
         metrics["popularity_ndcg@10"] = pop["ndcg@10"]
@@ -181,14 +183,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     trained = time.perf_counter() - t0
     registry = _registry(args)
     manifest = registry.register(
-        model, data_hash=digest, metrics=metrics, trained_seconds=trained,
+        model,
+        data_hash=digest,
+        metrics=metrics,
+        trained_seconds=trained,
         publish=not args.no_publish,
     )
     if not args.no_publish:
         _announce(manifest.version)
     state = "published" if not args.no_publish else "registered (not published)"
-    _log(f"{state} {manifest.version}: {model.n_items} movies, {model.n_users} users, "
-         f"fit {trained:.2f}s, in {registry.model_dir}")
+    _log(
+        f"{state} {manifest.version}: {model.n_items} movies, {model.n_users} users, "
+        f"fit {trained:.2f}s, in {registry.model_dir}"
+    )
     print(manifest.version)
     return 0
 
@@ -227,14 +234,18 @@ def cmd_list(args: argparse.Namespace) -> int:
     registry = _registry(args)
     current = registry.current_version()
     out = io.StringIO()
-    out.write(f"{'':2}{'version':<32}{'created':<22}{'items':>7}{'users':>8}{'recall@10':>11}"
-              f"{'fit s':>8}\n")
+    out.write(
+        f"{'':2}{'version':<32}{'created':<22}{'items':>7}{'users':>8}{'recall@10':>11}"
+        f"{'fit s':>8}\n"
+    )
     for m in registry.list():
         recall = m.metrics.get("recall@10")
         recall_s = f"{recall:.4f}" if isinstance(recall, int | float) else "-"
         mark = "* " if m.version == current else "  "
-        out.write(f"{mark}{m.version:<32}{m.created:<22}{m.n_items:>7}{m.n_users:>8}"
-                  f"{recall_s:>11}{m.trained_seconds:>8.2f}\n")
+        out.write(
+            f"{mark}{m.version:<32}{m.created:<22}{m.n_items:>7}{m.n_users:>8}"
+            f"{recall_s:>11}{m.trained_seconds:>8.2f}\n"
+        )
     print(out.getvalue(), end="")
     return 0
 
@@ -304,13 +315,17 @@ def _add_param_overrides(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m recommender",
-                                     description="Marquee recommender: offline tools")
+    parser = argparse.ArgumentParser(
+        prog="python -m recommender", description="Marquee recommender: offline tools"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
 
     def model_dir(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--model-dir", default=_default_model_dir(),
-                       help="model registry directory (env MARQUEE_MODEL_DIR, else var/models)")
+        p.add_argument(
+            "--model-dir",
+            default=_default_model_dir(),
+            help="model registry directory (env MARQUEE_MODEL_DIR, else var/models)",
+        )
 
     p = sub.add_parser("train", help="evaluate, fit on all ratings, register and publish")
     p.add_argument("--ratings", default=DEFAULT_RATINGS, help="ratings.csv or ratings.dat")

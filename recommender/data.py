@@ -49,10 +49,14 @@ class Interactions:
         return cls(
             user_ids=users,
             item_ids=np.asarray(item_ids, dtype=np.int64),
-            ratings=(np.ones(n, np.float32) if ratings is None
-                     else np.asarray(ratings, dtype=np.float32)),
-            timestamps=(np.zeros(n, np.int64) if timestamps is None
-                        else np.asarray(timestamps, dtype=np.int64)),
+            ratings=(
+                np.ones(n, np.float32) if ratings is None else np.asarray(ratings, dtype=np.float32)
+            ),
+            timestamps=(
+                np.zeros(n, np.int64)
+                if timestamps is None
+                else np.asarray(timestamps, dtype=np.int64)
+            ),
         )
 
     def subset(self, mask_or_index: np.ndarray) -> Interactions:
@@ -97,7 +101,7 @@ def load_ratings(path: str | Path) -> Interactions:
         sep = ","
         header = tuple(c.strip().lower() for c in first_line.split(","))
         if header == _CSV_HEADER:
-            body, line_offset = (text[first_nl + 1:] if first_nl >= 0 else ""), 2
+            body, line_offset = (text[first_nl + 1 :] if first_nl >= 0 else ""), 2
         elif header[:1] and header[0].isdigit():
             body, line_offset = text, 1  # header-less csv
         else:

@@ -33,8 +33,15 @@ from recommender.model import ModelParams, fit, history_matrix
 # dot-product similarity, top-K neighbours, user score = sum of the history's neighbour scores.
 # Tuned on this protocol over K1 {1.2, 3, 100} x B {0.1, 0.2, 0.3, 0.5} x K {50..800}.
 REFERENCE_PARAMS = ModelParams(
-    weighting="bm25", bm25_k1=1.2, bm25_b=0.2, similarity="dot", shrinkage=0.0,
-    neighbours=800, min_rating=0.0, popularity_damping=0.0, recency_half_life=0.0,
+    weighting="bm25",
+    bm25_k1=1.2,
+    bm25_b=0.2,
+    similarity="dot",
+    shrinkage=0.0,
+    neighbours=800,
+    min_rating=0.0,
+    popularity_damping=0.0,
+    recency_half_life=0.0,
 )
 # the same with implicit's bm25_weight defaults (K1=100, B=0.8) - far worse on MovieLens
 IMPLICIT_DEFAULT_PARAMS = replace(REFERENCE_PARAMS, bm25_k1=100.0, bm25_b=0.8, neighbours=100)
@@ -93,8 +100,12 @@ def chronological_split(
     eval_users, test_counts = np.unique(test_users, return_counts=True)
     indptr = np.zeros(len(eval_users) + 1, dtype=np.int64)
     np.cumsum(test_counts, out=indptr[1:])
-    return Split(train=train, users=eval_users, test_indptr=indptr,
-                 test_items=interactions.item_ids[test_rows])
+    return Split(
+        train=train,
+        users=eval_users,
+        test_indptr=indptr,
+        test_items=interactions.item_ids[test_rows],
+    )
 
 
 def ranking_metrics(split: Split, recs: np.ndarray, n_catalog: int) -> dict[str, float]:
@@ -129,8 +140,7 @@ def _eval_histories(model, split: Split) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     idx = np.concatenate([np.arange(a, b) for a, b in zip(starts, stops, strict=True)])
     items = np.asarray(model.user_items)[idx]
     user_of = np.repeat(np.arange(len(rows)), stops - starts)
-    seen = sp.csr_matrix((np.ones(len(items)), (user_of, items)),
-                         shape=(len(rows), model.n_items))
+    seen = sp.csr_matrix((np.ones(len(items)), (user_of, items)), shape=(len(rows), model.n_items))
     if model.user_positive is not None:
         liked = np.asarray(model.user_positive)[idx]
         items, user_of = items[liked], user_of[liked]
@@ -233,17 +243,28 @@ def evaluate(
         models["ease"] = evaluate_ease(split)
     return {
         "protocol": {
-            "positive_threshold": 4.0, "min_positives": 5, "test_fraction": 0.2,
-            "split": "chronological per user", "train_rows": len(split.train),
-            "eval_users": int(len(split.users)), "test_items": int(len(split.test_items)),
+            "positive_threshold": 4.0,
+            "min_positives": 5,
+            "test_fraction": 0.2,
+            "split": "chronological per user",
+            "train_rows": len(split.train),
+            "eval_users": int(len(split.users)),
+            "test_items": int(len(split.test_items)),
         },
         "params": params.to_dict(),
         "models": models,
     }
 
 
-COLUMNS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20", "hitrate@10", "coverage@10",
-           "fit_seconds")
+COLUMNS = (
+    "recall@10",
+    "recall@20",
+    "ndcg@10",
+    "ndcg@20",
+    "hitrate@10",
+    "coverage@10",
+    "fit_seconds",
+)
 
 
 def format_table(results: dict) -> str:

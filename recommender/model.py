@@ -123,8 +123,9 @@ class SimilarityModel:
 
     def item_indices(self, movie_ids: Iterable[int]) -> np.ndarray:
         """Internal indices of ``movie_ids`` (``-1`` for unknown ids), vectorised."""
-        ids = np.asarray(list(movie_ids) if not isinstance(movie_ids, np.ndarray) else movie_ids,
-                         dtype=np.int64)
+        ids = np.asarray(
+            list(movie_ids) if not isinstance(movie_ids, np.ndarray) else movie_ids, dtype=np.int64
+        )
         if ids.size == 0 or self.n_items == 0:
             return np.full(ids.shape, -1, dtype=np.int64)
         pos = np.searchsorted(self.item_ids, ids)
@@ -237,8 +238,9 @@ class SimilarityModel:
             chosen, chosen_scores = cand[top], totals[top]
         else:
             chosen, chosen_scores = np.empty(0, np.int64), np.empty(0)
-        result = list(zip(self.item_ids[chosen].tolist(), chosen_scores.astype(float).tolist(),
-                          strict=True))
+        result = list(
+            zip(self.item_ids[chosen].tolist(), chosen_scores.astype(float).tolist(), strict=True)
+        )
         if len(result) < k:
             skip = np.concatenate([chosen, excluded])
             fill = self._popular_indices(k - len(result), skip)
@@ -256,7 +258,10 @@ class SimilarityModel:
         )
 
     def recommend_batch(
-        self, histories: sp.csr_matrix, k: int, exclude: sp.csr_matrix | None = None,
+        self,
+        histories: sp.csr_matrix,
+        k: int,
+        exclude: sp.csr_matrix | None = None,
         batch_size: int = 2048,
     ) -> np.ndarray:
         """Top-``k`` internal item indices for many histories at once (used by evaluation).
@@ -276,13 +281,13 @@ class SimilarityModel:
         tie = 1e-9 * (1.0 - pop_rank / max(self.n_items, 1))
         out = np.empty((histories.shape[0], k), dtype=np.int64)
         for start in range(0, histories.shape[0], batch_size):
-            h = histories[start:start + batch_size]
+            h = histories[start : start + batch_size]
             dense = (h @ sim).toarray().astype(np.float64) * damping + tie
-            rows, cols = (h if exclude is None else exclude[start:start + batch_size]).nonzero()
+            rows, cols = (h if exclude is None else exclude[start : start + batch_size]).nonzero()
             dense[rows, cols] = -np.inf
             top = np.argpartition(-dense, k - 1, axis=1)[:, :k]
             order = np.argsort(-np.take_along_axis(dense, top, axis=1), axis=1, kind="stable")
-            out[start:start + batch_size] = np.take_along_axis(top, order, axis=1)
+            out[start : start + batch_size] = np.take_along_axis(top, order, axis=1)
         return out
 
 
@@ -344,7 +349,11 @@ def _weight(x: sp.csr_matrix, params: ModelParams) -> sp.csr_matrix:
 
 
 def _block_topk(
-    wt: sp.csr_matrix, w: sp.csr_matrix, sq_norms: np.ndarray, start: int, stop: int,
+    wt: sp.csr_matrix,
+    w: sp.csr_matrix,
+    sq_norms: np.ndarray,
+    start: int,
+    stop: int,
     params: ModelParams,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-K neighbours of items [start, stop): one sparse product, one partition."""

@@ -64,9 +64,7 @@ def recommender_paths() -> dict:
                 errors=(400, 413, 503),
             )
         },
-        "/v1/model": {
-            "get": operation("the manifest of the model being served", errors=(503,))
-        },
+        "/v1/model": {"get": operation("the manifest of the model being served", errors=(503,))},
         "/v1/model/reload": {
             "post": operation(
                 "load the registry's current version if it is not the one served (admin)",

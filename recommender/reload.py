@@ -55,8 +55,11 @@ def publish_notice(redis_url: str | None, version: str) -> int | None:
     try:
         return int(client.publish(CHANNEL, version))
     except (RedisError, OSError) as exc:
-        log.warning("model notice not sent: Redis unreachable; boxes will find the new version "
-                    "on their next registry check", extra={"redis": redis_url, "error": str(exc)})
+        log.warning(
+            "model notice not sent: Redis unreachable; boxes will find the new version "
+            "on their next registry check",
+            extra={"redis": redis_url, "error": str(exc)},
+        )
         return None
     finally:
         client.close()
@@ -136,8 +139,11 @@ class ModelWatcher:
                 self.subscribed.clear()
                 if not outage:
                     outage = True
-                    log.warning("watcher: pub/sub unavailable; retrying with backoff (registry "
-                                "checks continue)", extra={"error": f"{type(exc).__name__}: {exc}"})
+                    log.warning(
+                        "watcher: pub/sub unavailable; retrying with backoff (registry "
+                        "checks continue)",
+                        extra={"error": f"{type(exc).__name__}: {exc}"},
+                    )
             finally:
                 with contextlib.suppress(Exception):
                     await client.aclose()

@@ -28,8 +28,11 @@ TITLE_TIMEOUT = 0.5
 
 def _limits(request: web.Request) -> dict:
     settings = request.app[SETTINGS]
-    return {"max_mb": round(settings.batch_max_bytes / (1 << 20), 1),
-            "max_rows": settings.batch_max_rows, "ttl_hours": round(settings.batch_ttl / 3600)}
+    return {
+        "max_mb": round(settings.batch_max_bytes / (1 << 20), 1),
+        "max_rows": settings.batch_max_rows,
+        "ttl_hours": round(settings.batch_ttl / 3600),
+    }
 
 
 async def _render_form(
@@ -101,10 +104,12 @@ async def _titles(request: web.Request, rows: list[dict], kind: str) -> dict[int
     if clients is None:
         return {}
     source, target = KINDS[kind]
-    ids = list(dict.fromkeys(
-        [r[target] for r in rows] + ([r[source] for r in rows] if kind == "movies" else [])
-    ))
-    batches = [ids[i:i + 100] for i in range(0, len(ids), 100)]
+    ids = list(
+        dict.fromkeys(
+            [r[target] for r in rows] + ([r[source] for r in rows] if kind == "movies" else [])
+        )
+    )
+    batches = [ids[i : i + 100] for i in range(0, len(ids), 100)]
     titles: dict[int, str] = {}
     with contextlib.suppress(Exception):
         found = await asyncio.gather(
@@ -157,37 +162,70 @@ def setup_batch_pages(app: web.Application) -> None:
     app.router.add_get("/batch", batch_page, name="batch")
     app.router.add_post("/batch", batch_upload)
     app.router.add_get("/batch/{job_id}", job_page, name="batch_job")
-    app.router.add_get("/batch/{job_id}/results.{fmt:(csv|json)}", job_results,
-                       name="batch_results")
+    app.router.add_get(
+        "/batch/{job_id}/results.{fmt:(csv|json)}", job_results, name="batch_results"
+    )
     add_openapi_paths(app, batch_page_paths())
 
 
 def batch_page_paths() -> dict:
     """The batch pages in the web server's /openapi.json (HTML, the session user's own jobs)."""
     html = "text/html"
-    job_id = {"name": "job_id", "in": "path", "required": True, "description": "a batch job id",
-              "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
-    fmt = {"name": "fmt", "in": "path", "required": True, "description": "csv or json",
-           "schema": {"type": "string", "enum": ["csv", "json"]}}
-    upload = operation("Queue a batch job from an uploaded CSV (logged in; CSRF token)", ok=303,
-                       errors=(400, 403, 413), content_type=html)
-    upload["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": {
-        "type": "object",
-        "properties": {"csrf_token": {"type": "string"}, "k": {"type": "integer"},
-                       "file": {"type": "string", "format": "binary"}},
-    }}}}
+    job_id = {
+        "name": "job_id",
+        "in": "path",
+        "required": True,
+        "description": "a batch job id",
+        "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+    }
+    fmt = {
+        "name": "fmt",
+        "in": "path",
+        "required": True,
+        "description": "csv or json",
+        "schema": {"type": "string", "enum": ["csv", "json"]},
+    }
+    upload = operation(
+        "Queue a batch job from an uploaded CSV (logged in; CSRF token)",
+        ok=303,
+        errors=(400, 403, 413),
+        content_type=html,
+    )
+    upload["requestBody"] = {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "csrf_token": {"type": "string"},
+                        "k": {"type": "integer"},
+                        "file": {"type": "string", "format": "binary"},
+                    },
+                }
+            }
+        },
+    }
     return {
         "/batch": {
-            "get": operation("Batch upload form and the user's recent jobs (HTML)", errors=(),
-                             content_type=html),
+            "get": operation(
+                "Batch upload form and the user's recent jobs (HTML)", errors=(), content_type=html
+            ),
             "post": upload,
         },
         "/batch/{job_id}": {
-            "get": operation("A batch job's progress and results preview (HTML; owner only)",
-                             parameters=[job_id], errors=(403, 404), content_type=html)
+            "get": operation(
+                "A batch job's progress and results preview (HTML; owner only)",
+                parameters=[job_id],
+                errors=(403, 404),
+                content_type=html,
+            )
         },
         "/batch/{job_id}/results.{fmt}": {
-            "get": operation("A finished job's results as CSV or JSON (owner only)",
-                             parameters=[job_id, fmt], errors=(403, 404, 409))
+            "get": operation(
+                "A finished job's results as CSV or JSON (owner only)",
+                parameters=[job_id, fmt],
+                errors=(403, 404, 409),
+            )
         },
     }

@@ -161,8 +161,9 @@ class HttpSubscriptions:
         self.client = client
 
     async def plans(self, *, timeout: float | None = None) -> list[dict]:
-        return _expect(self.client.name, await self.client.get_json("/v1/plans", timeout=timeout),
-                       "items")
+        return _expect(
+            self.client.name, await self.client.get_json("/v1/plans", timeout=timeout), "items"
+        )
 
     async def get(self, user_id: int, session_token: str, *, timeout: float | None = None) -> dict:
         data = await self.client.get_json(

@@ -236,9 +236,7 @@ class Composer:
                 ),
             )
         )
-        plan_task = (
-            asyncio.create_task(self._plan(viewer, trace, deadline)) if viewer else None
-        )
+        plan_task = asyncio.create_task(self._plan(viewer, trace, deadline)) if viewer else None
         pending = PendingPage(self, movie_id, trace, deadline, plan_task, similar_task)
         try:
             pending.movie = await movie_task

@@ -81,12 +81,18 @@ async def movie_page(request: web.Request) -> web.StreamResponse:
 
     async def similar_html() -> str:
         similar = await pending.similar()
-        context = {"similar": similar, "degraded": "similar" in pending.degraded,
-                   "genre": genre, "movie": movie}
+        context = {
+            "similar": similar,
+            "degraded": "similar" in pending.degraded,
+            "genre": genre,
+            "movie": movie,
+        }
         return aiohttp_jinja2.render_string("_similar.html", request, context)
 
-    fragments = {"plan": asyncio.ensure_future(plan_html()),
-                 "similar": asyncio.ensure_future(similar_html())}
+    fragments = {
+        "plan": asyncio.ensure_future(plan_html()),
+        "similar": asyncio.ensure_future(similar_html()),
+    }
     try:
         return await stream_page(
             request,
@@ -130,26 +136,39 @@ async def _titled(request: web.Request, answer: dict, exclude: int | None = None
     return [similar_item(m, scores.get(m["id"])) for m in movies]
 
 
-def _row_section(request: web.Request, section_id: str, heading: str, items: list[dict],
-                 *, note: str = "", anchor: dict | None = None) -> str:
-    context = {"section_id": section_id, "heading": heading, "items": items, "note": note,
-               "anchor": anchor}
+def _row_section(
+    request: web.Request,
+    section_id: str,
+    heading: str,
+    items: list[dict],
+    *,
+    note: str = "",
+    anchor: dict | None = None,
+) -> str:
+    context = {
+        "section_id": section_id,
+        "heading": heading,
+        "items": items,
+        "note": note,
+        "anchor": anchor,
+    }
     return aiohttp_jinja2.render_string("_row_section.html", request, context)
 
 
 async def _for_you_html(request: web.Request, user_id: int) -> str:
-    """"For you": the recommender's picks from the user's rating history (quietly optional)."""
+    """ "For you": the recommender's picks from the user's rating history (quietly optional)."""
     recommender = request.app[CLIENTS].recommender
     answer = await _quietly(recommender.user_recommendations(user_id, ROW))
     items = await _quietly(_titled(request, answer)) if answer else None
     if not items:
         return ""
-    return _row_section(request, "for-you", "For you", items,
-                        note=f"Picked from what user {user_id} rated.")
+    return _row_section(
+        request, "for-you", "For you", items, note=f"Picked from what user {user_id} rated."
+    )
 
 
 async def _because_html(request: web.Request, movie_id: int) -> str:
-    """"Because you watched X": movies like the one this viewer last opened (quietly optional)."""
+    """ "Because you watched X": movies like the one this viewer last opened (quietly optional)."""
     clients = request.app[CLIENTS]
     movie, answer = await asyncio.gather(
         _quietly(clients.catalog.movie(movie_id)),

@@ -88,17 +88,19 @@ def cards(items: list[dict] | None) -> list[dict]:
         c1, c2 = genre_colours(genres)
         genre = next((g for g in genres if g != NO_GENRE), None)
         rating, score = item.get("rating_mean"), item.get("score")
-        out.append({
-            "id": item.get("movie_id") or item.get("id"),
-            "title": item.get("title"),
-            "year": item.get("year"),
-            "c1": c1,
-            "c2": c2,
-            "genre": genre,
-            "initials": initials(item.get("title")),
-            "rating": f"{rating:.1f}" if _is_number(rating) else None,
-            "score": f"{score:.2f}" if _is_number(score) else None,
-        })
+        out.append(
+            {
+                "id": item.get("movie_id") or item.get("id"),
+                "title": item.get("title"),
+                "year": item.get("year"),
+                "c1": c1,
+                "c2": c2,
+                "genre": genre,
+                "initials": initials(item.get("title")),
+                "rating": f"{rating:.1f}" if _is_number(rating) else None,
+                "score": f"{score:.2f}" if _is_number(score) else None,
+            }
+        )
     return out
 
 
@@ -168,8 +170,7 @@ def error_page(
     response = aiohttp_jinja2.render_template(
         "error.html",
         request,
-        {"status": status, "title": TITLES.get(status, "Something went wrong"),
-         "message": message},
+        {"status": status, "title": TITLES.get(status, "Something went wrong"), "message": message},
         status=status,
     )
     if headers:
@@ -190,8 +191,10 @@ async def html_errors(request: web.Request, handler) -> web.StreamResponse:
         if exc.status < 400:
             session.set_anon_cookie(request, exc)
             raise
-        message = {404: "There is no page at this address.",
-                   405: "This address does not accept that method."}.get(exc.status, exc.reason)
+        message = {
+            404: "There is no page at this address.",
+            405: "This address does not accept that method.",
+        }.get(exc.status, exc.reason)
         response = error_page(request, exc.status, message)
     except Exception:
         log.exception("page failed", extra={"path": request.path})

@@ -59,8 +59,9 @@ def csrf_ok(request: web.Request, token: object) -> bool:
     if not isinstance(token, str) or not token or len(token) > 256:
         return False
     settings = request.app[SETTINGS]
-    value = auth.unsign(token, settings.secret_key, purpose="csrf",
-                        max_age=settings.session_max_age)
+    value = auth.unsign(
+        token, settings.secret_key, purpose="csrf", max_age=settings.session_max_age
+    )
     return value is not None and value == _identity(request)
 
 
@@ -78,8 +79,9 @@ def set_anon_cookie(request: web.Request, response: web.StreamResponse) -> None:
     """Give a new anonymous visitor the cookie their CSRF tokens are bound to."""
     anon = request.get(_NEW_ANON)
     if anon and not response.prepared:
-        response.set_cookie(ANON_COOKIE, anon, httponly=True, samesite="Lax", path="/",
-                            secure=request.secure)
+        response.set_cookie(
+            ANON_COOKIE, anon, httponly=True, samesite="Lax", path="/", secure=request.secure
+        )
 
 
 def login(request: web.Request, response: web.StreamResponse, user_id: int) -> None:
@@ -128,8 +130,9 @@ def last_movie(request: web.Request) -> int | None:
     if user is None or not token or len(token) > 256:
         return None
     settings = request.app[SETTINGS]
-    value = auth.unsign(token, settings.secret_key, purpose="last_movie",
-                        max_age=settings.session_max_age)
+    value = auth.unsign(
+        token, settings.secret_key, purpose="last_movie", max_age=settings.session_max_age
+    )
     owner, _, movie = (value or "").partition(":")
     if owner != str(user) or not movie.isdigit():
         return None

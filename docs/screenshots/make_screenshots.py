@@ -56,8 +56,12 @@ def marquee(url: str | None) -> Iterator[str]:
             redis = start_redis(port, work)
             redis_url = f"redis://127.0.0.1:{port}/0"
         models = work / "models"
-        subprocess.run([sys.executable, "-m", "recommender", "train", "--model-dir", str(models)],
-                       cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "recommender", "train", "--model-dir", str(models)],
+            cwd=ROOT,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         server = start_monolith(work, redis_url, models, work / "catalog.sqlite3")
         try:
             yield server.url

@@ -210,7 +210,10 @@ class BackendClient:
         try:
             async with asyncio.timeout(remaining):
                 async with self.session.request(
-                    method, URL(url + path, encoded=True), params=params, json=json,
+                    method,
+                    URL(url + path, encoded=True),
+                    params=params,
+                    json=json,
                     headers=all_headers,
                 ) as resp:
                     body = await resp.read()

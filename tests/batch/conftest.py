@@ -44,31 +44,32 @@ def jobs(redis_client: aioredis.Redis, batch_settings: Settings) -> BatchJobs:
 
 def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MARQUEE_")}
-    env.update({
-        "MARQUEE_REDIS_URL": settings.redis_url,
-        "MARQUEE_MODEL_DIR": str(settings.model_dir),
-        "MARQUEE_VAR_DIR": str(settings.var_dir),
-        "MARQUEE_SECRET_KEY": settings.secret_key,
-        "MARQUEE_SERVICE_TOKEN": settings.service_token,
-        "MARQUEE_ADMIN_TOKEN": settings.admin_token,
-        "MARQUEE_BATCH_CLAIM_IDLE": str(settings.batch_claim_idle),
-        "MARQUEE_LOG_LEVEL": "INFO",
-        **extra,
-    })
+    env.update(
+        {
+            "MARQUEE_REDIS_URL": settings.redis_url,
+            "MARQUEE_MODEL_DIR": str(settings.model_dir),
+            "MARQUEE_VAR_DIR": str(settings.var_dir),
+            "MARQUEE_SECRET_KEY": settings.secret_key,
+            "MARQUEE_SERVICE_TOKEN": settings.service_token,
+            "MARQUEE_ADMIN_TOKEN": settings.admin_token,
+            "MARQUEE_BATCH_CLAIM_IDLE": str(settings.batch_claim_idle),
+            "MARQUEE_LOG_LEVEL": "INFO",
+            **extra,
+        }
+    )
     return env
 
 
 @pytest.fixture
-def start_worker(
-    batch_settings: Settings, tmp_path: Path
-) -> Iterator[Callable[..., Process]]:
+def start_worker(batch_settings: Settings, tmp_path: Path) -> Iterator[Callable[..., Process]]:
     """Start ``python -m recommender worker`` processes; every one is stopped by PID at the end."""
     started: list[Process] = []
 
     def start(**extra_env: str) -> Process:
         n = len(started)
-        proc = Process(WORKER_ARGS, worker_env(batch_settings, **extra_env),
-                       tmp_path / f"worker-{n}.log").start()
+        proc = Process(
+            WORKER_ARGS, worker_env(batch_settings, **extra_env), tmp_path / f"worker-{n}.log"
+        ).start()
         started.append(proc)
         return proc
 
@@ -78,7 +79,10 @@ def start_worker(
 
 
 async def wait_status(
-    jobs: BatchJobs, job_id: str, wanted: str = "done", timeout: float = 30.0,
+    jobs: BatchJobs,
+    job_id: str,
+    wanted: str = "done",
+    timeout: float = 30.0,
     proc: Process | None = None,
 ) -> dict:
     """Poll the job until it reaches ``wanted`` (a worker log tail in the failure message)."""
@@ -98,6 +102,10 @@ async def wait_status(
 
 
 async def job_ttls(client: aioredis.Redis, job_id: str) -> dict[str, int]:
-    keys = [job_key(job_id), f"{job_key(job_id)}:input", f"{job_key(job_id)}:results",
-            f"{job_key(job_id)}:counts"]
+    keys = [
+        job_key(job_id),
+        f"{job_key(job_id)}:input",
+        f"{job_key(job_id)}:results",
+        f"{job_key(job_id)}:counts",
+    ]
     return {key: await client.ttl(key) for key in keys}

@@ -31,16 +31,18 @@ async def serve(settings: Settings, *, worker: bool) -> TestServer:
 
 @pytest.fixture
 async def api(batch_settings: Settings):
-    server = await serve(replace(batch_settings, batch_max_bytes=2000, batch_max_rows=100),
-                         worker=True)
+    server = await serve(
+        replace(batch_settings, batch_max_bytes=2000, batch_max_rows=100), worker=True
+    )
     yield str(server.make_url("")).rstrip("/")
     await server.close()
 
 
 @pytest.fixture
 async def api_no_worker(batch_settings: Settings):
-    server = await serve(replace(batch_settings, batch_max_bytes=2000, batch_max_rows=100),
-                         worker=False)
+    server = await serve(
+        replace(batch_settings, batch_max_bytes=2000, batch_max_rows=100), worker=False
+    )
     yield str(server.make_url("")).rstrip("/")
     await server.close()
 
@@ -61,8 +63,9 @@ async def wait_done(http: aiohttp.ClientSession, url: str, **kwargs) -> dict:
 async def test_upload_follow_and_download(api: str, http: aiohttp.ClientSession, loaded_model):
     model, manifest = loaded_model
     data = b"movie_id\n1\n2\n999999999\n"
-    async with http.post(f"{api}/v1/batch", data=data, params={"k": "3"},
-                         headers={"Content-Type": "text/csv"}) as resp:
+    async with http.post(
+        f"{api}/v1/batch", data=data, params={"k": "3"}, headers={"Content-Type": "text/csv"}
+    ) as resp:
         assert resp.status == 202, await resp.text()
         created = await resp.json()
         assert resp.headers["Location"] == f"/v1/batch/{created['job_id']}"
@@ -79,8 +82,9 @@ async def test_upload_follow_and_download(api: str, http: aiohttp.ClientSession,
         for row, m in ((1, 1), (2, 2))
         for rank, (s, sc) in enumerate(model.similar(m, 3), 1)
     ]
-    async with http.get(f"{api}/v1/batch/{job['job_id']}/results",
-                        params={"format": "csv"}) as resp:
+    async with http.get(
+        f"{api}/v1/batch/{job['job_id']}/results", params={"format": "csv"}
+    ) as resp:
         assert resp.status == 200 and resp.content_type == "text/csv"
         assert "attachment" in resp.headers["Content-Disposition"]
         table = list(csv.DictReader(io.StringIO(await resp.text())))
@@ -88,8 +92,14 @@ async def test_upload_follow_and_download(api: str, http: aiohttp.ClientSession,
         i["similar_movie_id"] for i in body["items"]
     ]
     assert {r["model_version"] for r in table} == {manifest.version}
-    assert list(table[0]) == ["row", "movie_id", "rank", "similar_movie_id", "score",
-                              "model_version"]
+    assert list(table[0]) == [
+        "row",
+        "movie_id",
+        "rank",
+        "similar_movie_id",
+        "score",
+        "model_version",
+    ]
 
 
 async def test_multipart_upload_with_k(api: str, http: aiohttp.ClientSession):
@@ -128,12 +138,18 @@ async def test_results_wait_for_the_job(api_no_worker: str, http: aiohttp.Client
     ],
 )
 async def test_bad_uploads(
-    api_no_worker: str, http: aiohttp.ClientSession, redis_client,
-    data: bytes, status: int, code: str, line: int | None,
+    api_no_worker: str,
+    http: aiohttp.ClientSession,
+    redis_client,
+    data: bytes,
+    status: int,
+    code: str,
+    line: int | None,
 ):
     before = await redis_client.xlen(STREAM)
-    async with http.post(f"{api_no_worker}/v1/batch", data=data,
-                         headers={"Content-Type": "text/csv"}) as resp:
+    async with http.post(
+        f"{api_no_worker}/v1/batch", data=data, headers={"Content-Type": "text/csv"}
+    ) as resp:
         body = await resp.json()
         assert resp.status == status, body
     assert body["error"]["code"] == code
@@ -158,8 +174,9 @@ async def test_oversize_is_refused_without_a_content_length(
 
 
 async def test_bad_requests(api_no_worker: str, http: aiohttp.ClientSession):
-    async with http.post(f"{api_no_worker}/v1/batch", data=b"movie_id\n1\n",
-                         params={"k": "500"}) as resp:
+    async with http.post(
+        f"{api_no_worker}/v1/batch", data=b"movie_id\n1\n", params={"k": "500"}
+    ) as resp:
         assert resp.status == 400 and (await resp.json())["error"]["code"] == "invalid_param"
     async with http.post(f"{api_no_worker}/v1/batch", json={"ids": [1]}) as resp:
         assert resp.status == 415
@@ -168,8 +185,9 @@ async def test_bad_requests(api_no_worker: str, http: aiohttp.ClientSession):
         assert status == 404 and body["error"]["code"] in ("unknown_job", "not_found")
     async with http.post(f"{api_no_worker}/v1/batch", data=b"movie_id\n1\n") as resp:
         job_id = (await resp.json())["job_id"]
-    status, body = await get_json(http, f"{api_no_worker}/v1/batch/{job_id}/results",
-                                  params={"format": "xml"})
+    status, body = await get_json(
+        http, f"{api_no_worker}/v1/batch/{job_id}/results", params={"format": "xml"}
+    )
     assert status == 400 and body["error"]["code"] == "invalid_param"
 
 
@@ -178,8 +196,7 @@ async def test_a_users_job_is_private(
 ):
     mine = {SESSION_HEADER: session_token(7, batch_settings.secret_key)}
     theirs = {SESSION_HEADER: session_token(8, batch_settings.secret_key)}
-    async with http.post(f"{api_no_worker}/v1/batch", data=b"movie_id\n1\n",
-                         headers=mine) as resp:
+    async with http.post(f"{api_no_worker}/v1/batch", data=b"movie_id\n1\n", headers=mine) as resp:
         job = await resp.json()
     assert job["owner"] == 7
     url = f"{api_no_worker}/v1/batch/{job['job_id']}"

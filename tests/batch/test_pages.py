@@ -39,8 +39,14 @@ def browser(settings: Settings, user: int | None) -> aiohttp.ClientSession:
     return session
 
 
-async def upload(session: aiohttp.ClientSession, site: str, data: bytes, *, k: str = "5",
-                 token: str | None = None) -> aiohttp.ClientResponse:
+async def upload(
+    session: aiohttp.ClientSession,
+    site: str,
+    data: bytes,
+    *,
+    k: str = "5",
+    token: str | None = None,
+) -> aiohttp.ClientResponse:
     if token is None:
         async with session.get(f"{site}/batch") as resp:
             token = CSRF.search(await resp.text()).group(1)

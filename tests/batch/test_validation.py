@@ -73,7 +73,9 @@ def test_a_missing_column_is_reported() -> None:
     error = reject(b"title,movie_id\nToy Story,1\nJumanji\n")
     assert error.code == "invalid_rows"
     assert error.details["errors"][0] == {
-        "line": 3, "message": "missing the movie_id column", "value": None
+        "line": 3,
+        "message": "missing the movie_id column",
+        "value": None,
     }
 
 
@@ -120,8 +122,7 @@ BAD_UPLOADS = [
 async def test_nothing_is_queued_for_a_rejected_file(
     redis_client: aioredis.Redis, batch_settings
 ) -> None:
-    jobs = BatchJobs(redis_client, replace(batch_settings, batch_max_rows=10,
-                                           batch_max_bytes=1000))
+    jobs = BatchJobs(redis_client, replace(batch_settings, batch_max_rows=10, batch_max_bytes=1000))
     accepted = await jobs.submit(b"movie_id\n1\n", "ok.csv", owner=3)
     keys_before = sorted(await redis_client.keys("*"))
     assert await redis_client.xlen(STREAM) == 1

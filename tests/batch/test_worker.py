@@ -35,7 +35,7 @@ async def online_similar(http: aiohttp.ClientSession, base: str, ids: list[int],
     versions = set()
     unique = list(dict.fromkeys(ids))
     for i in range(0, len(unique), 100):
-        part = ",".join(map(str, unique[i:i + 100]))
+        part = ",".join(map(str, unique[i : i + 100]))
         async with http.get(f"{base}/v1/similar", params={"ids": part, "k": str(k)}) as resp:
             assert resp.status == 200, await resp.text()
             body = await resp.json()
@@ -43,8 +43,13 @@ async def online_similar(http: aiohttp.ClientSession, base: str, ids: list[int],
         assert body["missing"] == []
         answers.update({r["movie_id"]: r for r in body["results"]})
     rows = [
-        {"row": n, "movie_id": movie, "rank": rank, "similar_movie_id": item["movie_id"],
-         "score": item["score"]}
+        {
+            "row": n,
+            "movie_id": movie,
+            "rank": rank,
+            "similar_movie_id": item["movie_id"],
+            "score": item["score"],
+        }
         for n, movie in enumerate(ids, 1)
         for rank, item in enumerate(answers[movie]["items"], 1)
     ]
@@ -93,7 +98,8 @@ async def test_a_users_job_matches_the_online_api_and_warns_of_unknown_ids(
     done = await wait_status(jobs, job["job_id"], proc=worker)
     assert done["warning_count"] == 2
     assert [(w["line"], w["row"], w["id"]) for w in done["warnings"]] == [
-        (62, 61, 999_999), (123, 122, 888_888)
+        (62, 61, 999_999),
+        (123, 122, 888_888),
     ]
     assert "line 62: unknown user_id 999999" in done["warnings"][0]["message"]
 
@@ -107,8 +113,13 @@ async def test_a_users_job_matches_the_online_api_and_warns_of_unknown_ids(
             body = await resp.json()
         assert body["model_version"] == done["model_version"] == manifest.version
         expected += [
-            {"row": n, "user_id": user, "rank": rank, "movie_id": item["movie_id"],
-             "score": item["score"]}
+            {
+                "row": n,
+                "user_id": user,
+                "rank": rank,
+                "movie_id": item["movie_id"],
+                "score": item["score"],
+            }
             for rank, item in enumerate(body["items"], 1)
         ]
     assert rows == expected and len(rows) == 120 * 5
@@ -205,16 +216,15 @@ async def test_a_resumed_job_keeps_its_model_version(
     resumed = await jobs.submit(movies_csv(ids), "resumed.csv", owner=1)
     fresh = await jobs.submit(movies_csv(ids), "fresh.csv", owner=1)
     # as if a worker had started `resumed` with the old version and died
-    await redis_client.hset(job_key(resumed["job_id"]),
-                            mapping={"model_version": old.version, "status": "running"})
+    await redis_client.hset(
+        job_key(resumed["job_id"]), mapping={"model_version": old.version, "status": "running"}
+    )
     worker = start_worker(MARQUEE_MODEL_DIR=str(registry_dir))
     assert (await wait_status(jobs, resumed["job_id"], proc=worker))["model_version"] == old.version
     assert (await wait_status(jobs, fresh["job_id"], proc=worker))["model_version"] == new.version
 
 
-async def test_jobs_and_results_expire(
-    redis_client, batch_settings, start_worker
-) -> None:
+async def test_jobs_and_results_expire(redis_client, batch_settings, start_worker) -> None:
     jobs = BatchJobs(redis_client, replace(batch_settings, batch_ttl=30))
     worker = start_worker(MARQUEE_BATCH_TTL="2")
     job = await jobs.submit(movies_csv([1, 2, 3]), "tiny.csv", owner=4)

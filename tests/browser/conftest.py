@@ -48,8 +48,9 @@ class Server:
     process: Process
 
 
-def monolith_env(var_dir: Path, redis_url: str, model_dir: Path, catalog_db: Path,
-                 port: int) -> dict[str, str]:
+def monolith_env(
+    var_dir: Path, redis_url: str, model_dir: Path, catalog_db: Path, port: int
+) -> dict[str, str]:
     return {
         **os.environ,
         "MARQUEE_MODE": "monolith",
@@ -66,16 +67,20 @@ def monolith_env(var_dir: Path, redis_url: str, model_dir: Path, catalog_db: Pat
     }
 
 
-def start_monolith(var_dir: Path, redis_url: str, model_dir: Path, catalog_db: Path,
-                   timeout: float = 60.0) -> Server:
+def start_monolith(
+    var_dir: Path, redis_url: str, model_dir: Path, catalog_db: Path, timeout: float = 60.0
+) -> Server:
     """``python -m web_server`` (monolith) on a free port, ready when /readyz answers 200."""
     port = free_port()
     env = monolith_env(var_dir, redis_url, model_dir, catalog_db, port)
     process = Process([PYTHON, "-m", "web_server"], env, var_dir / "web.log").start()
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: http_ready(url + "/readyz") or process.proc.poll() is not None,
-                   timeout, "the monolith's /readyz")
+        wait_until(
+            lambda: http_ready(url + "/readyz") or process.proc.poll() is not None,
+            timeout,
+            "the monolith's /readyz",
+        )
         if process.proc.poll() is not None:
             raise RuntimeError(f"the web server exited early:\n{process.log_tail()}")
     except BaseException:
@@ -102,8 +107,9 @@ def monolith(
 ) -> Iterator[Server]:
     """The whole system as one real process, shared by a module's tests (start-up is the slow
     part); each test logs in as its own user where state matters."""
-    server = start_monolith(tmp_path_factory.mktemp("monolith"), redis_server, model_dir,
-                            catalog_db)
+    server = start_monolith(
+        tmp_path_factory.mktemp("monolith"), redis_server, model_dir, catalog_db
+    )
     yield server
     server.process.stop()
 

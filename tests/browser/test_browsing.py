@@ -30,10 +30,12 @@ def test_browse_search_log_in_subscribe_and_cancel(page: Page, monolith) -> None
 
     expect(page).to_have_url(f"{monolith.url}/movies/{MATRIX}")
     expect(page.get_by_role("heading", level=1)).to_have_text("The Matrix (1999)")
-    expect(page.get_by_role("img", name=re.compile(r"^Poster placeholder for The Matrix"))) \
-        .to_be_visible()
+    expect(
+        page.get_by_role("img", name=re.compile(r"^Poster placeholder for The Matrix"))
+    ).to_be_visible()
     expect(page.get_by_role("link", name=re.compile("^IMDb"))).to_have_attribute(
-        "href", "https://www.imdb.com/title/tt0133093/")
+        "href", "https://www.imdb.com/title/tt0133093/"
+    )
     expect(page.get_by_role("heading", name="More like this")).to_be_visible()
     expect(similar_links(page).first).to_be_visible()
     assert similar_links(page).count() >= 8

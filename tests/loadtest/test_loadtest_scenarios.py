@@ -151,8 +151,12 @@ def test_plan_form_posts_the_forms_hidden_fields_back():
         b'<input type="hidden" name="movie_id" value="42"></form>'
     )
     assert plan_form(html, "premium", "login-token") == {
-        "plan": "premium", "csrf_token": "t1", "idempotency_key": "k1", "movie_id": "42"
+        "plan": "premium",
+        "csrf_token": "t1",
+        "idempotency_key": "k1",
+        "movie_id": "42",
     }
     assert plan_form(b"<p>no form</p>", "cancel", "login-token") == {
-        "action": "cancel", "csrf_token": "login-token"
+        "action": "cancel",
+        "csrf_token": "login-token",
     }

@@ -26,7 +26,6 @@ SECRETS = {
 }
 
 
-
 def service_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment of a service process reading the same paths and secrets as ``settings``."""
     return {

@@ -82,8 +82,9 @@ async def test_redis_down_is_a_miss_not_an_error(caplog: pytest.LogCaptureFixtur
     """Nothing listens on the port: every call returns at once, the breaker skips Redis, and the
     outage is logged once, not once per call."""
     metrics = Metrics("test")
-    cache = RedisCache(f"redis://127.0.0.1:{free_port()}/0", ttl=60, metrics=metrics,
-                       breaker_reset=30)
+    cache = RedisCache(
+        f"redis://127.0.0.1:{free_port()}/0", ttl=60, metrics=metrics, breaker_reset=30
+    )
     caplog.set_level(logging.WARNING, "marquee.recommender.cache")
     try:
         started = time.perf_counter()
@@ -113,8 +114,9 @@ async def test_tiered_cache_fills_its_local_layer(redis_url: str) -> None:
         await cache.close()
 
 
-async def test_open_cache_chooses_by_reachability(redis_url: str,
-                                                  caplog: pytest.LogCaptureFixture) -> None:
+async def test_open_cache_chooses_by_reachability(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, "marquee.recommender.cache")
     metrics = Metrics("test")
     live = await open_cache(Settings(redis_url=redis_url), metrics)
@@ -189,7 +191,9 @@ async def test_single_flight_shares_errors_and_survives_a_cancelled_leader() -> 
 
 # ---- Redis failing under a running service ----------------------------------------------------
 async def test_service_survives_redis_killed_and_restarted(
-    settings: Settings, http: aiohttp.ClientSession, tmp_path: Path,
+    settings: Settings,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING, "marquee.recommender.cache")

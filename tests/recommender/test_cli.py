@@ -22,9 +22,22 @@ def trained(tmp_path_factory: pytest.TempPathFactory, ml_ratings_path: Path) -> 
     model_dir = tmp_path_factory.mktemp("models")
     env = {k: v for k, v in os.environ.items() if k != "MARQUEE_MODEL_SIGNING_KEY"}
     proc = subprocess.run(
-        [sys.executable, "-m", "recommender", "train", "--ratings", str(ml_ratings_path),
-         "--model-dir", str(model_dir), "--quiet"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "recommender",
+            "train",
+            "--ratings",
+            str(ml_ratings_path),
+            "--model-dir",
+            str(model_dir),
+            "--quiet",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     version = proc.stdout.strip()
@@ -44,8 +57,22 @@ def test_predict(trained: Path, tmp_path: Path) -> None:
     users = tmp_path / "users.csv"
     users.write_text("user_id,movie_id\n7,1\n7,3114\n8,2571\n9,999999999\n")
     out = tmp_path / "out.csv"
-    assert main(["predict", "--model-dir", str(trained), "--users", str(users), "--k", "5",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model-dir",
+                str(trained),
+                "--users",
+                str(users),
+                "--k",
+                "5",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = _read(out)
     assert rows[0] == ["user_id", "rank", "movie_id", "score"]
     body = rows[1:]
@@ -60,12 +87,32 @@ def test_similar(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[st
     movies = tmp_path / "movies.csv"
     movies.write_text("movie_id\n1\n2571\n424242424\n")  # header optional; unknown id skipped
     out = tmp_path / "similar.csv"
-    assert main(["similar", "--model-dir", str(trained), "--movies", str(movies), "--k", "3",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "similar",
+                "--model-dir",
+                str(trained),
+                "--movies",
+                str(movies),
+                "--k",
+                "3",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = _read(out)
     assert rows[0] == ["movie_id", "rank", "similar_movie_id", "score"]
     assert [(r[0], r[1]) for r in rows[1:]] == [
-        ("1", "1"), ("1", "2"), ("1", "3"), ("2571", "1"), ("2571", "2"), ("2571", "3")]
+        ("1", "1"),
+        ("1", "2"),
+        ("1", "3"),
+        ("2571", "1"),
+        ("2571", "2"),
+        ("2571", "3"),
+    ]
     assert "424242424" in capsys.readouterr().err
 
 
@@ -77,36 +124,83 @@ def test_similar(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[st
         ("user_id,movie_id\n", "no user_id,movie_id rows"),
     ],
 )
-def test_predict_bad_input(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                           content: str, message: str) -> None:
+def test_predict_bad_input(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
+) -> None:
     users = tmp_path / "users.csv"
     users.write_text(content)
-    code = main(["predict", "--model-dir", str(trained), "--users", str(users),
-                 "--out", str(tmp_path / "o.csv")])
+    code = main(
+        [
+            "predict",
+            "--model-dir",
+            str(trained),
+            "--users",
+            str(users),
+            "--out",
+            str(tmp_path / "o.csv"),
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and str(users) in err
     assert not (tmp_path / "o.csv").exists()
 
 
-def test_similar_bad_input_and_missing_file(trained: Path, tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_similar_bad_input_and_missing_file(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     movies = tmp_path / "m.csv"
     movies.write_text("1\n2\nthree\n")
-    assert main(["similar", "--model-dir", str(trained), "--movies", str(movies),
-                 "--out", str(tmp_path / "o.csv")]) == 2
+    assert (
+        main(
+            [
+                "similar",
+                "--model-dir",
+                str(trained),
+                "--movies",
+                str(movies),
+                "--out",
+                str(tmp_path / "o.csv"),
+            ]
+        )
+        == 2
+    )
     assert "line 3" in capsys.readouterr().err
-    assert main(["similar", "--model-dir", str(trained), "--movies", str(tmp_path / "nope"),
-                 "--out", str(tmp_path / "o.csv")]) == 2
+    assert (
+        main(
+            [
+                "similar",
+                "--model-dir",
+                str(trained),
+                "--movies",
+                str(tmp_path / "nope"),
+                "--out",
+                str(tmp_path / "o.csv"),
+            ]
+        )
+        == 2
+    )
     assert "no such file" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
-        main(["similar", "--model-dir", str(trained), "--movies", str(movies), "--k", "0",
-              "--out", "x"])
+        main(
+            [
+                "similar",
+                "--model-dir",
+                str(trained),
+                "--movies",
+                str(movies),
+                "--k",
+                "0",
+                "--out",
+                "x",
+            ]
+        )
     assert exc.value.code == 2
 
 
-def test_list_publish_rollback(trained: Path, tmp_path: Path,
-                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_list_publish_rollback(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import shutil
 
     model_dir = tmp_path / "models"
@@ -114,8 +208,9 @@ def test_list_publish_rollback(trained: Path, tmp_path: Path,
     registry = ModelRegistry(model_dir)
     first = registry.current_version()
     model, manifest = registry.load()
-    second = registry.register(model, data_hash=manifest.data_hash, metrics={},
-                               trained_seconds=0.0, publish=False).version
+    second = registry.register(
+        model, data_hash=manifest.data_hash, metrics={}, trained_seconds=0.0, publish=False
+    ).version
 
     assert main(["publish", second, "--model-dir", str(model_dir)]) == 0
     assert capsys.readouterr().out.strip() == second

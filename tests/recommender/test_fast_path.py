@@ -30,8 +30,9 @@ def memo_count(metrics, result: str) -> float:
     return value or 0.0
 
 
-async def test_memo_answers_repeats_as_cache(settings: Settings,
-                                             http: aiohttp.ClientSession) -> None:
+async def test_memo_answers_repeats_as_cache(
+    settings: Settings, http: aiohttp.ClientSession
+) -> None:
     rec = await start(settings)
     try:
         metrics = rec.box.metrics
@@ -55,9 +56,9 @@ async def test_memo_answers_repeats_as_cache(settings: Settings,
         await rec.server.close()
 
 
-async def test_memo_never_serves_a_previous_version(settings: Settings, model_dir: Path,
-                                                    tmp_path: Path,
-                                                    http: aiohttp.ClientSession) -> None:
+async def test_memo_never_serves_a_previous_version(
+    settings: Settings, model_dir: Path, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
     """A swap replaces the memo with the model: the same (id, k) is recomputed by the new
     version and labelled with it, never answered with the old version's bytes."""
     models = copy_registry(model_dir, tmp_path)
@@ -81,8 +82,9 @@ async def test_memo_never_serves_a_previous_version(settings: Settings, model_di
         await rec.server.close()
 
 
-async def test_fast_path_keeps_errors_and_every_k(settings: Settings,
-                                                  http: aiohttp.ClientSession) -> None:
+async def test_fast_path_keeps_errors_and_every_k(
+    settings: Settings, http: aiohttp.ClientSession
+) -> None:
     rec = await start(settings)
     try:
         for _ in range(2):  # an unknown movie is never memoised: still a 404 the second time
@@ -93,8 +95,16 @@ async def test_fast_path_keeps_errors_and_every_k(settings: Settings,
             assert (status, body["error"]["code"]) == (400, "invalid_param"), query
         status, body = await get_json(http, f"{rec.url}/v1/similar/abc")
         assert (status, body["error"]["code"]) == (400, "invalid_id")
-        cases = {"": 10, "?k=": 10, "?k=3": 3, "?k=03": 3, "?k=20": 20, "?x=1&k=7": 7,
-                 "?k=7&x=1": 7, "?k=%37": 7}
+        cases = {
+            "": 10,
+            "?k=": 10,
+            "?k=3": 3,
+            "?k=03": 3,
+            "?k=20": 20,
+            "?x=1&k=7": 7,
+            "?k=7&x=1": 7,
+            "?k=%37": 7,
+        }
         for query, k in cases.items():
             for _ in range(2):  # computed, then from the memo
                 status, body = await get_json(http, f"{rec.url}/v1/similar/1{query}")

@@ -31,8 +31,13 @@ class Answer:
     error: str | None = None
 
 
-async def client_loop(http: aiohttp.ClientSession, base: str, movie_ids: list[int],
-                      answers: list[Answer], stop: asyncio.Event) -> None:
+async def client_loop(
+    http: aiohttp.ClientSession,
+    base: str,
+    movie_ids: list[int],
+    answers: list[Answer],
+    stop: asyncio.Event,
+) -> None:
     """Ask for similar movies back to back until told to stop (or 20 s, whichever first)."""
     rng = random.Random(len(answers))
     deadline = time.monotonic() + 20
@@ -52,8 +57,9 @@ async def current_version(http: aiohttp.ClientSession, base: str) -> str | None:
     return body.get("version") if status == 200 else None
 
 
-async def test_hot_reload_under_load(redis_url: str, model_dir: Path, tmp_path: Path,
-                                     http: aiohttp.ClientSession) -> None:
+async def test_hot_reload_under_load(
+    redis_url: str, model_dir: Path, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
     """The key scenario: publish, publish, roll back - while clients keep asking."""
     models = copy_registry(model_dir, tmp_path)
     registry = ModelRegistry(models)
@@ -78,6 +84,7 @@ async def test_hot_reload_under_load(redis_url: str, model_dir: Path, tmp_path: 
     stop = asyncio.Event()
     answers: list[Answer] = []
     try:
+
         async def ready() -> bool:
             try:
                 return (await get_json(http, f"{base}/readyz"))[0] == 200
@@ -98,8 +105,9 @@ async def test_hot_reload_under_load(redis_url: str, model_dir: Path, tmp_path: 
         model = (await asyncio.to_thread(registry.load))[0]
         movie_ids = [int(m) for m in model.item_ids[:300] if m != 1]  # 1 is the probe
         del model
-        loops = [asyncio.create_task(client_loop(http, base, movie_ids, answers, stop))
-                 for _ in range(4)]
+        loops = [
+            asyncio.create_task(client_loop(http, base, movie_ids, answers, stop)) for _ in range(4)
+        ]
 
         async def answered(n: int) -> None:
             target = len(answers) + n
@@ -164,9 +172,9 @@ async def test_hot_reload_under_load(redis_url: str, model_dir: Path, tmp_path: 
             print(server.log_tail())
 
 
-async def test_tampered_artifact_is_refused(settings: Settings, model_dir: Path,
-                                            tmp_path: Path, http: aiohttp.ClientSession,
-                                            redis_url: str) -> None:
+async def test_tampered_artifact_is_refused(
+    settings: Settings, model_dir: Path, tmp_path: Path, http: aiohttp.ClientSession, redis_url: str
+) -> None:
     models = copy_registry(model_dir, tmp_path)
     v1 = ModelRegistry(models).current_version()
     rec = await start(dataclasses.replace(settings, model_dir=models, model_poll_interval=300))
@@ -200,14 +208,15 @@ async def test_tampered_artifact_is_refused(settings: Settings, model_dir: Path,
         await rec.server.close()
 
 
-async def test_watcher_polls_when_redis_is_down(settings: Settings, model_dir: Path,
-                                                tmp_path: Path,
-                                                http: aiohttp.ClientSession) -> None:
+async def test_watcher_polls_when_redis_is_down(
+    settings: Settings, model_dir: Path, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
     """No Redis at all (configured but dead): the periodic registry check alone converges."""
     models = copy_registry(model_dir, tmp_path)
     dead = f"redis://127.0.0.1:{free_port()}/0"
-    rec = await start(dataclasses.replace(settings, model_dir=models, redis_url=dead,
-                                          model_poll_interval=0.1))
+    rec = await start(
+        dataclasses.replace(settings, model_dir=models, redis_url=dead, model_poll_interval=0.1)
+    )
     try:
         v2 = await asyncio.to_thread(republish, models)
 
@@ -224,8 +233,9 @@ async def test_watcher_polls_when_redis_is_down(settings: Settings, model_dir: P
         await rec.server.close()
 
 
-async def test_notice_reloads_at_once(settings: Settings, model_dir: Path, tmp_path: Path,
-                                      http: aiohttp.ClientSession, redis_url: str) -> None:
+async def test_notice_reloads_at_once(
+    settings: Settings, model_dir: Path, tmp_path: Path, http: aiohttp.ClientSession, redis_url: str
+) -> None:
     models = copy_registry(model_dir, tmp_path)
     rec = await start(dataclasses.replace(settings, model_dir=models, model_poll_interval=300))
     try:

@@ -39,8 +39,11 @@ def test_load_dat_matches_csv(tmp_path: Path, ml_interactions: Interactions) -> 
     lines = [
         f"{u}::{m}::{int(r) if r == int(r) else r}::{t}"
         for u, m, r, t in zip(
-            ml_interactions.user_ids[rows], ml_interactions.item_ids[rows],
-            ml_interactions.ratings[rows], ml_interactions.timestamps[rows], strict=True,
+            ml_interactions.user_ids[rows],
+            ml_interactions.item_ids[rows],
+            ml_interactions.ratings[rows],
+            ml_interactions.timestamps[rows],
+            strict=True,
         )
     ]
     path = tmp_path / "ratings.dat"
@@ -83,7 +86,9 @@ def test_malformed_ratings(tmp_path: Path, content: str, message: str) -> None:
     ],
 )
 def test_similar_share_genres(
-    ml_model: SimilarityModel, ml_genres: dict[int, set[str]], movie_id: int,
+    ml_model: SimilarityModel,
+    ml_genres: dict[int, set[str]],
+    movie_id: int,
     expected_genres: set[str],
 ) -> None:
     similar = ml_model.similar(movie_id, 10)
@@ -149,16 +154,23 @@ def test_recommend_user(ml_model: SimilarityModel, ml_interactions: Interactions
     liked = rated[np.asarray(ml_model.user_positive[start:stop])]
     assert 0 < len(liked) < len(rated)
     seen_ids = set(ml_model.item_ids[rated].tolist())
-    from_history = [(m, s) for m, s in ml_model.recommend(ml_model.item_ids[liked].tolist(), 60)
-                    if m not in seen_ids]
+    from_history = [
+        (m, s)
+        for m, s in ml_model.recommend(ml_model.item_ids[liked].tolist(), 60)
+        if m not in seen_ids
+    ]
     assert from_history[:10] == recs
 
 
 def test_batch_scoring_matches_single(ml_model: SimilarityModel) -> None:
     """Evaluation scores users in batches; it must rank like the served single-user path."""
     users = ml_model.user_ids[:40]
-    split = Split(train=_tiny(), users=users, test_indptr=np.zeros(41, np.int64),
-                  test_items=np.empty(0, np.int64))
+    split = Split(
+        train=_tiny(),
+        users=users,
+        test_indptr=np.zeros(41, np.int64),
+        test_items=np.empty(0, np.int64),
+    )
     liked, seen = _eval_histories(ml_model, split)
     batch = ml_model.recommend_batch(liked, 10, exclude=seen)
     for row, user in enumerate(users):
@@ -171,26 +183,52 @@ def test_batch_scoring_matches_single(ml_model: SimilarityModel) -> None:
 
 def _tiny() -> Interactions:
     # users 0-2 like items 10/20/30, users 3-4 like 40/50; item 60 is seen by one user only
-    pairs = [(0, 10), (0, 20), (0, 30), (1, 10), (1, 20), (2, 20), (2, 30),
-             (3, 40), (3, 50), (4, 40), (4, 50), (4, 60)]
+    pairs = [
+        (0, 10),
+        (0, 20),
+        (0, 30),
+        (1, 10),
+        (1, 20),
+        (2, 20),
+        (2, 30),
+        (3, 40),
+        (3, 50),
+        (4, 40),
+        (4, 50),
+        (4, 60),
+    ]
     users, items = zip(*pairs, strict=True)
-    return Interactions.from_arrays(np.array(users), np.array(items),
-                                    timestamps=np.arange(len(pairs)))
+    return Interactions.from_arrays(
+        np.array(users), np.array(items), timestamps=np.arange(len(pairs))
+    )
 
 
 def test_fit_matches_dense_cosine() -> None:
-    params = ModelParams(weighting="none", similarity="cosine", alpha=0.5, shrinkage=0.0,
-                         neighbours=5, popularity_damping=0.0, recency_half_life=0.0,
-                         min_rating=0.0)
+    params = ModelParams(
+        weighting="none",
+        similarity="cosine",
+        alpha=0.5,
+        shrinkage=0.0,
+        neighbours=5,
+        popularity_damping=0.0,
+        recency_half_life=0.0,
+        min_rating=0.0,
+    )
     model = fit(_tiny(), params)
     x = np.zeros((5, 6))
     for u, i in zip(_tiny().user_ids, _tiny().item_ids, strict=True):
         x[u, i // 10 - 1] = 1
-    norms = np.sqrt((x ** 2).sum(axis=0))
+    norms = np.sqrt((x**2).sum(axis=0))
     cos = (x.T @ x) / np.outer(norms, norms)
     for i, movie in enumerate(model.item_ids):
-        expected = sorted(((float(cos[i, j]), int(model.item_ids[j])) for j in range(6)
-                           if j != i and cos[i, j] > 0), reverse=True)
+        expected = sorted(
+            (
+                (float(cos[i, j]), int(model.item_ids[j]))
+                for j in range(6)
+                if j != i and cos[i, j] > 0
+            ),
+            reverse=True,
+        )
         got = model.similar(int(movie), 10)
         assert [s for s, _ in expected] == pytest.approx([s for _, s in got], rel=1e-5)
         assert {m for _, m in expected} == {m for m, _ in got}
@@ -228,7 +266,7 @@ def test_split_is_chronological(ml_interactions: Interactions) -> None:
     train = split.train
     for row in range(0, len(split.users), 97):
         user = split.users[row]
-        test = split.test_items[split.test_indptr[row]:split.test_indptr[row + 1]]
+        test = split.test_items[split.test_indptr[row] : split.test_indptr[row + 1]]
         mine = ml_interactions.user_ids == user
         positives = (ml_interactions.ratings >= 4) & mine
         assert len(test) == int(np.ceil(positives.sum() * 0.2))

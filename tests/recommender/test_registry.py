@@ -26,8 +26,9 @@ def small_model() -> SimilarityModel:
 
 
 def _register(registry: ModelRegistry, model: SimilarityModel, publish: bool = True) -> Manifest:
-    return registry.register(model, data_hash="d" * 64, metrics={"recall@10": 0.1},
-                             trained_seconds=1.5, publish=publish)
+    return registry.register(
+        model, data_hash="d" * 64, metrics={"recall@10": 0.1}, trained_seconds=1.5, publish=publish
+    )
 
 
 class Boom:
@@ -61,7 +62,8 @@ def test_register_publish_list_load(tmp_path: Path, small_model: SimilarityModel
     assert isinstance(model.neighbours, np.memmap) and isinstance(model.scores, np.memmap)
     np.testing.assert_array_equal(model.neighbours, small_model.neighbours)
     assert model.similar(int(model.item_ids[0]), 5) == small_model.similar(
-        int(small_model.item_ids[0]), 5)
+        int(small_model.item_ids[0]), 5
+    )
 
     second = _register(registry, small_model, publish=False)
     assert registry.current_version() == first.version  # registered, not published

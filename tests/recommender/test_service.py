@@ -64,8 +64,9 @@ async def rec(settings: Settings) -> AsyncIterator[Running]:
     await running.server.close()
 
 
-async def test_similar_shape_then_cached(rec: Running, http: aiohttp.ClientSession,
-                                         model_dir: Path) -> None:
+async def test_similar_shape_then_cached(
+    rec: Running, http: aiohttp.ClientSession, model_dir: Path
+) -> None:
     version = ModelRegistry(model_dir).current_version()
     status, first = await get_json(http, f"{rec.url}/v1/similar/1?k=5")
     assert status == 200
@@ -100,8 +101,9 @@ async def test_similar_shape_then_cached(rec: Running, http: aiohttp.ClientSessi
         ("/v1/users/1/recommendations?k=1000", "invalid_param"),
     ],
 )
-async def test_bad_input_is_400(rec: Running, http: aiohttp.ClientSession, path: str,
-                                code: str) -> None:
+async def test_bad_input_is_400(
+    rec: Running, http: aiohttp.ClientSession, path: str, code: str
+) -> None:
     status, body = await get_json(http, rec.url + path)
     assert status == 400, body
     assert body["error"]["code"] == code and body["error"]["message"]
@@ -166,8 +168,9 @@ async def test_recommendations_from_history(rec: Running, http: aiohttp.ClientSe
         ({"json": {"history": [1], "k": 101}}, "invalid_param"),
     ],
 )
-async def test_recommendations_bad_input(rec: Running, http: aiohttp.ClientSession,
-                                         kwargs: dict, code: str) -> None:
+async def test_recommendations_bad_input(
+    rec: Running, http: aiohttp.ClientSession, kwargs: dict, code: str
+) -> None:
     status, body = await post(http, f"{rec.url}/v1/recommendations", **kwargs)
     assert (status, body["error"]["code"]) == (400, code), body
 
@@ -196,8 +199,9 @@ async def test_model_info(rec: Running, http: aiohttp.ClientSession, model_dir: 
 
 
 @pytest.mark.parametrize("action", ["reload", "rollback"])
-async def test_admin_needs_the_token(rec: Running, http: aiohttp.ClientSession,
-                                     action: str) -> None:
+async def test_admin_needs_the_token(
+    rec: Running, http: aiohttp.ClientSession, action: str
+) -> None:
     url = f"{rec.url}/v1/model/{action}"
     status, body = await post(http, url)
     assert (status, body["error"]["code"]) == (401, "unauthorized")
@@ -209,15 +213,19 @@ async def test_admin_needs_the_token(rec: Running, http: aiohttp.ClientSession,
 
 async def test_admin_reload_with_token(rec: Running, http: aiohttp.ClientSession) -> None:
     status, body = await post(http, f"{rec.url}/v1/model/reload", headers=ADMIN)
-    assert status == 200 and body == {"version": rec.box.version,
-                                      "previous": rec.box.version, "changed": False}
+    assert status == 200 and body == {
+        "version": rec.box.version,
+        "previous": rec.box.version,
+        "changed": False,
+    }
     # the shared registry has one published version: nothing to roll back to
     status, body = await post(http, f"{rec.url}/v1/model/rollback", headers=ADMIN)
     assert (status, body["error"]["code"]) == (409, "no_previous_version")
 
 
-async def test_admin_reload_and_rollback(settings: Settings, http: aiohttp.ClientSession,
-                                         model_dir: Path, tmp_path: Path) -> None:
+async def test_admin_reload_and_rollback(
+    settings: Settings, http: aiohttp.ClientSession, model_dir: Path, tmp_path: Path
+) -> None:
     models = copy_registry(model_dir, tmp_path)
     first = ModelRegistry(models).current_version()
     rec = await start(dataclasses.replace(settings, model_dir=models))
@@ -250,9 +258,9 @@ async def test_stampede_computes_once(rec: Running, http: aiohttp.ClientSession)
     assert len({r["model_version"] for r in results}) == 1
 
 
-async def test_not_ready_until_a_model_is_published(settings: Settings,
-                                                    http: aiohttp.ClientSession,
-                                                    model_dir: Path, tmp_path: Path) -> None:
+async def test_not_ready_until_a_model_is_published(
+    settings: Settings, http: aiohttp.ClientSession, model_dir: Path, tmp_path: Path
+) -> None:
     empty = tmp_path / "empty-models"
     rec = await start(dataclasses.replace(settings, model_dir=empty, model_poll_interval=0.1))
     try:
@@ -269,7 +277,10 @@ async def test_not_ready_until_a_model_is_published(settings: Settings,
         # publish a first model into the empty registry: the watcher's check picks it up
         model, manifest = ModelRegistry(model_dir).load()
         await asyncio.to_thread(
-            ModelRegistry(empty).register, model, data_hash=manifest.data_hash, metrics={},
+            ModelRegistry(empty).register,
+            model,
+            data_hash=manifest.data_hash,
+            metrics={},
             trained_seconds=0.0,
         )
 

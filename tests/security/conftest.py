@@ -17,7 +17,6 @@ SERVICE_TOKEN = "test-service-token"
 ADMIN_TOKEN = "test-admin-token"
 
 
-
 @pytest.fixture
 async def web_base(settings: Settings, serve_app) -> str:
     """The monolith web server (every service in-process, real data, model and Redis)."""

@@ -131,15 +131,17 @@ def start_stack(tmp_path: Path, env: dict[str, str], timeout: float = 60.0) -> S
         "subscription": env["MARQUEE_SUBSCRIPTION_URL"],
         "recommender": env["MARQUEE_RECOMMENDER_URLS"],
     }
-    stack = Stack(urls["web"], urls["catalog"], urls["subscription"], urls["recommender"],
-                  processes, env)
+    stack = Stack(
+        urls["web"], urls["catalog"], urls["subscription"], urls["recommender"], processes, env
+    )
     try:
         for name, args in STACK_COMMANDS.items():
             processes[name] = Process([PYTHON, *args], env, tmp_path / f"{name}.log").start()
         for name, process in processes.items():
             wait_until(
-                lambda url=urls[name], p=process: http_ready(url + "/readyz")
-                or p.proc.poll() is not None,
+                lambda url=urls[name], p=process: (
+                    http_ready(url + "/readyz") or p.proc.poll() is not None
+                ),
                 timeout,
                 f"{name} /readyz",
             )

@@ -17,9 +17,7 @@ def browser(user_id: int | None = None, secret: str = stubs.SECRET) -> aiohttp.C
     """A client keeping cookies for 127.0.0.1 (the default jar ignores IP hosts)."""
     session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
     if user_id is not None:
-        session.cookie_jar.update_cookies(
-            {"marquee_session": auth.session_token(user_id, secret)}
-        )
+        session.cookie_jar.update_cookies({"marquee_session": auth.session_token(user_id, secret)})
     return session
 
 

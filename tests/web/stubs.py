@@ -20,8 +20,15 @@ SCRIPT_TITLE = "<script>alert('x')</script> Evil"
 SCRIPT_TAG = "<img src=x onerror=alert(1)>"
 
 
-def _movie(mid: int, title: str, year: int, genres: list[str], count: int, mean: float,
-           tags: list[str] | None = None) -> dict:
+def _movie(
+    mid: int,
+    title: str,
+    year: int,
+    genres: list[str],
+    count: int,
+    mean: float,
+    tags: list[str] | None = None,
+) -> dict:
     return {
         "id": mid,
         "title": title,
@@ -49,10 +56,20 @@ MOVIES: dict[int, dict] = {
 
 PLANS = [
     {"id": "basic", "name": "Basic", "price_cents": 799, "currency": "USD", "features": ["HD"]},
-    {"id": "standard", "name": "Standard", "price_cents": 1299, "currency": "USD",
-     "features": ["Full HD", "2 screens"]},
-    {"id": "premium", "name": "Premium", "price_cents": 1799, "currency": "USD",
-     "features": ["4K", "4 screens"]},
+    {
+        "id": "standard",
+        "name": "Standard",
+        "price_cents": 1299,
+        "currency": "USD",
+        "features": ["Full HD", "2 screens"],
+    },
+    {
+        "id": "premium",
+        "name": "Premium",
+        "price_cents": 1799,
+        "currency": "USD",
+        "features": ["4K", "4 screens"],
+    },
 ]
 
 
@@ -101,8 +118,10 @@ def catalog_app(behaviour: Behaviour) -> web.Application:
     async def movies(request: web.Request) -> web.Response:
         ids = [int(i) for i in request.query["ids"].split(",")]
         return web.json_response(
-            {"items": [MOVIES[i] for i in ids if i in MOVIES],
-             "missing": [i for i in ids if i not in MOVIES]}
+            {
+                "items": [MOVIES[i] for i in ids if i in MOVIES],
+                "missing": [i for i in ids if i not in MOVIES],
+            }
         )
 
     async def popular(request: web.Request) -> web.Response:
@@ -116,8 +135,14 @@ def catalog_app(behaviour: Behaviour) -> web.Application:
         q = request.query.get("q", "").lower()
         items = [m for m in MOVIES.values() if q in m["title"].lower()]
         limit, offset = int(request.query["limit"]), int(request.query["offset"])
-        return web.json_response({"items": items[offset:offset + limit], "total": len(items),
-                                  "limit": limit, "offset": offset})
+        return web.json_response(
+            {
+                "items": items[offset : offset + limit],
+                "total": len(items),
+                "limit": limit,
+                "offset": offset,
+            }
+        )
 
     async def genres(request: web.Request) -> web.Response:
         names = sorted({g for m in MOVIES.values() for g in m["genres"]})
@@ -139,8 +164,12 @@ def subscription_app(behaviour: Behaviour) -> web.Application:
 
     def view(user_id: int) -> dict:
         plan = next((p for p in PLANS if p["id"] == state.get(user_id)), None)
-        return {"user_id": user_id, "status": "active" if plan else "none", "plan": plan,
-                "updated_at": "2024-01-01T00:00:00Z" if plan else None}
+        return {
+            "user_id": user_id,
+            "status": "active" if plan else "none",
+            "plan": plan,
+            "updated_at": "2024-01-01T00:00:00Z" if plan else None,
+        }
 
     def allowed(request: web.Request, user_id: int) -> bool:
         token = request.headers.get(auth.SESSION_HEADER)
@@ -185,14 +214,16 @@ def recommender_app(behaviour: Behaviour) -> web.Application:
     async def similar(request: web.Request) -> web.Response:
         mid = int(request.match_info["id"])
         k = int(request.query.get("k", "10"))
-        return web.json_response({"movie_id": mid, "model_version": "stub",
-                                  "items": items(mid, k), "source": "model"})
+        return web.json_response(
+            {"movie_id": mid, "model_version": "stub", "items": items(mid, k), "source": "model"}
+        )
 
     async def user_recs(request: web.Request) -> web.Response:
         uid = int(request.match_info["id"])
         k = int(request.query.get("k", "10"))
-        return web.json_response({"user_id": uid, "model_version": "stub",
-                                  "items": items(1, k), "source": "model"})
+        return web.json_response(
+            {"user_id": uid, "model_version": "stub", "items": items(1, k), "source": "model"}
+        )
 
     app = web.Application(middlewares=[_behave(behaviour)])
     app.router.add_get("/v1/similar/{id}", similar)

@@ -99,13 +99,19 @@ async def test_catalog_down_is_a_503_page_and_json(stub_backends, serve, tmp_pat
 async def test_unknown_and_bad_ids(stub_backends, serve, tmp_path):
     base = await serve(stub_settings(tmp_path, stub_backends))
     async with browser() as session:
-        for path, status in (("/movies/99999", 404), ("/movies/abc", 400), ("/movies/0", 400),
-                             ("/no/such/page", 404)):
+        for path, status in (
+            ("/movies/99999", 404),
+            ("/movies/abc", 400),
+            ("/movies/0", 400),
+            ("/no/such/page", 404),
+        ):
             async with session.get(base + path) as resp:
                 assert resp.status == status, path
                 assert resp.content_type == "text/html", path
-        for path, status, code in (("/api/pages/movies/99999", 404, "unknown_movie"),
-                                   ("/api/pages/movies/abc", 400, "invalid_id")):
+        for path, status, code in (
+            ("/api/pages/movies/99999", 404, "unknown_movie"),
+            ("/api/pages/movies/abc", 400, "invalid_id"),
+        ):
             async with session.get(base + path) as resp:
                 assert resp.status == status
                 assert (await resp.json())["error"]["code"] == code

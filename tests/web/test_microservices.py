@@ -30,15 +30,18 @@ async def test_movie_page_over_real_services(microservices_stack):
     # Logged in, over HTTP: the session token goes to the subscription service with each call.
     async with browser() as session:
         _, _, login_page = await timed_get(session, f"{stack.web_url}/login")
-        form = {"csrf_token": field(login_page, "csrf_token"), "user_id": "42",
-                "next": "/movies/1"}
+        form = {"csrf_token": field(login_page, "csrf_token"), "user_id": "42", "next": "/movies/1"}
         async with session.post(f"{stack.web_url}/login", data=form) as resp:
             page = await resp.text()
         assert "Choose a plan" in page
         start = page.index('action="/subscription"')
-        sub = {"csrf_token": field(page[start:], "csrf_token"),
-               "idempotency_key": field(page[start:], "idempotency_key"),
-               "movie_id": "1", "action": "subscribe", "plan": "premium"}
+        sub = {
+            "csrf_token": field(page[start:], "csrf_token"),
+            "idempotency_key": field(page[start:], "idempotency_key"),
+            "movie_id": "1",
+            "action": "subscribe",
+            "plan": "premium",
+        }
         async with session.post(f"{stack.web_url}/subscription", data=sub) as resp:
             assert resp.status == 200 and "Your plan: Premium" in await resp.text()
 

@@ -21,8 +21,11 @@ async def base(serve, settings) -> str:
 async def login(session, base: str, user_id: int) -> None:
     _, status, page = await timed_get(session, f"{base}/login?next=/movies/1")
     assert status == 200
-    form = {"csrf_token": field(page, "csrf_token", 0 if "Log out" not in page else 1),
-            "user_id": str(user_id), "next": "/movies/1"}
+    form = {
+        "csrf_token": field(page, "csrf_token", 0 if "Log out" not in page else 1),
+        "user_id": str(user_id),
+        "next": "/movies/1",
+    }
     async with session.post(f"{base}/login", data=form, allow_redirects=False) as resp:
         assert resp.status == 303
         assert resp.headers["Location"] == "/movies/1"
@@ -116,10 +119,13 @@ async def test_subscribe_change_cancel(base):
         page = await movie_page(session, base)
         assert "Your plan: Premium" in page
 
-        cancel = page[page.index('value="cancel"') - 600:]
-        form = {"csrf_token": field(cancel, "csrf_token"),
-                "idempotency_key": field(cancel, "idempotency_key"),
-                "movie_id": "1", "action": "cancel"}
+        cancel = page[page.index('value="cancel"') - 600 :]
+        form = {
+            "csrf_token": field(cancel, "csrf_token"),
+            "idempotency_key": field(cancel, "idempotency_key"),
+            "movie_id": "1",
+            "action": "cancel",
+        }
         assert await post_plan(session, base, form) == 303
         page = await movie_page(session, base)
         assert "Choose a plan" in page and "Your plan:" not in page
@@ -129,14 +135,20 @@ async def test_csrf_is_required_and_nothing_changes(base):
     async with browser() as session:
         await login(session, base, 1)
         form = {**plan_form(await movie_page(session, base)), "plan": "premium"}
-        for token in (None, "", "garbage", auth.sign("user:2", SECRET, purpose="csrf"),
-                      auth.sign("user:1", "wrong-secret", purpose="csrf"),
-                      auth.sign("user:1", SECRET, purpose="session")):
+        for token in (
+            None,
+            "",
+            "garbage",
+            auth.sign("user:2", SECRET, purpose="csrf"),
+            auth.sign("user:1", "wrong-secret", purpose="csrf"),
+            auth.sign("user:1", SECRET, purpose="session"),
+        ):
             data = {k: v for k, v in form.items() if k != "csrf_token"}
             if token is not None:
                 data["csrf_token"] = token
-            async with session.post(f"{base}/subscription", data=data,
-                                    allow_redirects=False) as resp:
+            async with session.post(
+                f"{base}/subscription", data=data, allow_redirects=False
+            ) as resp:
                 assert resp.status == 403, token
                 assert resp.content_type == "text/html"
         assert "Choose a plan" in await movie_page(session, base)
@@ -166,9 +178,13 @@ async def test_a_user_only_ever_changes_their_own_plan(base):
         assert "Join Marquee" in page and "User 1" not in page
         async with session.get(f"{base}/api/pages/movies/1") as resp:
             assert (await resp.json())["plan"]["status"] == "anonymous"
-        data = {"csrf_token": auth.sign("user:1", "not-the-secret", purpose="csrf"),
-                "idempotency_key": "a" * 32, "movie_id": "1", "action": "subscribe",
-                "plan": "basic"}
+        data = {
+            "csrf_token": auth.sign("user:1", "not-the-secret", purpose="csrf"),
+            "idempotency_key": "a" * 32,
+            "movie_id": "1",
+            "action": "subscribe",
+            "plan": "basic",
+        }
         assert await post_plan(session, base, data) == 403
 
 
@@ -177,19 +193,22 @@ async def test_login_validation_and_logout(base):
         _, _, page = await timed_get(session, f"{base}/login")
         token = field(page, "csrf_token")
         for bad in ("abc", "0", "-3", "", "1.5", "99999999999"):
-            async with session.post(f"{base}/login", data={"csrf_token": token, "user_id": bad},
-                                    allow_redirects=False) as resp:
+            async with session.post(
+                f"{base}/login", data={"csrf_token": token, "user_id": bad}, allow_redirects=False
+            ) as resp:
                 body = await resp.text()
                 assert resp.status == 400, bad
                 assert "Enter your MovieLens user id" in body
-        async with session.post(f"{base}/login", data={"user_id": "1"},
-                                allow_redirects=False) as resp:
+        async with session.post(
+            f"{base}/login", data={"user_id": "1"}, allow_redirects=False
+        ) as resp:
             assert resp.status == 403
         await login(session, base, 1)
         page = await movie_page(session, base)
         logout_token = field(page, "csrf_token")
-        async with session.post(f"{base}/logout", data={"csrf_token": logout_token},
-                                allow_redirects=False) as resp:
+        async with session.post(
+            f"{base}/logout", data={"csrf_token": logout_token}, allow_redirects=False
+        ) as resp:
             assert resp.status == 303
         page = await movie_page(session, base)
         assert "Join Marquee" in page and "User 1" not in page

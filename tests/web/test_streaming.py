@@ -38,16 +38,22 @@ async def test_movie_title_is_sent_before_a_slow_recommender_answers(
     async with browser(user_id=4) as session:
         await timed_get(session, f"{base}/movies/2")  # warm connections and the plan list
         title_at, total, status, body = await read_streamed(
-            session, f"{base}/movies/1", b"<h1 id=\"movie-title\">Toy Story"
+            session, f"{base}/movies/1", b'<h1 id="movie-title">Toy Story'
         )
-    print(f"streamed movie page, recommender at 1 s: title after {title_at * 1000:.0f} ms, "
-          f"whole page after {total * 1000:.0f} ms")
+    print(
+        f"streamed movie page, recommender at 1 s: title after {title_at * 1000:.0f} ms, "
+        f"whole page after {total * 1000:.0f} ms"
+    )
     assert status == 200
     assert title_at < stub_backends.recommender.delay <= total
     assert total - title_at > 0.5
     # The slow fragments did arrive, in document order, and the document is complete.
-    assert body.index("movie-title") < body.index("Watch with Marquee") < body.index(
-        "More like this") < body.index("</html>")
+    assert (
+        body.index("movie-title")
+        < body.index("Watch with Marquee")
+        < body.index("More like this")
+        < body.index("</html>")
+    )
     assert "Stub Movie 2" in body
 
 
@@ -72,9 +78,7 @@ async def test_head_of_a_streamed_page(stub_backends, serve, tmp_path):
         assert resp.content_type == "text/html"
 
 
-async def test_because_you_watched_follows_the_last_movie_opened(
-    stub_backends, serve, tmp_path
-):
+async def test_because_you_watched_follows_the_last_movie_opened(stub_backends, serve, tmp_path):
     base = await serve(stub_settings(tmp_path, stub_backends))
     async with browser(user_id=2) as session:
         _, _, home = await timed_get(session, f"{base}/")
@@ -84,11 +88,15 @@ async def test_because_you_watched_follows_the_last_movie_opened(
         _, status, home = await timed_get(session, f"{base}/")
         assert status == 200
         assert 'Because you watched <a href="/movies/5">Stub Movie 5</a>' in home
-        section = home[home.index("Because you watched"):]
-        section = section[:section.index("</section>")]
+        section = home[home.index("Because you watched") :]
+        section = section[: section.index("</section>")]
         assert 'href="/movies/1"' in section and 'href="/movies/5"' not in section[60:]
-        assert home.index("Popular now") < home.index("For you") < home.index(
-            "Because you watched") < home.index("Comedy")
+        assert (
+            home.index("Popular now")
+            < home.index("For you")
+            < home.index("Because you watched")
+            < home.index("Comedy")
+        )
         cookie = session.cookie_jar.filter_cookies(URL(base))["marquee_last_movie"].value
 
     async with browser(user_id=3) as other:  # another user on the same browser: not theirs
