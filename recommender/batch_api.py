@@ -252,7 +252,7 @@ def setup_batch_api(app: web.Application) -> None:
 
 
 # ---- OpenAPI ---------------------------------------------------------------------------------
-_JOB_ID = {
+JOB_ID_PARAM = {  # also the web server's batch pages' path parameter
     "name": "job_id",
     "in": "path",
     "required": True,
@@ -296,7 +296,7 @@ def batch_paths(settings: Settings) -> dict:
     results_op = operation(
         "a finished job's results (409 while it runs)",
         parameters=[
-            _JOB_ID,
+            JOB_ID_PARAM,
             query_param("format", {"type": "string", "enum": ["json", "csv"]}, "json or csv"),
         ],
         errors=(400, 403, 404, 409, 503),
@@ -307,7 +307,7 @@ def batch_paths(settings: Settings) -> dict:
         "/v1/batch/{job_id}": {
             "get": operation(
                 "a batch job's status and progress",
-                parameters=[_JOB_ID],
+                parameters=[JOB_ID_PARAM],
                 errors=(403, 404, 503),
             )
         },

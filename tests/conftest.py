@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from services.platform.settings import PROJECT_ROOT, Settings
-from tests.support import free_port, start_redis
+from tests.support import TEST_SECRETS, free_port, start_redis
 
 DATA_DIR = PROJECT_ROOT / "data" / "ml-latest-small"
 
@@ -74,9 +74,7 @@ def settings(tmp_path: Path, redis_url: str, model_dir: Path, catalog_db: Path) 
         catalog_db=catalog_db,
         model_dir=model_dir,
         redis_url=redis_url,
-        secret_key="test-secret",
-        service_token="test-service-token",
-        admin_token="test-admin-token",
+        **TEST_SECRETS,
         access_log=False,
         breaker_reset=0.5,
     )

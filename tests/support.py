@@ -18,6 +18,26 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 
 
+# The secrets every test's settings and child processes share.
+TEST_SECRETS = {
+    "secret_key": "test-secret",
+    "service_token": "test-service-token",
+    "admin_token": "test-admin-token",
+}
+
+
+def marquee_env(**settings: object) -> dict[str, str]:
+    """A child process's environment: ours without any ``MARQUEE_*``, plus the test secrets, one
+    worker, no access log, and ``MARQUEE_<NAME>`` for each keyword (which win)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MARQUEE_")}
+    merged = {**TEST_SECRETS, "workers": 1, "access_log": False, **settings}
+    for name, value in merged.items():
+        env[f"MARQUEE_{name.upper()}"] = (
+            str(value).lower() if isinstance(value, bool) else str(value)
+        )
+    return env
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

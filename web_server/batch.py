@@ -14,7 +14,13 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from recommender.batch import DONE, FAILED, KINDS, check_job_id, parse_k
-from recommender.batch_api import BATCH_JOBS, read_upload, setup_batch_store, stream_results
+from recommender.batch_api import (
+    BATCH_JOBS,
+    JOB_ID_PARAM,
+    read_upload,
+    setup_batch_store,
+    stream_results,
+)
 from services.platform.app import SETTINGS, add_openapi_paths
 from services.platform.errors import ApiError, BadRequest, Forbidden, NotReady, PayloadTooLarge
 from services.platform.openapi import operation
@@ -171,13 +177,6 @@ def setup_batch_pages(app: web.Application) -> None:
 def batch_page_paths() -> dict:
     """The batch pages in the web server's /openapi.json (HTML, the session user's own jobs)."""
     html = "text/html"
-    job_id = {
-        "name": "job_id",
-        "in": "path",
-        "required": True,
-        "description": "a batch job id",
-        "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
-    }
     fmt = {
         "name": "fmt",
         "in": "path",
@@ -216,7 +215,7 @@ def batch_page_paths() -> dict:
         "/batch/{job_id}": {
             "get": operation(
                 "A batch job's progress and results preview (HTML; owner only)",
-                parameters=[job_id],
+                parameters=[JOB_ID_PARAM],
                 errors=(403, 404),
                 content_type=html,
             )
@@ -224,7 +223,7 @@ def batch_page_paths() -> dict:
         "/batch/{job_id}/results.{fmt}": {
             "get": operation(
                 "A finished job's results as CSV or JSON (owner only)",
-                parameters=[job_id, fmt],
+                parameters=[JOB_ID_PARAM, fmt],
                 errors=(403, 404, 409),
             )
         },

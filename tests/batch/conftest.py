@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from recommender.batch import BatchJobs, job_key
 from recommender.registry import ModelRegistry
 from services.platform.settings import Settings
 from tests.conftest import replace
-from tests.support import PYTHON, Process, async_wait_until
+from tests.support import PYTHON, Process, async_wait_until, marquee_env
 
 WORKER_ARGS = [PYTHON, "-m", "recommender", "worker"]
 
@@ -42,22 +41,17 @@ def jobs(redis_client: aioredis.Redis, batch_settings: Settings) -> BatchJobs:
     return BatchJobs(redis_client, batch_settings)
 
 
-def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MARQUEE_")}
-    env.update(
-        {
-            "MARQUEE_REDIS_URL": settings.redis_url,
-            "MARQUEE_MODEL_DIR": str(settings.model_dir),
-            "MARQUEE_VAR_DIR": str(settings.var_dir),
-            "MARQUEE_SECRET_KEY": settings.secret_key,
-            "MARQUEE_SERVICE_TOKEN": settings.service_token,
-            "MARQUEE_ADMIN_TOKEN": settings.admin_token,
-            "MARQUEE_BATCH_CLAIM_IDLE": str(settings.batch_claim_idle),
-            "MARQUEE_LOG_LEVEL": "INFO",
-            **extra,
-        }
-    )
-    return env
+def worker_env(settings: Settings, **changes: object) -> dict[str, str]:
+    """A worker process reading the same store and models as ``settings``; ``changes`` are
+    settings fields (e.g. ``batch_chunk_pause=0.04``)."""
+    fields = {
+        "redis_url": settings.redis_url,
+        "model_dir": settings.model_dir,
+        "var_dir": settings.var_dir,
+        "batch_claim_idle": settings.batch_claim_idle,
+        "log_level": "INFO",
+    }
+    return marquee_env(**{**fields, **changes})
 
 
 @pytest.fixture
@@ -65,10 +59,10 @@ def start_worker(batch_settings: Settings, tmp_path: Path) -> Iterator[Callable[
     """Start ``python -m recommender worker`` processes; every one is stopped by PID at the end."""
     started: list[Process] = []
 
-    def start(**extra_env: str) -> Process:
+    def start(**changes: object) -> Process:
         n = len(started)
         proc = Process(
-            WORKER_ARGS, worker_env(batch_settings, **extra_env), tmp_path / f"worker-{n}.log"
+            WORKER_ARGS, worker_env(batch_settings, **changes), tmp_path / f"worker-{n}.log"
         ).start()
         started.append(proc)
         return proc

@@ -144,7 +144,7 @@ async def test_a_job_survives_its_worker_being_killed(
     model, _ = loaded_model
     jobs = BatchJobs(redis_client, replace(batch_settings, batch_chunk_size=20))
     ids = [int(m) for m in model.item_ids[1000:2000]]
-    first = start_worker(MARQUEE_BATCH_CHUNK_PAUSE="0.04")
+    first = start_worker(batch_chunk_pause=0.04)
     job = await jobs.submit(movies_csv(ids), "big.csv", owner=1, k=4)
     job_id = job["job_id"]
 
@@ -182,7 +182,7 @@ async def test_sigterm_hands_the_job_over_at_once(
     slow = replace(batch_settings, batch_chunk_size=10, batch_claim_idle=30.0)
     jobs = BatchJobs(redis_client, slow)
     ids = [int(m) for m in model.item_ids[:400]]
-    first = start_worker(MARQUEE_BATCH_CHUNK_PAUSE="0.05", MARQUEE_BATCH_CLAIM_IDLE="30")
+    first = start_worker(batch_chunk_pause=0.05, batch_claim_idle=30)
     job = await jobs.submit(movies_csv(ids), "slow.csv", owner=1, k=3)
 
     async def started() -> bool:
@@ -194,7 +194,7 @@ async def test_sigterm_hands_the_job_over_at_once(
     assert first.proc.returncode == 0
     assert (await jobs.status(job["job_id"]))["status"] == "queued"
     # a long claim idle time: the second worker only gets the job because it was handed back
-    second = start_worker(MARQUEE_BATCH_CLAIM_IDLE="30")
+    second = start_worker(batch_claim_idle=30)
     done = await wait_status(jobs, job["job_id"], timeout=15, proc=second)
     assert done["attempts"] == 2
     assert_every_row_once(await jobs.results(job["job_id"]), ids, 3, model)
@@ -219,14 +219,14 @@ async def test_a_resumed_job_keeps_its_model_version(
     await redis_client.hset(
         job_key(resumed["job_id"]), mapping={"model_version": old.version, "status": "running"}
     )
-    worker = start_worker(MARQUEE_MODEL_DIR=str(registry_dir))
+    worker = start_worker(model_dir=registry_dir)
     assert (await wait_status(jobs, resumed["job_id"], proc=worker))["model_version"] == old.version
     assert (await wait_status(jobs, fresh["job_id"], proc=worker))["model_version"] == new.version
 
 
 async def test_jobs_and_results_expire(redis_client, batch_settings, start_worker) -> None:
     jobs = BatchJobs(redis_client, replace(batch_settings, batch_ttl=30))
-    worker = start_worker(MARQUEE_BATCH_TTL="2")
+    worker = start_worker(batch_ttl=2)
     job = await jobs.submit(movies_csv([1, 2, 3]), "tiny.csv", owner=4)
     assert 0 < (await jobs.status(job["job_id"]))["expires_in"] <= 30
     await wait_status(jobs, job["job_id"], proc=worker)

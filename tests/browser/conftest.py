@@ -18,7 +18,15 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.support import PROJECT_ROOT, PYTHON, Process, free_port, http_ready, wait_until
+from tests.support import (
+    PROJECT_ROOT,
+    PYTHON,
+    Process,
+    free_port,
+    http_ready,
+    marquee_env,
+    wait_until,
+)
 
 ARTIFACTS = PROJECT_ROOT / "test-artifacts" / "browser"
 LAUNCH_ARGS = [
@@ -51,20 +59,14 @@ class Server:
 def monolith_env(
     var_dir: Path, redis_url: str, model_dir: Path, catalog_db: Path, port: int
 ) -> dict[str, str]:
-    return {
-        **os.environ,
-        "MARQUEE_MODE": "monolith",
-        "MARQUEE_WEB_PORT": str(port),
-        "MARQUEE_VAR_DIR": str(var_dir),
-        "MARQUEE_CATALOG_DB": str(catalog_db),
-        "MARQUEE_MODEL_DIR": str(model_dir),
-        "MARQUEE_REDIS_URL": redis_url,
-        "MARQUEE_SECRET_KEY": "test-secret",
-        "MARQUEE_SERVICE_TOKEN": "test-service-token",
-        "MARQUEE_ADMIN_TOKEN": "test-admin-token",
-        "MARQUEE_WORKERS": "1",
-        "MARQUEE_ACCESS_LOG": "false",
-    }
+    return marquee_env(
+        mode="monolith",
+        web_port=port,
+        var_dir=var_dir,
+        catalog_db=catalog_db,
+        model_dir=model_dir,
+        redis_url=redis_url,
+    )
 
 
 def start_monolith(

@@ -3,7 +3,6 @@ a child process with its JSON logs captured."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from services.platform.settings import Settings
-from tests.support import PYTHON, Process, free_port, http_ready, wait_until
+from tests.support import PYTHON, Process, free_port, http_ready, marquee_env, wait_until
 from tests.web.conftest import (
     Stack,
     stack_env,
@@ -19,26 +18,18 @@ from tests.web.conftest import (
     stub_backends,  # noqa: F401 - the web suite's fixture, reused
 )
 
-SECRETS = {
-    "MARQUEE_SECRET_KEY": "test-secret",
-    "MARQUEE_SERVICE_TOKEN": "test-service-token",
-    "MARQUEE_ADMIN_TOKEN": "test-admin-token",
-}
 
-
-def service_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """The environment of a service process reading the same paths and secrets as ``settings``."""
-    return {
-        **os.environ,
-        **SECRETS,
-        "MARQUEE_VAR_DIR": str(settings.var_dir),
-        "MARQUEE_CATALOG_DB": str(settings.catalog_db),
-        "MARQUEE_MODEL_DIR": str(settings.model_dir),
-        "MARQUEE_REDIS_URL": settings.redis_url,
-        "MARQUEE_WORKERS": "1",
-        "MARQUEE_ACCESS_LOG": "true",
-        **extra,
+def service_env(settings: Settings, **changes: object) -> dict[str, str]:
+    """The environment of a service process reading the same paths as ``settings``, access log
+    on; ``changes`` are settings fields (e.g. ``mode="monolith"``)."""
+    fields = {
+        "var_dir": settings.var_dir,
+        "catalog_db": settings.catalog_db,
+        "model_dir": settings.model_dir,
+        "redis_url": settings.redis_url,
+        "access_log": True,
     }
+    return marquee_env(**{**fields, **changes})
 
 
 @pytest.fixture

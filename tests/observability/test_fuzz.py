@@ -19,9 +19,9 @@ from pathlib import Path
 
 import orjson
 
-from tests.observability.conftest import SECRETS, copy_model_dir
+from tests.observability.conftest import copy_model_dir
 from tests.observability.helpers import scrape, value
-from tests.support import PROJECT_ROOT
+from tests.support import PROJECT_ROOT, TEST_SECRETS
 
 MAX_EXAMPLES = 60  # per operation and phase; ~1,000+ requests per target
 REQUEST_TIMEOUT = 5.0  # a request still unanswered after this counts as a hang
@@ -64,14 +64,14 @@ async def test_no_server_errors_and_no_hangs_under_fuzzing(
         ["-m", "web_server"],
         service_env(
             settings,
-            MARQUEE_MODE="monolith",
-            MARQUEE_MODEL_DIR=str(models),
-            MARQUEE_ACCESS_LOG="false",
+            mode="monolith",
+            model_dir=models,
+            access_log=False,
         ),
         "MARQUEE_WEB_PORT",
     )
-    service = f"Authorization: Bearer {SECRETS['MARQUEE_SERVICE_TOKEN']}"
-    admin = f"Authorization: Bearer {SECRETS['MARQUEE_ADMIN_TOKEN']}"
+    service = f"Authorization: Bearer {TEST_SECRETS['service_token']}"
+    admin = f"Authorization: Bearer {TEST_SECRETS['admin_token']}"
     targets = {
         "catalog": (logged_stack.catalog_url, []),
         "subscription": (logged_stack.subscription_url, [service]),

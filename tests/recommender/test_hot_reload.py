@@ -20,7 +20,7 @@ from recommender.registry import ARTIFACT, ModelRegistry
 from recommender.reload import CHANNEL, notify_from_env, notify_published, publish_notice
 from services.platform.settings import Settings
 from tests.recommender.test_service import ADMIN, copy_registry, post, republish, start
-from tests.support import PYTHON, Process, async_wait_until, free_port, get_json
+from tests.support import PYTHON, Process, async_wait_until, free_port, get_json, marquee_env
 
 
 @dataclasses.dataclass
@@ -66,19 +66,14 @@ async def test_hot_reload_under_load(
     v1 = registry.current_version()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "MARQUEE_HOST": "127.0.0.1",
-        "MARQUEE_RECOMMENDER_PORT": str(port),
-        "MARQUEE_MODEL_DIR": str(models),
-        "MARQUEE_VAR_DIR": str(tmp_path / "var"),
-        "MARQUEE_REDIS_URL": redis_url,
-        "MARQUEE_MODEL_POLL_INTERVAL": "300",  # only the notices can make it reload in time
-        "MARQUEE_SECRET_KEY": "test-secret",
-        "MARQUEE_SERVICE_TOKEN": "test-service-token",
-        "MARQUEE_ADMIN_TOKEN": "test-admin-token",
-        "MARQUEE_ACCESS_LOG": "0",
-    }
+    env = marquee_env(
+        host="127.0.0.1",
+        recommender_port=port,
+        model_dir=models,
+        var_dir=tmp_path / "var",
+        redis_url=redis_url,
+        model_poll_interval=300,  # only the notices can make it reload in time
+    )
     server = Process([PYTHON, "-m", "recommender", "serve"], env, tmp_path / "serve.log").start()
     plain = redis.Redis.from_url(redis_url)
     stop = asyncio.Event()

@@ -4,7 +4,6 @@ microservices stack as real processes (``microservices_stack``, reusable by othe
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from services.platform.settings import Settings
-from tests.support import PYTHON, Process, free_port, http_ready, wait_until
+from tests.support import PYTHON, Process, free_port, http_ready, marquee_env, wait_until
 from tests.web import stubs
 
 
@@ -99,27 +98,21 @@ STACK_COMMANDS = {
 def stack_env(tmp_path: Path, redis_url: str, model_dir: Path, catalog_db: Path) -> dict:
     ports = {name: free_port() for name in STACK_COMMANDS}
     url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-    return {
-        **os.environ,
-        "MARQUEE_MODE": "microservices",
-        "MARQUEE_WEB_PORT": str(ports["web"]),
-        "MARQUEE_CATALOG_PORT": str(ports["catalog"]),
-        "MARQUEE_SUBSCRIPTION_PORT": str(ports["subscription"]),
-        "MARQUEE_RECOMMENDER_PORT": str(ports["recommender"]),
-        "MARQUEE_CATALOG_URL": url["catalog"],
-        "MARQUEE_SUBSCRIPTION_URL": url["subscription"],
-        "MARQUEE_RECOMMENDER_URLS": url["recommender"],
-        "MARQUEE_VAR_DIR": str(tmp_path),
-        "MARQUEE_CATALOG_DB": str(catalog_db),
-        "MARQUEE_MODEL_DIR": str(model_dir),
-        "MARQUEE_REDIS_URL": redis_url,
-        "MARQUEE_SECRET_KEY": "test-secret",
-        "MARQUEE_SERVICE_TOKEN": "test-service-token",
-        "MARQUEE_ADMIN_TOKEN": "test-admin-token",
-        "MARQUEE_WORKERS": "1",
-        "MARQUEE_ACCESS_LOG": "false",
-        "MARQUEE_BREAKER_RESET": "0.5",
-    }
+    return marquee_env(
+        mode="microservices",
+        web_port=ports["web"],
+        catalog_port=ports["catalog"],
+        subscription_port=ports["subscription"],
+        recommender_port=ports["recommender"],
+        catalog_url=url["catalog"],
+        subscription_url=url["subscription"],
+        recommender_urls=url["recommender"],
+        var_dir=tmp_path,
+        catalog_db=catalog_db,
+        model_dir=model_dir,
+        redis_url=redis_url,
+        breaker_reset=0.5,
+    )
 
 
 def start_stack(tmp_path: Path, env: dict[str, str], timeout: float = 60.0) -> Stack:
