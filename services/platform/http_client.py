@@ -225,6 +225,9 @@ class BackendClient:
         except (aiohttp.ClientError, OSError) as exc:
             breaker.record_failure()
             raise self._fail("connection", started, type(exc).__name__) from None
+        except BaseException:  # cancelled: no verdict on the backend, but hand back the probe
+            breaker.release()
+            raise
         if resp.status >= 500:
             breaker.record_failure()
             raise self._fail(f"status_{resp.status}", started)
