@@ -68,7 +68,7 @@ def test_changed_data_rebuilds_the_store(data_copy: Path, tmp_path: Path) -> Non
     build_catalog_db(data_copy, db)
     catalog = Catalog(db)
     try:
-        assert catalog.movie(999999)["title"] == "Brand New Film"
+        assert catalog.movie(999999).title == "Brand New Film"
     finally:
         catalog.close()
 

@@ -45,12 +45,16 @@ def _movie(
     }
 
 
+def _genres(movie_id: int) -> list[str]:
+    return ["Adventure", "Animation", "Comedy"] if movie_id % 2 else ["Adventure", "Comedy"]
+
+
 MOVIES: dict[int, dict] = {
     m["id"]: m
     for m in [
         _movie(1, "Toy Story", 1995, ["Adventure", "Animation", "Children"], 215, 3.92, ["pixar"]),
         *[
-            _movie(i, f"Stub Movie {i}", 1990 + i % 20, ["Adventure", "Comedy"], 100 - i, 3.5)
+            _movie(i, f"Stub Movie {i}", 1990 + i % 20, _genres(i), 100 - i, 3.5)
             for i in range(2, 30)
         ],
         _movie(666, SCRIPT_TITLE, 2000, ["Horror"], 3, 2.0, [SCRIPT_TAG]),
