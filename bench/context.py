@@ -137,7 +137,8 @@ class Context:
         return self._catalog_db
 
     def settings_env(self, var_name: str, **overrides: object) -> dict[str, str]:
-        """MARQUEE_* for a service of this run: its own var dir, shared data, quiet logs."""
+        """MARQUEE_* for a service of this run: its own var dir, shared data, and otherwise the
+        shipped defaults (the access log and metrics on), so the figures are the system's."""
         var_dir = self.workdir / var_name
         var_dir.mkdir(parents=True, exist_ok=True)
         values: dict[str, object] = {
@@ -149,8 +150,6 @@ class Context:
             "secret_key": SECRET,
             "service_token": SERVICE_TOKEN,
             "admin_token": ADMIN_TOKEN,
-            "access_log": "false",
-            "log_level": "WARNING",
             "model_poll_interval": 3600,
         }
         values.update(overrides)

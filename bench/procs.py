@@ -97,6 +97,12 @@ def pinned(args: list[str], cpus: tuple[int, ...]) -> list[str]:
     return ["taskset", "-c", _cpu_list(cpus), *args] if cpus else list(args)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Server:
     """One child process (a service, a stub, redis), stopped by its PID."""

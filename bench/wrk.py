@@ -43,13 +43,20 @@ function request()
   return reqs[i]
 end
 
+shed = 0
+function response(status, headers, body)
+  if status == 503 then shed = shed + 1 end
+end
+
 function done(summary, latency, requests)
   local e = summary.errors
+  local shed_total = 0
+  for _, thread in ipairs(threads) do shed_total = shed_total + thread:get("shed") end
   io.write(string.format(
-    '%(mark)s{"requests":%%d,"duration_us":%%d,"bytes":%%d,' ..
+    '%(mark)s{"requests":%%d,"duration_us":%%d,"bytes":%%d,"shed":%%d,' ..
     '"errors":{"connect":%%d,"read":%%d,"write":%%d,"status":%%d,"timeout":%%d},' ..
     '"latency_us":{"mean":%%.1f,"max":%%d,"p50":%%d,"p90":%%d,"p99":%%d,"p999":%%d}}\n',
-    summary.requests, summary.duration, summary.bytes,
+    summary.requests, summary.duration, summary.bytes, shed_total,
     e.connect, e.read, e.write, e.status, e.timeout,
     latency.mean, latency.max, latency:percentile(50), latency:percentile(90),
     latency:percentile(99), latency:percentile(99.9)))
@@ -61,8 +68,10 @@ end
 class WrkResult:
     requests: int
     seconds: float
-    errors: dict
+    errors: dict  # wrk's: connect, read, write, status (any non-2xx/3xx answer), timeout
     latency_ms: dict  # mean, max, p50, p90, p99, p999
+    bytes: int = 0
+    shed: int = 0  # 503 answers (load shed on purpose), also counted in errors["status"]
 
     @property
     def rps(self) -> float:
@@ -71,6 +80,11 @@ class WrkResult:
     @property
     def error_count(self) -> int:
         return int(sum(self.errors.values()))
+
+    @property
+    def failures(self) -> int:
+        """Errors that are not deliberate load shedding."""
+        return self.error_count - self.shed
 
     def row(self) -> dict:
         return {
@@ -98,7 +112,7 @@ def write_script(
     return script
 
 
-def run_wrk(
+def command(
     url: str,
     script: Path,
     *,
@@ -106,11 +120,11 @@ def run_wrk(
     duration: float,
     threads: int = 1,
     cpus: tuple[int, ...] = (),
-    timeout: float = 5.0,
-) -> WrkResult:
-    """One wrk run against ``url`` (scheme://host:port); returns its parsed figures."""
+    timeout: float = 2.0,
+) -> list[str]:
+    """The wrk command line (``timeout``: wrk's own default, 2 s, counts as an error)."""
     threads = max(1, min(threads, connections))
-    args = pinned(
+    return pinned(
         [
             "wrk",
             "-t",
@@ -127,8 +141,10 @@ def run_wrk(
         ],
         cpus,
     )
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=duration + 60)
-    for line in proc.stdout.splitlines():
+
+
+def parse(stdout: str) -> WrkResult:
+    for line in stdout.splitlines():
         if line.startswith(MARK):
             data = orjson.loads(line[len(MARK) :])
             lat = {k: round(v / 1000.0, 3) for k, v in data["latency_us"].items()}
@@ -137,5 +153,34 @@ def run_wrk(
                 seconds=data["duration_us"] / 1e6,
                 errors=data["errors"],
                 latency_ms=lat,
+                bytes=int(data["bytes"]),
+                shed=int(data["shed"]),
             )
-    raise RuntimeError(f"wrk gave no result (exit {proc.returncode}): {proc.stderr or proc.stdout}")
+    raise RuntimeError(f"wrk gave no result: {stdout[-500:]}")
+
+
+def run_wrk(
+    url: str,
+    script: Path,
+    *,
+    connections: int,
+    duration: float,
+    threads: int = 1,
+    cpus: tuple[int, ...] = (),
+    timeout: float = 2.0,
+) -> WrkResult:
+    """One wrk run against ``url`` (scheme://host:port); returns its parsed figures."""
+    args = command(
+        url,
+        script,
+        connections=connections,
+        duration=duration,
+        threads=threads,
+        cpus=cpus,
+        timeout=timeout,
+    )
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=duration + 60)
+    try:
+        return parse(proc.stdout)
+    except RuntimeError:
+        raise RuntimeError(f"wrk failed (exit {proc.returncode}): {proc.stderr}") from None

@@ -19,7 +19,12 @@ from recommender.schemas import ScoredMovie
 from services.catalog.schemas import Movie
 from services.platform.errors import BadRequest, Forbidden, NotReady
 from services.platform.jsonutil import json_response, read_form
-from services.platform.middleware import CLIENT_CLOSED, client_went_away, mark_client_gone
+from services.platform.middleware import (
+    CLIENT_CLOSED,
+    client_went_away,
+    error_response,
+    mark_client_gone,
+)
 from services.platform.openapi import operation, path_param, query_param
 from services.platform.params import MAX_ID, parse_id, path_id, query_int
 from services.platform.settings import Settings
@@ -39,7 +44,6 @@ SEARCH_PAGE = 20
 HOME_GENRES = ("Comedy", "Drama", "Action", "Animation", "Sci-Fi")
 PLAN_IDS = ("basic", "standard", "premium")
 KEY_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
-RETRY_AFTER = "5"  # seconds: a catalog outage is usually a restart
 
 
 def viewer(request: web.Request) -> Viewer | None:
@@ -108,8 +112,6 @@ async def movie_page(request: web.Request) -> web.StreamResponse:
 
 def _failed_page(request: web.Request, failed: PageFailed) -> web.Response:
     headers = {"Server-Timing": failed.trace.server_timing()}
-    if failed.error.status == 503:
-        headers["Retry-After"] = RETRY_AFTER
     return error_page(request, failed.error.status, failed.error.message, headers=headers)
 
 
@@ -118,10 +120,9 @@ async def movie_page_json(request: web.Request) -> web.Response:
     try:
         page, trace = await request.app[COMPOSER].compose_movie_page(movie_id, viewer(request))
     except PageFailed as failed:
-        headers = {"Server-Timing": failed.trace.server_timing()}
-        if failed.error.status == 503:
-            headers["Retry-After"] = RETRY_AFTER
-        return json_response(failed.error.to_dict(), status=failed.error.status, headers=headers)
+        response = error_response(failed.error)
+        response.headers["Server-Timing"] = failed.trace.server_timing()
+        return response
     return json_response(page, headers={"Server-Timing": trace.server_timing()})
 
 

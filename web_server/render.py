@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import NamedTuple
 
 import jinja2
@@ -19,6 +20,7 @@ from services.catalog.genres import DISTINCTIVE_FIRST, primary_genre
 from services.catalog.schemas import Movie
 from services.platform.app import SETTINGS
 from services.platform.errors import ApiError
+from services.platform.middleware import RETRY_AFTER_UNAVAILABLE
 from web_server import session
 from web_server.fragments import FRAGMENTS, MovieFragments
 from web_server.schemas import PageItem
@@ -175,15 +177,14 @@ def page(
     return response
 
 
-def setup_templates(app: web.Application) -> None:
-    settings = app[SETTINGS]
+def environment(templates_dir: Path) -> jinja2.Environment:
+    """The Jinja2 environment of Marquee's templates: autoescaped, compiled once per process."""
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(settings.templates_dir)),
+        loader=jinja2.FileSystemLoader(str(templates_dir)),
         autoescape=jinja2.select_autoescape(["html", "htm", "xml"], default_for_string=True),
-        auto_reload=False,  # compiled once per process
+        auto_reload=False,
         undefined=jinja2.ChainableUndefined,
     )
-    app[TEMPLATES] = env
     env.globals.update(
         primary_genre=primary_genre,
         initials=initials,
@@ -194,8 +195,15 @@ def setup_templates(app: web.Application) -> None:
         genre_colours=genre_colours,
         cards=cards,
     )
+    return env
+
+
+def setup_templates(app: web.Application) -> None:
+    templates_dir = app[SETTINGS].templates_dir
+    env = environment(templates_dir)
+    app[TEMPLATES] = env
     app[FRAGMENTS] = MovieFragments(env)
-    static = settings.templates_dir / "static"
+    static = templates_dir / "static"
     if static.is_dir():
         app.router.add_static("/static", static, name="static")
 
@@ -208,6 +216,8 @@ def error_page(
     request: web.Request, status: int, message: str, *, headers: Mapping[str, str] | None = None
 ) -> web.Response:
     context = {"status": status, "title": TITLES.get(status, "Something went wrong")}
+    if status == 503:  # unavailable for now: say when to come back
+        headers = {"Retry-After": RETRY_AFTER_UNAVAILABLE, **(headers or {})}
     return page(
         request, "error.html", {**context, "message": message}, status=status, headers=headers
     )

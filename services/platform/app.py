@@ -16,7 +16,15 @@ from aiohttp import web
 from services.platform.jsonutil import json_response
 from services.platform.logs import access_log
 from services.platform.metrics import Metrics
-from services.platform.middleware import ACCESS_LOG, METRICS, REQUEST_IDS, RequestIds, observe
+from services.platform.middleware import (
+    ACCESS_LOG,
+    GATE,
+    METRICS,
+    REQUEST_IDS,
+    Gate,
+    RequestIds,
+    observe,
+)
 from services.platform.openapi import system_paths
 from services.platform.settings import Settings
 
@@ -37,6 +45,7 @@ def create_base_app(settings: Settings, service: str) -> web.Application:
     app[METRICS] = Metrics(service)
     app[ACCESS_LOG] = access_log(service, settings.access_log)
     app[REQUEST_IDS] = RequestIds()
+    app[GATE] = Gate(settings.max_inflight)
     app[READY_CHECKS] = {}
     app[OPENAPI_PATHS] = {}
     app[METRICS_REFRESHERS] = []

@@ -63,6 +63,11 @@ class Metrics:
         self.cache = Counter(
             "marquee_cache_requests", "Cache lookups by result", ["cache", "result"], registry=r
         )
+        self.shed = Counter(
+            "marquee_requests_shed",
+            "Requests answered 503 at once because too many were in progress",
+            registry=r,
+        )
         self.fallbacks = Counter(
             "marquee_fallbacks", "Degraded page fragments", ["fragment", "reason"], registry=r
         )

@@ -53,6 +53,42 @@ errors_log = logging.getLogger("marquee.errors")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+class Gate:
+    """At most ``limit`` requests in progress per process; past it a request is shed at once
+    with 503 + Retry-After instead of queueing until it times out (a visitor's retry after a
+    second beats a page that never comes, and a shed request costs ~30 µs, not a whole page).
+    Probes and scrapes are never shed: an overloaded process is busy, not dead."""
+
+    EXEMPT = frozenset(("/healthz", "/readyz", "/metrics"))
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.inflight = 0
+        self.shed = 0
+
+
+GATE = web.AppKey("gate", Gate)
+RETRY_AFTER_SHED = "1"
+RETRY_AFTER_UNAVAILABLE = "5"
+_SHED_JSON = (
+    b'{"error":{"code":"overloaded","message":"too many requests in progress; retry shortly"}}'
+)
+_SHED_HTML = (
+    b"<!doctype html><title>Busy</title><h1>Marquee is very busy</h1>"
+    b"<p>Too many people at once: please try again in a moment.</p>"
+)
+
+
+def shed(request: web.Request) -> web.Response:
+    html = "text/html" in request.headers.get("Accept", "")
+    return web.Response(
+        body=_SHED_HTML if html else _SHED_JSON,
+        status=503,
+        content_type="text/html" if html else "application/json",
+        headers={"Retry-After": RETRY_AFTER_SHED},
+    )
+
+
 def _route_name(request: web.Request) -> str:
     resource = request.match_info.route.resource
     return resource.canonical if resource is not None else "unmatched"
@@ -71,9 +107,18 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     token = request_id_var.set(request_id)
     response: web.StreamResponse | None = None  # None if the handler was cancelled: a 500
     started = time.perf_counter()
+    gate = app[GATE]
+    admitted = gate.inflight < gate.limit or request.path in Gate.EXEMPT
+    if admitted:
+        gate.inflight += 1
     try:
         try:
-            response = await handler(request)
+            if not admitted:
+                gate.shed += 1
+                app[METRICS].shed.inc()
+                response = shed(request)
+            else:
+                response = await handler(request)
         except ApiError as exc:
             response = error_response(exc)
         except web.HTTPRequestEntityTooLarge as exc:
@@ -98,6 +143,8 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = exc
         raise
     finally:
+        if admitted:
+            gate.inflight -= 1
         elapsed = time.perf_counter() - started
         route = _route_name(request)
         status = CLIENT_CLOSED if request.get(_CLIENT_GONE) else getattr(response, "status", 500)
@@ -109,7 +156,8 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 def error_response(exc: ApiError) -> web.Response:
-    return json_response(exc.to_dict(), status=exc.status)
+    headers = {"Retry-After": RETRY_AFTER_UNAVAILABLE} if exc.status == 503 else None
+    return json_response(exc.to_dict(), status=exc.status, headers=headers)
 
 
 _CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large", 400: "bad_request"}

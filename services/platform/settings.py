@@ -58,6 +58,8 @@ class Settings:
     workers: int = 1
     log_level: str = "INFO"
     access_log: bool = True
+    # Requests in progress per worker process before new ones are shed with 503 + Retry-After.
+    max_inflight: int = 256
     max_body_bytes: int = 1 << 20
     batch_max_bytes: int = 5 << 20
     batch_max_rows: int = 100_000

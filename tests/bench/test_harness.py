@@ -157,3 +157,34 @@ async def test_wrk_script_replays_paths(tmp_path) -> None:
     assert result.requests > 10 and result.error_count == 0
     assert set(seen) == {"/a?x=1", "/b"}
     assert result.latency_ms["p50"] <= result.latency_ms["p99"]
+
+
+async def test_bare_composer_and_tailors_fragments_make_marquees_page() -> None:
+    """The two baselines of the composition bench serve the page Marquee serves: the bare
+    composer from the stubs' JSON, Tailor from their HTML fragments (same templates)."""
+    from bench.servers import FRAGMENT_MARK, bare_app
+
+    apps = stub_apps({})
+    servers = {name: TestServer(app, host="127.0.0.1") for name, app in apps.items()}
+    for server in servers.values():
+        await server.start_server()
+    urls = {name: str(s.make_url("")).rstrip("/") for name, s in servers.items()}
+    bare = TestServer(bare_app(urls["catalog"], urls["subscription"], urls["recommender"]))
+    await bare.start_server()
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(bare.make_url("/movies/7")) as resp:
+                page = await resp.text()
+            async with session.get(f"{urls['catalog']}/fragments/frame") as resp:
+                frame = await resp.text()
+            async with session.get(f"{urls['recommender']}/fragments/similar/7") as resp:
+                similar = await resp.text()
+    finally:
+        await bare.close()
+        for server in servers.values():
+            await server.close()
+    assert resp.status == 200
+    assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
+    assert "Movie 7 (1995)" in page and "More like this" in page and "Your plan" in page
+    assert frame.count(FRAGMENT_MARK) == 2 and "\x00" not in page + frame
+    assert "Movie 8 (1995)" in similar and "Movie 8 (1995)" in page
