@@ -50,7 +50,7 @@ RECENT_KEEP = 50
 # kind -> (input column, result column for the recommended movie)
 KINDS = {"movies": ("movie_id", "similar_movie_id"), "users": ("user_id", "movie_id")}
 _HEADER_NAMES = {"movieid": "movies", "userid": "users"}
-_DIGITS = re.compile(r"[0-9]+")
+_DIGITS = re.compile(r"[0-9]{1,10}")  # ids are below 2**31: at most 10 digits
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"

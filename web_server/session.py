@@ -24,6 +24,12 @@ _USER = web.RequestKey("marquee_user", object)  # int | None, once per request
 _NEW_ANON = web.RequestKey("marquee_new_anon", str)
 
 
+def _secure(request: web.Request) -> bool:
+    """Cookies only over HTTPS: when the request came so, or always where TLS ends in front of
+    us (``secure_cookies``: a proxy or an Ingress terminates it and forwards plain HTTP)."""
+    return request.app[SETTINGS].secure_cookies or request.secure
+
+
 def session_cookie(request: web.Request) -> str | None:
     return request.cookies.get(SESSION_COOKIE)
 
@@ -80,7 +86,7 @@ def set_anon_cookie(request: web.Request, response: web.StreamResponse) -> None:
     anon = request.get(_NEW_ANON)
     if anon and not response.prepared:
         response.set_cookie(
-            ANON_COOKIE, anon, httponly=True, samesite="Lax", path="/", secure=request.secure
+            ANON_COOKIE, anon, httponly=True, samesite="Lax", path="/", secure=_secure(request)
         )
 
 
@@ -93,7 +99,7 @@ def login(request: web.Request, response: web.StreamResponse, user_id: int) -> N
         httponly=True,
         samesite="Lax",
         path="/",
-        secure=request.secure,
+        secure=_secure(request),
     )
 
 
@@ -119,7 +125,7 @@ def remember_movie(request: web.Request, response: web.StreamResponse, movie_id:
         httponly=True,
         samesite="Lax",
         path="/",
-        secure=request.secure,
+        secure=_secure(request),
     )
 
 

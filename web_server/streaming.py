@@ -26,6 +26,7 @@ from aiohttp import web
 from services.platform.logs import request_id_var
 from services.platform.middleware import REQUEST_ID, client_went_away, mark_client_gone
 from web_server import session
+from web_server.render import SECURITY_HEADERS
 
 log = logging.getLogger("marquee.web")
 
@@ -65,7 +66,7 @@ async def _fragment_html(fragment: Fragment) -> str:
 
 
 def html_response(headers: Mapping[str, str] | None = None) -> web.StreamResponse:
-    response = web.StreamResponse(headers=headers)
+    response = web.StreamResponse(headers={**SECURITY_HEADERS, **(headers or {})})
     response.content_type = "text/html"
     response.charset = "utf-8"
     response.headers[REQUEST_ID] = request_id_var.get()

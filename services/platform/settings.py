@@ -72,6 +72,8 @@ class Settings:
     batch_chunk_pause: float = 0.0
     batch_max_attempts: int = 5
     session_max_age: int = 30 * 24 * 3600
+    # Mark cookies Secure even on plain-HTTP requests: TLS ends at a proxy in front of us.
+    secure_cookies: bool = False
     shutdown_timeout: float = 10.0
     extra: Mapping[str, str] = field(default_factory=dict)
 

@@ -148,3 +148,10 @@ async def test_a_submitted_job_is_stored_queued_and_expires(
             assert 0 < await redis_client.ttl(key) <= 600, key
     entries = await redis_client.xrange(STREAM)
     assert [fields["job"] for _id, fields in entries] == [job["job_id"]]
+
+
+def test_an_id_of_thousands_of_digits_is_a_row_error_not_a_crash() -> None:
+    """Issue 18.8: Python refuses to parse integers of over 4,300 digits; such an id is simply
+    not a valid id (it was a 500)."""
+    error = reject(b"movie_id\n1\n" + b"9" * 5000 + b"\n")
+    assert isinstance(error, BadRequest) and lines_of(error) == [3]

@@ -111,3 +111,17 @@ async def test_script_in_the_query_and_path_is_escaped(hostile_base):
             async with session.get(f"{hostile_base}{path}") as resp:
                 assert resp.status in (200, 400, 404)
                 assert_inert(await resp.text())
+
+
+async def test_pages_forbid_framing_sniffing_and_foreign_content(web_base):
+    """Issue 18.8: every HTML page (rendered or streamed, errors too) says what it may load."""
+    async with browser() as session:
+        for path in ("/", "/movies/1", "/search?q=toy", "/login", "/no/such/page"):
+            async with session.get(web_base + path) as resp:
+                await resp.read()
+                headers = resp.headers
+            assert headers["X-Frame-Options"] == "DENY", path
+            assert headers["X-Content-Type-Options"] == "nosniff", path
+            policy = headers["Content-Security-Policy"]
+            assert "frame-ancestors 'none'" in policy and "object-src 'none'" in policy, path
+            assert "unsafe-eval" not in policy and "script-src 'self'" in policy, path

@@ -8,6 +8,7 @@ import time
 import aiohttp
 
 from services.platform import auth
+from tests.conftest import replace
 from tests.security.conftest import SECRET, browser, csrf_tokens, get_page, log_in
 
 USER = 51
@@ -81,3 +82,15 @@ async def test_logout_deletes_the_cookie(web_base):
             assert resp.status == 303
             assert resp.cookies["marquee_session"].value == ""
         assert "Log out" not in await get_page(session, f"{web_base}/")
+
+
+async def test_cookies_are_secure_when_tls_ends_in_front(settings, serve_app):
+    """Issue 18.8: behind a TLS-terminating proxy the request is plain HTTP, yet the session and
+    CSRF cookies must never travel without TLS."""
+    from web_server.app import create_app
+
+    base = await serve_app(create_app(replace(settings, mode="monolith", secure_cookies=True)))
+    async with browser() as session, session.get(f"{base}/login") as resp:
+        assert resp.status == 200
+        cookies = resp.headers.getall("Set-Cookie")
+    assert cookies and all("Secure" in c for c in cookies), cookies
