@@ -33,6 +33,9 @@ class Settings:
     subscription_url: str = "http://127.0.0.1:8082"
     # Several URLs = several recommender replicas, balanced client-side by health.
     recommender_urls: tuple[str, ...] = ("http://127.0.0.1:8083",)
+    # Seconds between re-resolving backend host names into one endpoint (and breaker) per
+    # address, e.g. every ready pod behind a headless Service; 0 = connect by name.
+    backend_dns_refresh: float = 0.0
     # The cache's Redis. "auto": redis://127.0.0.1:6379 when reachable, else an in-process
     # cache; "" = never. redis+cluster://host:port = a Redis Cluster (any one node).
     redis_url: str = AUTO
