@@ -20,14 +20,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Redis for the tests (and Chromium for the browser tests), from Debian when missing and root.
+# Redis for the tests, Chromium for the browser tests, wrk for the bench and promtool (Debian's
+# prometheus package) for the alert rules: from Debian when missing and root, nothing else.
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	  else echo "please install:$$missing"; exit 1; fi; \
 	fi
 
