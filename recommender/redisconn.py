@@ -23,11 +23,13 @@ to every node of a cluster, so the channel is used over a plain connection to th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypedDict, Unpack, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from services.platform.settings import Settings
@@ -67,6 +69,17 @@ class Namespace:
 
 
 # ---- clients ----------------------------------------------------------------------------------
+class ClientOptions(TypedDict, total=False):
+    """The connection options Marquee's Redis clients are made with."""
+
+    decode_responses: bool
+    socket_timeout: float
+    socket_connect_timeout: float
+    socket_keepalive: bool
+    health_check_interval: float
+    retry: Retry
+
+
 def is_cluster(url: str) -> bool:
     return urlsplit(url).scheme in CLUSTER_SCHEMES
 
@@ -78,7 +91,7 @@ def plain_url(url: str) -> str:
     return urlunsplit(parts._replace(scheme=scheme)) if scheme else url
 
 
-def connect(url: str, **options: object) -> AsyncClient:
+def connect(url: str, **options: Unpack[ClientOptions]) -> AsyncClient:
     """An asyncio client: the cluster client for a ``+cluster`` URL, else a plain one. Creating it
     does not connect; the first command does."""
     if is_cluster(url):
@@ -86,21 +99,23 @@ def connect(url: str, **options: object) -> AsyncClient:
     return aioredis.Redis.from_url(url, **options)
 
 
-def connect_node(url: str, **options: object) -> aioredis.Redis:
+def connect_node(url: str, **options: Unpack[ClientOptions]) -> aioredis.Redis:
     """A plain asyncio client to the URL's own host (a cluster's seed node): for pub/sub."""
     return aioredis.Redis.from_url(plain_url(url), **options)
 
 
-def connect_node_sync(url: str, **options: object) -> redis.Redis:
+def connect_node_sync(url: str, timeout: float) -> redis.Redis:
     """A plain blocking client to the URL's own host (the CLI's publish notice)."""
-    return redis.Redis.from_url(plain_url(url), **options)
+    return redis.Redis.from_url(
+        plain_url(url), socket_timeout=timeout, socket_connect_timeout=timeout
+    )
 
 
 async def mget(client: AsyncClient, keys: list[str]) -> list[bytes | None]:
     """MGET, split per hash slot on a cluster (the keys of a batch lookup spread over nodes)."""
     if isinstance(client, RedisCluster):
-        return await client.mget_nonatomic(keys)
-    return await client.mget(keys)
+        return cast(list[bytes | None], await client.mget_nonatomic(keys))
+    return cast(list[bytes | None], await client.mget(keys))
 
 
 # ---- durability ---------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ def publish_notice(redis_url: str | None, version: str, namespace: Namespace) ->
     when there is no Redis (the boxes' periodic registry check picks the version up anyway)."""
     if not redis_url:
         return None
-    client = redisconn.connect_node_sync(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    client = redisconn.connect_node_sync(redis_url, timeout=1.0)
     try:
         return int(client.publish(namespace.model_channel, version))
     except redisconn.FAILURES as exc:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from prometheus_client import (
@@ -203,7 +203,7 @@ class WorkerProcesses:
     def collect(self) -> Iterable[Metric]:
         families: dict[str, Metric] = {}
         for pid in sorted(_pids(self.path) | {os.getppid()}):
-            for family in ProcessCollector(pid=lambda pid=pid: pid, registry=None).collect():
+            for family in ProcessCollector(pid=_constant(pid), registry=None).collect():
                 merged = families.get(family.name)
                 if merged is None:
                     merged = families[family.name] = Metric(
@@ -212,3 +212,7 @@ class WorkerProcesses:
                 for sample in family.samples:
                     merged.add_sample(sample.name, {**sample.labels, "pid": str(pid)}, sample.value)
         return families.values()
+
+
+def _constant(pid: int) -> Callable[[], int]:
+    return lambda: pid

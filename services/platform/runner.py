@@ -16,6 +16,8 @@ import os
 import signal
 from collections.abc import Callable
 from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
+from typing import cast
 
 from aiohttp import web
 
@@ -86,17 +88,17 @@ def run_service(factory: AppFactory, settings: Settings, service: str, port: int
 
     def forward(signum: int, _frame: object) -> None:
         for worker in workers:
-            if worker.is_alive():
+            if worker.is_alive() and worker.pid is not None:
                 os.kill(worker.pid, signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    running = {w.sentinel: w for w in workers}
+    running: dict[int, BaseProcess] = {w.sentinel: w for w in workers}
     while running:
         for sentinel in wait(list(running)):
-            worker = running.pop(sentinel)  # type: ignore[call-overload]
-            worker.join()
-            assert worker.pid is not None
-            worker_exited(metrics_dir, worker.pid)
-            if worker.exitcode:
-                log.warning("worker exited", extra={"pid": worker.pid, "code": worker.exitcode})
+            exited = running.pop(cast(int, sentinel))
+            exited.join()
+            assert exited.pid is not None
+            worker_exited(metrics_dir, exited.pid)
+            if exited.exitcode:
+                log.warning("worker exited", extra={"pid": exited.pid, "code": exited.exitcode})

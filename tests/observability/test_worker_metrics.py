@@ -29,13 +29,13 @@ def worker_pids(directory: Path) -> set[int]:
     return {int(p.stem.rsplit("_", 1)[1]) for p in directory.glob("gauge_*.db")}
 
 
-def requests_in(path: Path) -> float:
+def requests_in(path: Path, route: str = ROUTE) -> float:
     """The route's requests counted in one worker's counter file."""
     return sum(
         s.value
         for family in MultiProcessCollector.merge([str(path)])
         for s in family.samples
-        if s.name == "marquee_http_requests_total" and s.labels.get("route") == ROUTE
+        if s.name == "marquee_http_requests_total" and s.labels.get("route") == route
     )
 
 
@@ -57,10 +57,17 @@ async def two_workers(settings, run_service, http) -> tuple[str, Path, object]:
     )
     directory = metrics_dir(settings, base)
 
-    async def both_up() -> bool:
-        return len(worker_pids(directory)) == 2 and len(process_pids(await scrape(http, base))) == 3
+    async def both_serving() -> bool:
+        """Both workers have answered a request (a worker writes its files before it listens)."""
+        async with http.get(f"{base}/healthz") as resp:
+            assert resp.status == 200
+        pids = worker_pids(directory)
+        return len(pids) == 2 and all(
+            (path := directory / f"counter_{pid}.db").exists() and requests_in(path, "/healthz")
+            for pid in pids
+        )
 
-    await async_wait_until(both_up, 60, "two workers and the runner in the process metrics")
+    await async_wait_until(both_serving, 60, "both workers to answer")
     return base, directory, process
 
 
