@@ -8,9 +8,7 @@ needs no call to the recommender for them. A user sees only their own jobs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
-import aiohttp_jinja2
 from aiohttp import web
 
 from recommender.batch import DONE, FAILED, KINDS, check_job_id, parse_k
@@ -21,10 +19,12 @@ from recommender.batch_api import (
     setup_batch_store,
     stream_results,
 )
+from services.catalog.schemas import Movies
 from services.platform.app import SETTINGS, add_openapi_paths
 from services.platform.errors import ApiError, BadRequest, Forbidden, NotReady, PayloadTooLarge
 from services.platform.openapi import operation
 from web_server import session
+from web_server.render import page
 
 PREVIEW_ROWS = 100
 RECENT_JOBS = 20
@@ -62,7 +62,7 @@ async def _render_form(
         "k": k,
         "limits": _limits(request),
     }
-    return aiohttp_jinja2.render_template("batch.html", request, context, status=status)
+    return page(request, "batch.html", context, status=status)
 
 
 async def batch_page(request: web.Request) -> web.Response:
@@ -117,14 +117,13 @@ async def _titles(request: web.Request, rows: list[dict], kind: str) -> dict[int
     )
     batches = [ids[i : i + 100] for i in range(0, len(ids), 100)]
     titles: dict[int, str] = {}
-    with contextlib.suppress(Exception):
-        found = await asyncio.gather(
-            *(clients.catalog.movies(b, timeout=TITLE_TIMEOUT) for b in batches),
-            return_exceptions=True,
-        )
-        for result in found:
-            if isinstance(result, tuple):
-                titles.update({int(m["id"]): str(m.get("title", "")) for m in result[0]})
+    found = await asyncio.gather(
+        *(clients.catalog.movies(b, timeout=TITLE_TIMEOUT) for b in batches),
+        return_exceptions=True,
+    )
+    for result in found:
+        if isinstance(result, Movies):
+            titles.update({m.id: m.title for m in result.items})
     return titles
 
 
@@ -148,7 +147,7 @@ async def job_page(request: web.Request) -> web.Response:
         "percent": round(100 * job["progress"]),
         "preview_rows": PREVIEW_ROWS,
     }
-    response = aiohttp_jinja2.render_template("batch_job.html", request, context)
+    response = page(request, "batch_job.html", context)
     if running:
         response.headers["Refresh"] = str(REFRESH_SECONDS)
     response.headers["Cache-Control"] = "no-store"

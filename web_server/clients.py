@@ -2,24 +2,33 @@
 
 The composer and the pages only see these interfaces, so the monolith (in-process: the logic
 objects are called directly) and the microservices deployment (HTTP through the platform's
-resilient ``BackendClient``) share every line above the transport. Both raise the same two
-exceptions: ``BackendRejected`` for a 4xx-equivalent (unknown id, bad input) and ``BackendError``
-when no answer could be had (down, slow, open circuit, 5xx, garbage).
+resilient ``BackendClient``) share every line above the transport. Both return the services'
+own payload Structs and raise the same two exceptions: ``BackendRejected`` for a 4xx-equivalent
+(unknown id, bad input) and ``BackendError`` when no answer could be had (down, slow, open
+circuit, 5xx, an answer that breaks the contract).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
+import msgspec
+
+from recommender.box import RecommenderBox
+from recommender.schemas import Recommendations, RecommendRequest, Similar
+from services.catalog.catalog import Catalog
+from services.catalog.schemas import Genre, Genres, Movie, MovieList, Movies, SearchResult
 from services.platform.auth import SESSION_HEADER
 from services.platform.errors import ApiError
-from services.platform.http_client import BackendClient, BackendError, BackendRejected
+from services.platform.http_client import BackendClient, BackendError, BackendRejected, decoder
 from services.platform.metrics import Metrics
 from services.platform.settings import Settings
+from services.subscription.schemas import Plan, PlanChoice, Plans, Subscription
+from services.subscription.subscriptions import Subscriptions
 
 T = TypeVar("T")
 
@@ -37,47 +46,47 @@ __all__ = [
 
 # ---- the interfaces ---------------------------------------------------------------------------
 class CatalogClient(Protocol):
-    async def movie(self, movie_id: int, *, timeout: float | None = None) -> dict: ...
+    async def movie(self, movie_id: int, *, timeout: float | None = None) -> Movie: ...
 
-    async def movies(
-        self, ids: list[int], *, timeout: float | None = None
-    ) -> tuple[list[dict], list[int]]: ...
+    async def movies(self, ids: Sequence[int], *, timeout: float | None = None) -> Movies: ...
 
     async def search(
         self, q: str, genre: str | None, limit: int, offset: int, *, timeout: float | None = None
-    ) -> dict: ...
+    ) -> SearchResult: ...
 
     async def popular(
         self, limit: int, genre: str | None = None, *, timeout: float | None = None
-    ) -> list[dict]: ...
+    ) -> list[Movie]: ...
 
-    async def genres(self, *, timeout: float | None = None) -> list[dict]: ...
+    async def genres(self, *, timeout: float | None = None) -> list[Genre]: ...
 
 
 class SubscriptionClient(Protocol):
-    async def plans(self, *, timeout: float | None = None) -> list[dict]: ...
+    async def plans(self, *, timeout: float | None = None) -> list[Plan]: ...
 
     async def get(
         self, user_id: int, session_token: str, *, timeout: float | None = None
-    ) -> dict: ...
+    ) -> Subscription: ...
 
     async def put(
         self, user_id: int, plan: str, session_token: str, idempotency_key: str
-    ) -> dict: ...
+    ) -> Subscription: ...
 
-    async def cancel(self, user_id: int, session_token: str, idempotency_key: str) -> dict: ...
+    async def cancel(
+        self, user_id: int, session_token: str, idempotency_key: str
+    ) -> Subscription: ...
 
 
 class RecommenderClient(Protocol):
-    async def similar(self, movie_id: int, k: int, *, timeout: float | None = None) -> dict: ...
+    async def similar(self, movie_id: int, k: int, *, timeout: float | None = None) -> Similar: ...
 
     async def user_recommendations(
         self, user_id: int, k: int, *, timeout: float | None = None
-    ) -> dict: ...
+    ) -> Recommendations: ...
 
     async def recommend(
         self, history: list[int], k: int, *, timeout: float | None = None
-    ) -> dict: ...
+    ) -> Recommendations: ...
 
 
 @dataclass
@@ -95,62 +104,43 @@ class Clients:
 
 
 # ---- HTTP -------------------------------------------------------------------------------------
-def _csv(ids: list[int]) -> str:
+def _csv(ids: Sequence[int]) -> str:
     return ",".join(str(i) for i in ids)
-
-
-def _expect(backend: str, data: Any, key: str) -> Any:
-    """A field the contract promises; a body without it is garbage, i.e. a failed call."""
-    if not isinstance(data, dict) or key not in data:
-        raise BackendError(backend, "invalid", f"response lacks {key!r}")
-    return data[key]
-
-
-def _expect_dict(backend: str, data: Any) -> dict:
-    if not isinstance(data, dict):
-        raise BackendError(backend, "invalid", "response is not a JSON object")
-    return data
 
 
 class HttpCatalog:
     def __init__(self, client: BackendClient) -> None:
         self.client = client
 
-    async def movie(self, movie_id: int, *, timeout: float | None = None) -> dict:
-        data = await self.client.get_json(f"/v1/movies/{movie_id}", timeout=timeout)
-        _expect(self.client.name, data, "title")
-        return data
+    async def movie(self, movie_id: int, *, timeout: float | None = None) -> Movie:
+        return await self.client.get(f"/v1/movies/{movie_id}", Movie, timeout=timeout)
 
-    async def movies(
-        self, ids: list[int], *, timeout: float | None = None
-    ) -> tuple[list[dict], list[int]]:
+    async def movies(self, ids: Sequence[int], *, timeout: float | None = None) -> Movies:
         if not ids:
-            return [], []
-        data = await self.client.get_json("/v1/movies", params={"ids": _csv(ids)}, timeout=timeout)
-        return _expect(self.client.name, data, "items"), list(data.get("missing", []))
+            return Movies([], [])
+        return await self.client.get(f"/v1/movies?ids={_csv(ids)}", Movies, timeout=timeout)
 
     async def search(
         self, q: str, genre: str | None, limit: int, offset: int, *, timeout: float | None = None
-    ) -> dict:
-        params = {"q": q, "limit": str(limit), "offset": str(offset)}
+    ) -> SearchResult:
+        query = {"q": q, "limit": str(limit), "offset": str(offset)}
         if genre:
-            params["genre"] = genre
-        data = await self.client.get_json("/v1/movies/search", params=params, timeout=timeout)
-        _expect(self.client.name, data, "items")
-        return data
+            query["genre"] = genre
+        return await self.client.get(
+            "/v1/movies/search", SearchResult, query=query, timeout=timeout
+        )
 
     async def popular(
         self, limit: int, genre: str | None = None, *, timeout: float | None = None
-    ) -> list[dict]:
-        params = {"limit": str(limit)}
+    ) -> list[Movie]:
+        query = {"limit": str(limit)}
         if genre:
-            params["genre"] = genre
-        data = await self.client.get_json("/v1/movies/popular", params=params, timeout=timeout)
-        return _expect(self.client.name, data, "items")
+            query["genre"] = genre
+        found = await self.client.get("/v1/movies/popular", MovieList, query=query, timeout=timeout)
+        return found.items
 
-    async def genres(self, *, timeout: float | None = None) -> list[dict]:
-        data = await self.client.get_json("/v1/genres", timeout=timeout)
-        return _expect(self.client.name, data, "items")
+    async def genres(self, *, timeout: float | None = None) -> list[Genre]:
+        return (await self.client.get("/v1/genres", Genres, timeout=timeout)).items
 
 
 class HttpSubscriptions:
@@ -160,70 +150,67 @@ class HttpSubscriptions:
     def __init__(self, client: BackendClient) -> None:
         self.client = client
 
-    async def plans(self, *, timeout: float | None = None) -> list[dict]:
-        return _expect(
-            self.client.name, await self.client.get_json("/v1/plans", timeout=timeout), "items"
-        )
+    async def plans(self, *, timeout: float | None = None) -> list[Plan]:
+        return (await self.client.get("/v1/plans", Plans, timeout=timeout)).items
 
-    async def get(self, user_id: int, session_token: str, *, timeout: float | None = None) -> dict:
-        data = await self.client.get_json(
+    async def get(
+        self, user_id: int, session_token: str, *, timeout: float | None = None
+    ) -> Subscription:
+        return await self.client.get(
             f"/v1/users/{user_id}/subscription",
+            Subscription,
             headers={SESSION_HEADER: session_token},
             timeout=timeout,
         )
-        _expect(self.client.name, data, "status")
-        return data
 
-    async def put(self, user_id: int, plan: str, session_token: str, idempotency_key: str) -> dict:
-        data = await self.client.send_json(
+    async def put(
+        self, user_id: int, plan: str, session_token: str, idempotency_key: str
+    ) -> Subscription:
+        return await self.client.send(
             "PUT",
             f"/v1/users/{user_id}/subscription",
-            json={"plan": plan},
+            Subscription,
+            body=PlanChoice(plan),
             headers={SESSION_HEADER: session_token, "Idempotency-Key": idempotency_key},
         )
-        _expect(self.client.name, data, "status")
-        return data
 
-    async def cancel(self, user_id: int, session_token: str, idempotency_key: str) -> dict:
-        data = await self.client.send_json(
+    async def cancel(self, user_id: int, session_token: str, idempotency_key: str) -> Subscription:
+        return await self.client.send(
             "DELETE",
             f"/v1/users/{user_id}/subscription",
+            Subscription,
             headers={SESSION_HEADER: session_token, "Idempotency-Key": idempotency_key},
         )
-        _expect(self.client.name, data, "status")
-        return data
 
 
 class HttpRecommender:
     def __init__(self, client: BackendClient) -> None:
         self.client = client
 
-    async def similar(self, movie_id: int, k: int, *, timeout: float | None = None) -> dict:
-        data = await self.client.get_json(
-            f"/v1/similar/{movie_id}", params={"k": str(k)}, timeout=timeout
-        )
-        _expect(self.client.name, data, "items")
-        return data
+    async def similar(self, movie_id: int, k: int, *, timeout: float | None = None) -> Similar:
+        return await self.client.get(f"/v1/similar/{movie_id}?k={k}", Similar, timeout=timeout)
 
     async def user_recommendations(
         self, user_id: int, k: int, *, timeout: float | None = None
-    ) -> dict:
-        data = await self.client.get_json(
-            f"/v1/users/{user_id}/recommendations", params={"k": str(k)}, timeout=timeout
+    ) -> Recommendations:
+        return await self.client.get(
+            f"/v1/users/{user_id}/recommendations?k={k}", Recommendations, timeout=timeout
         )
-        _expect(self.client.name, data, "items")
-        return data
 
-    async def recommend(self, history: list[int], k: int, *, timeout: float | None = None) -> dict:
-        data = await self.client.send_json(
-            "POST", "/v1/recommendations", json={"history": history, "k": k}, timeout=timeout
+    async def recommend(
+        self, history: list[int], k: int, *, timeout: float | None = None
+    ) -> Recommendations:
+        return await self.client.send(
+            "POST",
+            "/v1/recommendations",
+            Recommendations,
+            body=RecommendRequest(history, k),
+            timeout=timeout,
         )
-        _expect(self.client.name, data, "items")
-        return data
 
 
 def http_clients(settings: Settings, metrics: Metrics | None = None) -> Clients:
-    """One ``BackendClient`` (one connection pool, breakers, retry budget) per backend."""
+    """One ``BackendClient`` (connection pools, breakers, retry budget) per backend."""
 
     def backend(name: str, urls: str | tuple[str, ...], timeout: float) -> BackendClient:
         return BackendClient(
@@ -272,8 +259,8 @@ class _Local:
         self._count("error", started)
         return BackendError(self.name, "error", f"{type(exc).__name__}: {exc}")
 
-    def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """A synchronous logic call (fast SQLite): run it inline, translate its errors."""
+    def call(self, fn: Callable[..., T], *args: object) -> T:
+        """A synchronous logic call (in-memory or fast SQLite): run it inline."""
         started = time.perf_counter()
         try:
             result = fn(*args)
@@ -299,75 +286,96 @@ class _Local:
 
 
 class LocalCatalog(_Local):
-    def __init__(self, catalog: Any, metrics: Metrics | None = None) -> None:
+    def __init__(self, catalog: Catalog, metrics: Metrics | None = None) -> None:
         super().__init__("catalog", metrics)
         self.catalog = catalog
 
-    async def movie(self, movie_id: int, *, timeout: float | None = None) -> dict:
+    async def movie(self, movie_id: int, *, timeout: float | None = None) -> Movie:
         return self.call(self.catalog.movie, movie_id)
 
-    async def movies(
-        self, ids: list[int], *, timeout: float | None = None
-    ) -> tuple[list[dict], list[int]]:
+    async def movies(self, ids: Sequence[int], *, timeout: float | None = None) -> Movies:
         if not ids:
-            return [], []
-        items, missing = self.call(self.catalog.movies, ids)
-        return list(items), list(missing)
+            return Movies([], [])
+        return self.call(self.catalog.movies, list(ids))
 
     async def search(
         self, q: str, genre: str | None, limit: int, offset: int, *, timeout: float | None = None
-    ) -> dict:
+    ) -> SearchResult:
         return self.call(self.catalog.search, q, genre, limit, offset)
 
     async def popular(
         self, limit: int, genre: str | None = None, *, timeout: float | None = None
-    ) -> list[dict]:
+    ) -> list[Movie]:
         return self.call(self.catalog.popular, limit, genre)
 
-    async def genres(self, *, timeout: float | None = None) -> list[dict]:
+    async def genres(self, *, timeout: float | None = None) -> list[Genre]:
         return self.call(self.catalog.genres)
 
 
 class LocalSubscriptions(_Local):
     """No session token needed: in one process the web server has verified the session itself."""
 
-    def __init__(self, subscriptions: Any, metrics: Metrics | None = None) -> None:
+    def __init__(self, subscriptions: Subscriptions, metrics: Metrics | None = None) -> None:
         super().__init__("subscription", metrics)
         self.subscriptions = subscriptions
 
-    async def plans(self, *, timeout: float | None = None) -> list[dict]:
-        return self.call(self.subscriptions.plans)
+    async def plans(self, *, timeout: float | None = None) -> list[Plan]:
+        return msgspec.convert(self.call(self.subscriptions.plans), list[Plan])
 
-    async def get(self, user_id: int, session_token: str, *, timeout: float | None = None) -> dict:
-        return self.call(self.subscriptions.get, user_id)
+    async def get(
+        self, user_id: int, session_token: str, *, timeout: float | None = None
+    ) -> Subscription:
+        return msgspec.convert(self.call(self.subscriptions.get, user_id), Subscription)
 
-    async def put(self, user_id: int, plan: str, session_token: str, idempotency_key: str) -> dict:
-        return self.call(self.subscriptions.put, user_id, plan, idempotency_key)
+    async def put(
+        self, user_id: int, plan: str, session_token: str, idempotency_key: str
+    ) -> Subscription:
+        answer = self.call(self.subscriptions.put, user_id, plan, idempotency_key)
+        return msgspec.convert(answer, Subscription)
 
-    async def cancel(self, user_id: int, session_token: str, idempotency_key: str) -> dict:
-        return self.call(self.subscriptions.cancel, user_id, idempotency_key)
+    async def cancel(self, user_id: int, session_token: str, idempotency_key: str) -> Subscription:
+        answer = self.call(self.subscriptions.cancel, user_id, idempotency_key)
+        return msgspec.convert(answer, Subscription)
 
 
 class LocalRecommender(_Local):
-    def __init__(self, box: Any, timeout: float, metrics: Metrics | None = None) -> None:
+    """The box answers with the bytes its HTTP route would send; they are decoded like an HTTP
+    answer (the box's memo and caches hold bytes, so this is the cheapest way in)."""
+
+    def __init__(self, box: RecommenderBox, timeout: float, metrics: Metrics | None = None) -> None:
         super().__init__("recommender", metrics)
         self.box = box
         self.timeout = timeout
 
-    async def similar(self, movie_id: int, k: int, *, timeout: float | None = None) -> dict:
-        return await self.acall(self.box.similar(movie_id, k), timeout or self.timeout)
+    async def similar(self, movie_id: int, k: int, *, timeout: float | None = None) -> Similar:
+        body = self.box.memoised_similar(movie_id, k)
+        if body is None:
+            body = await self.acall(self.box.similar_json(movie_id, k), timeout or self.timeout)
+        elif self.metrics:
+            self._count("ok", time.perf_counter())
+        return decoder(Similar).decode(body)
 
     async def user_recommendations(
         self, user_id: int, k: int, *, timeout: float | None = None
-    ) -> dict:
-        return await self.acall(self.box.user_recommendations(user_id, k), timeout or self.timeout)
+    ) -> Recommendations:
+        body = await self.acall(
+            self.box.user_recommendations_json(user_id, k), timeout or self.timeout
+        )
+        return decoder(Recommendations).decode(body)
 
-    async def recommend(self, history: list[int], k: int, *, timeout: float | None = None) -> dict:
-        return await self.acall(self.box.recommend(history, k), timeout or self.timeout)
+    async def recommend(
+        self, history: list[int], k: int, *, timeout: float | None = None
+    ) -> Recommendations:
+        body = await self.acall(self.box.recommend_json(history, k), timeout or self.timeout)
+        return decoder(Recommendations).decode(body)
 
 
 def local_clients(
-    catalog: Any, subscriptions: Any, box: Any, settings: Settings, metrics: Metrics | None = None
+    catalog: Catalog,
+    subscriptions: Subscriptions,
+    box: RecommenderBox,
+    settings: Settings,
+    metrics: Metrics | None = None,
 ) -> Clients:
     return Clients(
         LocalCatalog(catalog, metrics),

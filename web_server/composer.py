@@ -6,6 +6,11 @@ recommender's answer inside one task, so the page costs
 ``max(catalog, subscription, recommender + catalog batch)`` and never the sum. Only the movie
 itself (the primary fragment) can fail the page; the plan and the similar row degrade to a
 fallback within their own deadlines, and the whole page stays within ``settings.page_budget``.
+
+What depends only on a model version is not fetched again for every visitor: the titled similar
+row of a movie is kept per (movie, model version) for ``ROW_TTL`` seconds, so a page whose row is
+known skips the catalog batch call; the plan choices and the popular-in-genre fallback rows are
+configuration-like and kept for minutes.
 """
 
 from __future__ import annotations
@@ -17,15 +22,25 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from recommender.schemas import Similar
+from services.catalog.genres import primary_genre
+from services.catalog.schemas import Genre, Movie
 from services.platform.errors import ApiError, BadRequest, NotFound, NotReady
+from services.platform.lru import Lru
 from services.platform.metrics import Metrics
 from services.platform.settings import Settings
+from services.subscription.schemas import Plan, Subscription
 from web_server.clients import BackendError, BackendRejected, Clients
+from web_server.schemas import Page, PageItem, PlanBox, SimilarRow
 
 T = TypeVar("T")
 
 SIMILAR_K = 12
 PLANS_TTL = 300.0  # plans are configuration: fetched once in a while, not on every page
+GENRES_TTL = 300.0  # the genre list changes only when the catalog is rebuilt
+ROW_TTL = 600.0  # a titled similar row: its ids are fixed by the model version, titles rarely move
+ROWS_KEPT = 8192
+FALLBACK_TTL = 60.0  # popular-in-genre rows, shown while the recommender is out
 
 
 @dataclass(frozen=True)
@@ -34,6 +49,13 @@ class Viewer:
 
     user_id: int
     session_token: str
+
+
+ANONYMOUS = Subscription(user_id=None, status="anonymous", plan=None, updated_at=None)
+
+
+def unavailable(user_id: int) -> Subscription:
+    return Subscription(user_id=user_id, status="unavailable", plan=None, updated_at=None)
 
 
 @dataclass
@@ -61,35 +83,16 @@ class Trace:
             self.timings[name] = round((time.perf_counter() - started) * 1000, 1)
             self.outcomes[name] = outcome
 
+    def skipped(self, name: str, outcome: str) -> None:
+        """A call not made because its answer was at hand (``outcome``: "cache")."""
+        self.timings[name] = 0.0
+        self.outcomes[name] = outcome
+
     def server_timing(self) -> str:
         return ", ".join(
             f'{name};dur={ms};desc="{self.outcomes.get(name, "ok")}"'
             for name, ms in self.timings.items()
         )
-
-
-@dataclass
-class Page:
-    movie: dict
-    plan: dict
-    similar: dict  # {"items": [{"movie_id","title","year","genres","score"}], "source": ...}
-    degraded: list[str]
-    timings: dict[str, float]
-    outcomes: dict[str, str]
-    plans: list[dict] = field(default_factory=list)  # choices for the plan box
-    trace: Trace = field(default_factory=Trace, repr=False)
-
-    def to_json(self) -> dict:
-        return {
-            "movie": self.movie,
-            "plan": self.plan,
-            "similar": self.similar,
-            "degraded": self.degraded,
-            "timings": self.timings,
-        }
-
-    def server_timing(self) -> str:
-        return self.trace.server_timing()
 
 
 class PageFailed(Exception):
@@ -101,23 +104,10 @@ class PageFailed(Exception):
         self.trace = trace
 
 
-def anonymous_plan(user_id: int | None = None, status: str = "anonymous") -> dict:
-    return {"user_id": user_id, "status": status, "plan": None, "updated_at": None}
-
-
-def first_genre(movie: dict) -> str | None:
-    genres = [g for g in movie.get("genres") or [] if g != "(no genres listed)"]
-    return genres[0] if genres else None
-
-
-def similar_item(movie: dict, score: float | None) -> dict:
-    return {
-        "movie_id": movie["id"],
-        "title": movie["title"],
-        "year": movie.get("year"),
-        "genres": movie.get("genres", []),
-        "score": score,
-    }
+@dataclass(frozen=True)
+class _KnownRow:
+    ids: tuple[int, ...]
+    row: SimilarRow
 
 
 class Composer:
@@ -125,95 +115,113 @@ class Composer:
         self.clients = clients
         self.settings = settings
         self.metrics = metrics
-        self._plans: list[dict] | None = None
+        self._plans: tuple[Plan, ...] | None = None
         self._plans_at = 0.0
-        self._genres: list[dict] | None = None
+        self._genres: list[Genre] | None = None
         self._genres_at = 0.0
+        self._rows: Lru[tuple[int, str], _KnownRow] = Lru(ROWS_KEPT, ROW_TTL)
+        self._fallbacks: Lru[str | None, SimilarRow] = Lru(64, FALLBACK_TTL)
 
     # ---- helpers ------------------------------------------------------------------------------
     def _left(self, deadline: float, own: float) -> float:
         """A call's deadline: its own, cut to what is left of the page budget."""
         return max(0.001, min(own, deadline - time.monotonic()))
 
-    def _fallback(self, fragment: str, reason: str, degraded: list[str]) -> None:
-        degraded.append(fragment)
+    def count_fallback(self, fragment: str, reason: str) -> None:
         if self.metrics:
-            self.metrics.fallbacks.labels(fragment, reason).inc()
+            self.metrics.count_fallback(fragment, reason)
 
-    async def plans(self, timeout: float) -> list[dict]:
-        """The plan choices, cached for a few minutes (they are configuration, not data)."""
+    async def plans(self, timeout: float) -> tuple[Plan, ...]:
+        """The plan choices, kept for a few minutes (they are configuration, not data)."""
         now = time.monotonic()
         if self._plans is None or now - self._plans_at > PLANS_TTL:
-            self._plans = await self.clients.subscriptions.plans(timeout=timeout)
+            self._plans = tuple(await self.clients.subscriptions.plans(timeout=timeout))
             self._plans_at = now
         return self._plans
 
-    async def genres(self) -> list[dict]:
+    async def genres(self) -> list[Genre]:
         """The genre list for filters and home rows; it changes only when the catalog is rebuilt."""
         now = time.monotonic()
-        if self._genres is None or now - self._genres_at > PLANS_TTL:
+        if self._genres is None or now - self._genres_at > GENRES_TTL:
             self._genres = await self.clients.catalog.genres(timeout=self.settings.catalog_timeout)
             self._genres_at = now
         return self._genres
 
     # ---- fragments ----------------------------------------------------------------------------
-    async def _plan(
-        self, viewer: Viewer, trace: Trace, deadline: float
-    ) -> tuple[dict, list[dict], str | None]:
-        """(subscription, plan choices, failure reason or None)."""
+    async def _plan(self, viewer: Viewer, trace: Trace, deadline: float) -> PlanBox | str:
+        """The viewer's plan box, or the reason it could not be had."""
         timeout = self._left(deadline, self.settings.subscription_timeout)
         subs = self.clients.subscriptions
 
-        async def both() -> tuple[dict, list[dict]]:
-            return await asyncio.gather(
+        async def both() -> PlanBox:
+            if self._plans is not None and time.monotonic() - self._plans_at <= PLANS_TTL:
+                subscription = await subs.get(viewer.user_id, viewer.session_token, timeout=timeout)
+                return PlanBox(subscription, self._plans)
+            subscription, choices = await asyncio.gather(
                 subs.get(viewer.user_id, viewer.session_token, timeout=timeout),
                 self.plans(timeout),
             )
+            return PlanBox(subscription, choices)
 
         try:
-            subscription, choices = await trace.call("subscription", both())
+            return await trace.call("subscription", both())
         except BackendRejected as exc:
-            return anonymous_plan(viewer.user_id, "unavailable"), [], f"rejected_{exc.status}"
+            return f"rejected_{exc.status}"
         except BackendError as exc:
-            return anonymous_plan(viewer.user_id, "unavailable"), [], exc.reason
-        return subscription, choices, None
+            return exc.reason
 
-    async def _recommended(self, movie_id: int, trace: Trace, deadline: float) -> dict:
-        """Recommender, then at once the catalog batch for titles: one chain, one task."""
-        answer = await trace.call(
+    async def _recommended(self, movie_id: int, trace: Trace, deadline: float) -> SimilarRow:
+        """Recommender, then at once the catalog batch for titles: one chain, one task. A row
+        already titled for this (movie, model version) skips the batch call."""
+        answer: Similar = await trace.call(
             "recommender",
             self.clients.recommender.similar(
                 movie_id, SIMILAR_K, timeout=self._left(deadline, self.settings.recommender_timeout)
             ),
         )
-        scores = {item["movie_id"]: item.get("score") for item in answer["items"]}
-        ids = [i for i in scores if i != movie_id]
-        movies, _missing = await trace.call(
+        ids = tuple(item.movie_id for item in answer.items if item.movie_id != movie_id)
+        key = (movie_id, answer.model_version)
+        known = self._rows.get(key)
+        if known is not None and known.ids == ids:
+            trace.skipped("catalog_batch", "cache")
+            row = known.row
+            return row if row.source == answer.source else SimilarRow(row.items, answer.source)
+        scores = {item.movie_id: item.score for item in answer.items}
+        found = await trace.call(
             "catalog_batch",
             self.clients.catalog.movies(
                 ids, timeout=self._left(deadline, self.settings.catalog_timeout)
             ),
         )
-        items = [similar_item(m, scores.get(m["id"])) for m in movies]
+        items = tuple(_page_item(m, scores.get(m.id)) for m in found.items)
         if not items:
             raise BackendRejected("recommender", 404, "no_neighbours", "no similar movies")
-        return {"items": items, "source": answer.get("source", "model")}
+        row = SimilarRow(items, answer.source)
+        self._rows.put(key, _KnownRow(ids, row))
+        return row
 
-    async def _popular_in_genre(self, movie: dict, trace: Trace, deadline: float) -> dict:
-        genre = first_genre(movie)
-        try:
-            movies = await trace.call(
-                "catalog_popular",
-                self.clients.catalog.popular(
-                    SIMILAR_K + 1,
-                    genre,
-                    timeout=self._left(deadline, self.settings.catalog_timeout),
-                ),
-            )
-        except (BackendError, BackendRejected):
-            movies = []
-        items = [similar_item(m, None) for m in movies if m["id"] != movie["id"]][:SIMILAR_K]
-        return {"items": items, "source": "fallback"}
+    async def popular_in_genre(self, movie: Movie, trace: Trace, deadline: float) -> SimilarRow:
+        """The fallback row: popular movies in the movie's most distinctive genre."""
+        genre = primary_genre(movie.genres)
+        row = self._fallbacks.get(genre)
+        if row is None:
+            try:
+                movies = await trace.call(
+                    "catalog_popular",
+                    self.clients.catalog.popular(
+                        SIMILAR_K + 1,
+                        genre,
+                        timeout=self._left(deadline, self.settings.catalog_timeout),
+                    ),
+                )
+            except (BackendError, BackendRejected):
+                return SimilarRow((), "fallback")
+            row = SimilarRow(tuple(_page_item(m, None) for m in movies), "fallback")
+            self._fallbacks.put(genre, row)
+        else:
+            trace.skipped("catalog_popular", "cache")
+        items = tuple(i for i in row.items if i.movie_id != movie.id)[:SIMILAR_K]
+        return SimilarRow(items, "fallback")
 
     # ---- the page -----------------------------------------------------------------------------
     async def start_movie_page(self, movie_id: int, viewer: Viewer | None) -> PendingPage:
@@ -225,21 +233,17 @@ class Composer:
         """
         deadline = time.monotonic() + self.settings.page_budget
         trace = Trace()
-        # The critical path first: tasks start in creation order, and each request costs
-        # ~0.15 ms of CPU to send, so the recommender -> catalog batch chain leaves first.
+        # The critical path first: the recommender -> catalog batch chain leaves first.
         similar_task = asyncio.create_task(self._recommended(movie_id, trace, deadline))
-        movie_task = asyncio.create_task(
-            trace.call(
+        plan_task = asyncio.create_task(self._plan(viewer, trace, deadline)) if viewer else None
+        pending = PendingPage(self, viewer, trace, deadline, plan_task, similar_task)
+        try:
+            pending.movie = await trace.call(
                 "catalog",
                 self.clients.catalog.movie(
                     movie_id, timeout=self._left(deadline, self.settings.catalog_timeout)
                 ),
             )
-        )
-        plan_task = asyncio.create_task(self._plan(viewer, trace, deadline)) if viewer else None
-        pending = PendingPage(self, movie_id, trace, deadline, plan_task, similar_task)
-        try:
-            pending.movie = await movie_task
         except BaseException as exc:
             await pending.cancel()
             if isinstance(exc, BackendError | BackendRejected):
@@ -247,11 +251,12 @@ class Composer:
             raise
         return pending
 
-    async def compose_movie_page(self, movie_id: int, viewer: Viewer | None) -> Page:
-        """The whole movie page's data; raises ``PageFailed`` only when the movie itself fails."""
+    async def compose_movie_page(self, movie_id: int, viewer: Viewer | None) -> tuple[Page, Trace]:
+        """The whole movie page's data and its calls' trace; raises ``PageFailed`` only when
+        the movie itself fails."""
         pending = await self.start_movie_page(movie_id, viewer)
         try:
-            return await pending.finish()
+            return await pending.finish(), pending.trace
         finally:
             await pending.cancel()
 
@@ -267,6 +272,10 @@ class Composer:
         )
 
 
+def _page_item(movie: Movie, score: float | None) -> PageItem:
+    return PageItem(movie.id, movie.title, movie.year, movie.genres, score)
+
+
 class PendingPage:
     """A movie page whose movie is known while its optional fragments may still be running.
 
@@ -275,39 +284,48 @@ class PendingPage:
     client that went away must not leave backend calls behind).
     """
 
+    movie: Movie
+
     def __init__(
         self,
         composer: Composer,
-        movie_id: int,
+        viewer: Viewer | None,
         trace: Trace,
         deadline: float,
-        plan_task: asyncio.Task | None,
-        similar_task: asyncio.Task,
+        plan_task: asyncio.Task[PlanBox | str] | None,
+        similar_task: asyncio.Task[SimilarRow],
     ) -> None:
         self.composer = composer
-        self.movie_id = movie_id
-        self.movie: dict = {}
+        self.viewer = viewer
         self.trace = trace
         self.deadline = deadline
         self.degraded: list[str] = []
         self._plan_task = plan_task
         self._similar_task = similar_task
-        self._plan: tuple[dict, list[dict]] | None = None
-        self._similar: dict | None = None
+        self._plan: PlanBox | None = None
+        self._similar: SimilarRow | None = None
 
-    async def plan(self) -> tuple[dict, list[dict]]:
-        """(the viewer's subscription, the plan choices); anonymous without a viewer."""
+    def plan_done(self) -> bool:
+        return self._plan_task is None or self._plan_task.done()
+
+    def similar_done(self) -> bool:
+        return self._similar_task.done()
+
+    async def plan(self) -> PlanBox:
+        """The viewer's plan box; anonymous without a viewer, "unavailable" on failure."""
         if self._plan is None:
-            if self._plan_task is None:
-                self._plan = (anonymous_plan(), [])
+            if self._plan_task is None or self.viewer is None:
+                self._plan = PlanBox(ANONYMOUS, ())
             else:
-                plan, choices, failure = await self._plan_task
-                if failure:
-                    self.composer._fallback("plan", failure, self.degraded)
-                self._plan = (plan, choices)
+                box = await self._plan_task
+                if isinstance(box, str):
+                    self.degraded.append("plan")
+                    self.composer.count_fallback("plan", box)
+                    box = PlanBox(unavailable(self.viewer.user_id), ())
+                self._plan = box
         return self._plan
 
-    async def similar(self) -> dict:
+    async def similar(self) -> SimilarRow:
         """The similar row: the recommender's, or popular movies in the genre when it fails."""
         if self._similar is None:
             composer = self.composer
@@ -315,27 +333,23 @@ class PendingPage:
                 similar = await self._similar_task
             except (BackendError, BackendRejected) as exc:
                 reason = exc.reason if isinstance(exc, BackendError) else f"rejected_{exc.status}"
-                similar = await composer._popular_in_genre(self.movie, self.trace, self.deadline)
+                similar = await composer.popular_in_genre(self.movie, self.trace, self.deadline)
                 if isinstance(exc, BackendError):
                     # An outage, not a movie the model simply does not know: say so on the page.
-                    composer._fallback("similar", reason, self.degraded)
-                elif composer.metrics:
-                    composer.metrics.fallbacks.labels("similar", reason).inc()
+                    self.degraded.append("similar")
+                composer.count_fallback("similar", reason)
             self._similar = similar
         return self._similar
 
     async def finish(self) -> Page:
-        plan, choices = await self.plan()
+        box = await self.plan()
         similar = await self.similar()
         return Page(
             movie=self.movie,
-            plan=plan,
+            plan=box.subscription,
             similar=similar,
             degraded=list(self.degraded),
             timings=dict(self.trace.timings),
-            outcomes=dict(self.trace.outcomes),
-            plans=choices,
-            trace=self.trace,
         )
 
     async def cancel(self) -> None:

@@ -7,30 +7,39 @@ Handlers are thin: they parse input, ask the composer or a client, and render. E
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
-import uuid
-from typing import Any
+from collections.abc import Awaitable, Sequence
+from typing import TypeVar
 
-import aiohttp_jinja2
 from aiohttp import web
 
+from recommender.schemas import ScoredMovie
+from services.catalog.schemas import Movie
 from services.platform.errors import BadRequest, Forbidden, NotReady
 from services.platform.jsonutil import json_response, read_form
+from services.platform.middleware import CLIENT_CLOSED, client_went_away, mark_client_gone
 from services.platform.openapi import operation, path_param, query_param
 from services.platform.params import MAX_ID, parse_id, path_id, query_int
 from services.platform.settings import Settings
 from web_server import session
 from web_server.clients import BackendError, BackendRejected
-from web_server.composer import PageFailed, Viewer, first_genre, similar_item
-from web_server.render import error_page
+from web_server.composer import PageFailed, Viewer
+from web_server.fragments import FRAGMENTS
+from web_server.render import error_page, page, render
 from web_server.state import CLIENTS, COMPOSER
-from web_server.streaming import stream_page
+from web_server.stencil import Stencil
+from web_server.streaming import NOTHING, Fragment, of_future, stream
+
+T = TypeVar("T")
 
 ROW = 12
 SEARCH_PAGE = 20
 HOME_GENRES = ("Comedy", "Drama", "Action", "Animation", "Sci-Fi")
 PLAN_IDS = ("basic", "standard", "premium")
 KEY_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+RETRY_AFTER = "5"  # seconds: a catalog outage is usually a restart
 
 
 def viewer(request: web.Request) -> Viewer | None:
@@ -47,7 +56,7 @@ def see_other(location: str) -> web.Response:
 
 def new_key() -> str:
     """A fresh Idempotency-Key per rendered form: submitting one form twice applies once."""
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
 
 
 # ---- the movie page ---------------------------------------------------------------------------
@@ -58,47 +67,38 @@ async def movie_page(request: web.Request) -> web.StreamResponse:
     The status is decided before the first byte: an unknown movie is a 404 page, a catalog
     outage a 503 page. ``Server-Timing`` therefore lists the calls finished when the headers
     leave (the catalog, and whatever else was quicker); the composed JSON
-    (``/api/pages/movies/{id}``) carries every backend's time.
+    (``/api/pages/movies/{id}``) carries every backend's time. The HTML comes from the
+    fragment caches (``web_server.fragments``): per request only the viewer's bits are filled.
     """
     movie_id = path_id(request, "id")
+    visitor = viewer(request)
     try:
-        pending = await request.app[COMPOSER].start_movie_page(movie_id, viewer(request))
+        pending = await request.app[COMPOSER].start_movie_page(movie_id, visitor)
     except PageFailed as failed:
-        return error_page(
-            request,
-            failed.error.status,
-            failed.error.message,
-            headers={"Server-Timing": failed.trace.server_timing()},
-        )
-    movie = pending.movie
-    genre = first_genre(movie)
-    key = new_key()
-
-    async def plan_html() -> str:
-        plan, choices = await pending.plan()
-        context = {"plan": plan, "plans": choices, "movie": movie, "idempotency_key": key}
-        return aiohttp_jinja2.render_string("_plan.html", request, context)
-
-    async def similar_html() -> str:
-        similar = await pending.similar()
-        context = {
-            "similar": similar,
-            "degraded": "similar" in pending.degraded,
-            "genre": genre,
-            "movie": movie,
-        }
-        return aiohttp_jinja2.render_string("_similar.html", request, context)
-
-    fragments = {
-        "plan": asyncio.ensure_future(plan_html()),
-        "similar": asyncio.ensure_future(similar_html()),
-    }
+        return _failed_page(request, failed)
     try:
-        return await stream_page(
+        if client_went_away(request):  # nobody to render the page for
+            mark_client_gone(request)
+            return web.Response(status=CLIENT_CLOSED)
+        fragments = request.app[FRAGMENTS]
+        movie = pending.movie
+        csrf = session.csrf_token(request) if visitor else ""
+        chunks = fragments.shell(movie, visitor is not None).fill(
+            {"user": visitor.user_id, "csrf": csrf} if visitor else {}
+        )
+        form = {"movie_id": movie_id, "csrf": csrf, "key": new_key()}
+
+        async def plan_html() -> str:
+            return fragments.plan_box(await pending.plan()).text(form)
+
+        async def similar_html() -> str:
+            row = await pending.similar()
+            return fragments.similar_row(row, movie, "similar" in pending.degraded)
+
+        return await stream(
             request,
-            "movie.html",
-            {"movie": movie, "genre": genre},
-            fragments,
+            chunks,
+            [Fragment(pending.plan_done, plan_html), Fragment(pending.similar_done, similar_html)],
             headers={"Server-Timing": pending.trace.server_timing()},
             before_send=lambda response: session.remember_movie(request, response, movie_id),
         )
@@ -106,21 +106,27 @@ async def movie_page(request: web.Request) -> web.StreamResponse:
         await pending.cancel()
 
 
+def _failed_page(request: web.Request, failed: PageFailed) -> web.Response:
+    headers = {"Server-Timing": failed.trace.server_timing()}
+    if failed.error.status == 503:
+        headers["Retry-After"] = RETRY_AFTER
+    return error_page(request, failed.error.status, failed.error.message, headers=headers)
+
+
 async def movie_page_json(request: web.Request) -> web.Response:
     movie_id = path_id(request, "id")
     try:
-        page = await request.app[COMPOSER].compose_movie_page(movie_id, viewer(request))
+        page, trace = await request.app[COMPOSER].compose_movie_page(movie_id, viewer(request))
     except PageFailed as failed:
-        return json_response(
-            failed.error.to_dict(),
-            status=failed.error.status,
-            headers={"Server-Timing": failed.trace.server_timing()},
-        )
-    return json_response(page.to_json(), headers={"Server-Timing": page.server_timing()})
+        headers = {"Server-Timing": failed.trace.server_timing()}
+        if failed.error.status == 503:
+            headers["Retry-After"] = RETRY_AFTER
+        return json_response(failed.error.to_dict(), status=failed.error.status, headers=headers)
+    return json_response(page, headers={"Server-Timing": trace.server_timing()})
 
 
 # ---- home -------------------------------------------------------------------------------------
-async def _quietly(awaitable: Any) -> Any:
+async def _quietly(awaitable: Awaitable[T]) -> T | None:
     """An optional home-page row: on any backend failure the row is simply left out."""
     try:
         return await awaitable
@@ -128,22 +134,22 @@ async def _quietly(awaitable: Any) -> Any:
         return None
 
 
-async def _titled(request: web.Request, answer: dict, exclude: int | None = None) -> list[dict]:
-    """A recommender answer's ids as cards: titles from one catalog batch, order kept."""
-    scores = {item["movie_id"]: item.get("score") for item in answer["items"]}
-    ids = [i for i in scores if i != exclude]
-    movies, _ = await request.app[CLIENTS].catalog.movies(ids)
-    return [similar_item(m, scores.get(m["id"])) for m in movies]
+async def _titled(
+    request: web.Request, items: Sequence[ScoredMovie], exclude: int | None = None
+) -> list[Movie]:
+    """A recommender answer's ids as movies: titles from one catalog batch, order kept."""
+    ids = [i.movie_id for i in items if i.movie_id != exclude]
+    return (await request.app[CLIENTS].catalog.movies(ids)).items
 
 
 def _row_section(
     request: web.Request,
     section_id: str,
     heading: str,
-    items: list[dict],
+    items: Sequence[Movie],
     *,
     note: str = "",
-    anchor: dict | None = None,
+    anchor: Movie | None = None,
 ) -> str:
     context = {
         "section_id": section_id,
@@ -152,14 +158,14 @@ def _row_section(
         "note": note,
         "anchor": anchor,
     }
-    return aiohttp_jinja2.render_string("_row_section.html", request, context)
+    return render(request, "_row_section.html", context)
 
 
 async def _for_you_html(request: web.Request, user_id: int) -> str:
     """ "For you": the recommender's picks from the user's rating history (quietly optional)."""
     recommender = request.app[CLIENTS].recommender
     answer = await _quietly(recommender.user_recommendations(user_id, ROW))
-    items = await _quietly(_titled(request, answer)) if answer else None
+    items = await _quietly(_titled(request, answer.items)) if answer else None
     if not items:
         return ""
     return _row_section(
@@ -174,7 +180,9 @@ async def _because_html(request: web.Request, movie_id: int) -> str:
         _quietly(clients.catalog.movie(movie_id)),
         _quietly(clients.recommender.similar(movie_id, ROW)),
     )
-    items = await _quietly(_titled(request, answer, exclude=movie_id)) if movie and answer else None
+    if movie is None or answer is None:
+        return ""
+    items = await _quietly(_titled(request, answer.items, exclude=movie_id))
     if not items:
         return ""
     return _row_section(request, "because", "Because you watched", items, anchor=movie)
@@ -185,51 +193,56 @@ async def home(request: web.Request) -> web.StreamResponse:
     personal rows (recommender) are fragments that cannot hold the page back."""
     clients = request.app[CLIENTS]
     user = session.current_user(request)
-    fragments: dict[str, asyncio.Future[str]] = {}
+    futures: dict[str, asyncio.Future[str]] = {}
     if user is not None:
-        fragments["for_you"] = asyncio.ensure_future(_for_you_html(request, user))
+        futures["for_you"] = asyncio.ensure_future(_for_you_html(request, user))
         last = session.last_movie(request)
         if last is not None:
-            fragments["because"] = asyncio.ensure_future(_because_html(request, last))
-    jobs = [clients.catalog.popular(ROW)]
-    jobs += [clients.catalog.popular(ROW, genre) for genre in HOME_GENRES]
+            futures["because"] = asyncio.ensure_future(_because_html(request, last))
     try:
+        jobs = [clients.catalog.popular(ROW)]
+        jobs += [clients.catalog.popular(ROW, genre) for genre in HOME_GENRES]
         results = await asyncio.gather(*(_quietly(job) for job in jobs))
-    except BaseException:
-        for fragment in fragments.values():
-            fragment.cancel()
-        raise
-    popular, rows = results[0], results[1:]
-    genre_rows = [(g, items) for g, items in zip(HOME_GENRES, rows, strict=True) if items]
-    context = {"popular": popular, "genre_rows": genre_rows}
-    return await stream_page(request, "home.html", context, fragments)
+        popular, rows = results[0], results[1:]
+        genre_rows = [(g, items) for g, items in zip(HOME_GENRES, rows, strict=True) if items]
+        context = {"popular": popular, "genre_rows": genre_rows}
+        shell = Stencil(render(request, "home.html", context))
+        fragments = [of_future(futures[n]) if n in futures else NOTHING for n in shell.slots]
+        return await stream(request, shell.fill({}), fragments)
+    finally:
+        for future in futures.values():
+            future.cancel()
+        for future in futures.values():
+            with contextlib.suppress(BaseException):
+                await future
 
 
 # ---- search -----------------------------------------------------------------------------------
 async def search(request: web.Request) -> web.Response:
     q = request.query.get("q", "").strip()[:200]
     genre = request.query.get("genre", "").strip()[:64] or None
-    page = query_int(request, "page", 1, minimum=1, maximum=1000)
+    number = query_int(request, "page", 1, minimum=1, maximum=1000)
     clients = request.app[CLIENTS]
     genres = await _quietly(request.app[COMPOSER].genres()) or []
     results = None
     if q or genre:
         try:
-            results = await clients.catalog.search(q, genre, SEARCH_PAGE, (page - 1) * SEARCH_PAGE)
+            offset = (number - 1) * SEARCH_PAGE
+            results = await clients.catalog.search(q, genre, SEARCH_PAGE, offset)
         except BackendRejected as exc:
             raise BadRequest(exc.message, code=exc.code) from None
         except BackendError:
             raise NotReady("search is unavailable right now; please try again shortly") from None
-    total = results["total"] if results else 0
+    total = results.total if results else 0
     context = {
         "q": q,
         "genre": genre,
         "genres": genres,
         "results": results,
-        "page": page,
+        "page": number,
         "pages": max(1, -(-total // SEARCH_PAGE)),
     }
-    return aiohttp_jinja2.render_template("search.html", request, context)
+    return page(request, "search.html", context)
 
 
 # ---- login / logout ---------------------------------------------------------------------------
@@ -242,7 +255,7 @@ def _safe_next(raw: object) -> str:
 
 async def login_form(request: web.Request) -> web.Response:
     context = {"next": _safe_next(request.query.get("next")), "error": None, "value": ""}
-    return aiohttp_jinja2.render_template("login.html", request, context)
+    return page(request, "login.html", context)
 
 
 async def login(request: web.Request) -> web.StreamResponse:
@@ -258,7 +271,7 @@ async def login(request: web.Request) -> web.StreamResponse:
             "error": f"Enter your MovieLens user id: a whole number from 1 to {MAX_ID}.",
             "value": raw,
         }
-        return aiohttp_jinja2.render_template("login.html", request, context, status=400)
+        return page(request, "login.html", context, status=400)
     response = see_other(next_url)
     session.login(request, response, user_id)
     return response

@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable, Mapping
+from typing import NamedTuple
 
-import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
+from services.catalog.genres import DISTINCTIVE_FIRST, primary_genre
+from services.catalog.schemas import Movie
 from services.platform.app import SETTINGS
 from services.platform.errors import ApiError
 from web_server import session
-from web_server.streaming import slot
+from web_server.fragments import FRAGMENTS, MovieFragments
+from web_server.schemas import PageItem
+from web_server.stencil import slot
 
 log = logging.getLogger("marquee.web")
 
@@ -47,24 +52,30 @@ GENRE_COLOURS = {
 
 TITLES = {
     400: "That request was not quite right",
+    401: "Please log in",
     403: "That action was refused",
     404: "Not found",
+    405: "Not allowed here",
+    409: "That conflicts with what is there",
+    413: "That is too large",
+    415: "That kind of content is not accepted",
+    429: "Too many attempts",
     503: "Temporarily unavailable",
 }
 
 
-def poster_colour(genres: list[str] | None) -> str:
-    for genre in genres or []:
-        if genre in GENRE_COLOURS:
-            return GENRE_COLOURS[genre]
-    return "#4b5563"
+def genre_colours(genres: Iterable[str] | None) -> tuple[str, str]:
+    """Two colours for a poster placeholder's gradient: its two most distinctive genres."""
+    known = sorted((g for g in genres or () if g in GENRE_COLOURS), key=_badge_rank)
+    first = GENRE_COLOURS[known[0]] if known else "#4b5563"
+    return first, GENRE_COLOURS[known[1]] if len(known) > 1 else "#111827"
 
 
-def genre_colours(genres: list[str] | None) -> tuple[str, str]:
-    """Two colours for a poster placeholder's gradient: its first two known genres."""
-    known = [GENRE_COLOURS[g] for g in genres or [] if g in GENRE_COLOURS]
-    first = known[0] if known else "#4b5563"
-    return first, known[1] if len(known) > 1 else "#111827"
+def _badge_rank(genre: str) -> int:
+    return _RANKS.get(genre, len(_RANKS))
+
+
+_RANKS = {genre: rank for rank, genre in enumerate(DISTINCTIVE_FIRST)}
 
 
 def initials(title: str | None) -> str:
@@ -75,37 +86,41 @@ def initials(title: str | None) -> str:
     return "".join(w[0] for w in picked[:2]).upper() or "?"
 
 
-NO_GENRE = "(no genres listed)"
+class Card(NamedTuple):
+    """What the card list template prints for one movie."""
+
+    id: int
+    title: str
+    year: int | None
+    c1: str
+    c2: str
+    genre: str | None
+    initials: str
+    rating: str | None
 
 
-def cards(items: list[dict] | None) -> list[dict]:
-    """What the card list template prints for each movie, computed here once: Jinja's macro
-    calls and attribute lookups cost several times more than this Python (rendering was ~40%
-    of an HTML page's CPU, most of it the card → poster macros of the 12 similar movies)."""
+def cards(items: Iterable[Movie | PageItem] | None) -> list[Card]:
+    """The card list's fields, computed here once: Jinja's macro calls and attribute lookups
+    cost several times more than this Python. Viewers see the average rating where the catalog
+    has one; the recommender's raw scores are for the API, not for people."""
     out = []
     for item in items or ():
-        genres = item.get("genres") or ()
+        genres = item.genres
         c1, c2 = genre_colours(genres)
-        genre = next((g for g in genres if g != NO_GENRE), None)
-        rating, score = item.get("rating_mean"), item.get("score")
+        rating = item.rating_mean if isinstance(item, Movie) else None
         out.append(
-            {
-                "id": item.get("movie_id") or item.get("id"),
-                "title": item.get("title"),
-                "year": item.get("year"),
-                "c1": c1,
-                "c2": c2,
-                "genre": genre,
-                "initials": initials(item.get("title")),
-                "rating": f"{rating:.1f}" if _is_number(rating) else None,
-                "score": f"{score:.2f}" if _is_number(score) else None,
-            }
+            Card(
+                item.id if isinstance(item, Movie) else item.movie_id,
+                item.title,
+                item.year,
+                c1,
+                c2,
+                primary_genre(genres),
+                initials(item.title),
+                None if rating is None else f"{rating:.1f}",
+            )
         )
     return out
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def imdb_url(imdb_id: str | int | None) -> str | None:
@@ -127,26 +142,50 @@ def price(cents: int | None, currency: str | None = "USD") -> str:
     return f"{symbol}{amount}" if symbol else f"{amount} {currency}"
 
 
-async def _context(request: web.Request) -> dict:
-    return {
+TEMPLATES = web.AppKey("templates", jinja2.Environment)
+
+
+def render(request: web.Request, template: str, context: Mapping[str, object]) -> str:
+    """A template rendered for this request: the context plus what every page's frame needs
+    (the viewer, their CSRF token, the path). Only what a handler renders pays for these."""
+    full = {
         "user": session.current_user(request),
         "csrf_token": lambda: session.csrf_token(request),
         "request_path": request.path,
+        **context,
     }
+    return request.app[TEMPLATES].get_template(template).render(full)
+
+
+def page(
+    request: web.Request,
+    template: str,
+    context: Mapping[str, object],
+    *,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    response = web.Response(
+        text=render(request, template, context),
+        status=status,
+        content_type="text/html",
+        headers=headers,
+    )
+    session.set_anon_cookie(request, response)
+    return response
 
 
 def setup_templates(app: web.Application) -> None:
     settings = app[SETTINGS]
-    env = aiohttp_jinja2.setup(
-        app,
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(settings.templates_dir)),
         autoescape=jinja2.select_autoescape(["html", "htm", "xml"], default_for_string=True),
         auto_reload=False,  # compiled once per process
-        context_processors=[_context],
         undefined=jinja2.ChainableUndefined,
     )
+    app[TEMPLATES] = env
     env.globals.update(
-        poster_colour=poster_colour,
+        primary_genre=primary_genre,
         initials=initials,
         imdb_url=imdb_url,
         tmdb_url=tmdb_url,
@@ -155,6 +194,7 @@ def setup_templates(app: web.Application) -> None:
         genre_colours=genre_colours,
         cards=cards,
     )
+    app[FRAGMENTS] = MovieFragments(env)
     static = settings.templates_dir / "static"
     if static.is_dir():
         app.router.add_static("/static", static, name="static")
@@ -165,17 +205,12 @@ def is_html_path(path: str) -> bool:
 
 
 def error_page(
-    request: web.Request, status: int, message: str, *, headers: dict | None = None
+    request: web.Request, status: int, message: str, *, headers: Mapping[str, str] | None = None
 ) -> web.Response:
-    response = aiohttp_jinja2.render_template(
-        "error.html",
-        request,
-        {"status": status, "title": TITLES.get(status, "Something went wrong"), "message": message},
-        status=status,
+    context = {"status": status, "title": TITLES.get(status, "Something went wrong")}
+    return page(
+        request, "error.html", {**context, "message": message}, status=status, headers=headers
     )
-    if headers:
-        response.headers.update(headers)
-    return response
 
 
 @web.middleware

@@ -109,7 +109,7 @@ def remember_movie(request: web.Request, response: web.StreamResponse, movie_id:
     never sees it, and nobody can plant an arbitrary value.
     """
     user = current_user(request)
-    if user is None:
+    if user is None or last_movie(request) == movie_id:
         return
     settings = request.app[SETTINGS]
     response.set_cookie(

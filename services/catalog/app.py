@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from services.catalog.catalog import MAX_IDS, MAX_LIMIT, MAX_OFFSET, MAX_QUERY, Catalog
+from services.catalog.schemas import Genres, MovieList
 from services.catalog.store import KNOWN_GENRES, build_catalog_db
 from services.platform.app import SETTINGS, add_openapi_paths, add_ready_check, create_base_app
 from services.platform.jsonutil import json_response
@@ -44,8 +45,7 @@ async def get_movie(request: web.Request) -> web.Response:
 
 async def get_movies(request: web.Request) -> web.Response:
     ids = query_ids(request, "ids", maximum=MAX_IDS)
-    items, missing = catalog_of(request).movies(ids)
-    return json_response({"items": items, "missing": missing})
+    return json_response(catalog_of(request).movies(ids))
 
 
 async def search_movies(request: web.Request) -> web.Response:
@@ -64,11 +64,11 @@ async def popular_movies(request: web.Request) -> web.Response:
         request.query.get("genre"),
         query_int(request, "offset", 0, minimum=0, maximum=MAX_OFFSET),
     )
-    return json_response({"items": items})
+    return json_response(MovieList(items))
 
 
 async def get_genres(request: web.Request) -> web.Response:
-    return json_response({"items": catalog_of(request).genres()})
+    return json_response(Genres(catalog_of(request).genres()))
 
 
 def _limit(default: int) -> dict:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import orjson
 
+from services.catalog.schemas import Genre, Movie, Movies, SearchResult
 from services.catalog.store import KNOWN_GENRES
 from services.platform.errors import BadRequest, NotFound
 
@@ -51,27 +52,27 @@ class Catalog:
     def __init__(self, db_path: Path) -> None:
         uri = f"{Path(db_path).resolve().as_uri()}?mode=ro"
         self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
-        self._movies: dict[int, dict] = {}
+        self._movies: dict[int, Movie] = {}
         for row in self._conn.execute(
             "SELECT id, title, year, genres, imdb_id, tmdb_id, rating_count, rating_mean, tags "
             "FROM movies"
         ):
             movie_id, title, year, genres, imdb, tmdb, count, mean, tags = row
-            self._movies[movie_id] = {
-                "id": movie_id,
-                "title": title,
-                "year": year,
-                "genres": orjson.loads(genres),
-                "imdb_id": imdb,
-                "tmdb_id": tmdb,
-                "rating_count": count,
-                "rating_mean": mean,
-                "tags": orjson.loads(tags),
-            }
+            self._movies[movie_id] = Movie(
+                id=movie_id,
+                title=title,
+                year=year,
+                genres=tuple(orjson.loads(genres)),
+                imdb_id=imdb,
+                tmdb_id=tmdb,
+                rating_count=count,
+                rating_mean=mean,
+                tags=tuple(orjson.loads(tags)),
+            )
         self._popular = sorted(self._movies.values(), key=_popularity)
-        self._by_genre: dict[str, list[dict]] = {}
+        self._by_genre: dict[str, list[Movie]] = {}
         for movie in self._popular:
-            for genre in movie["genres"]:
+            for genre in movie.genres:
                 self._by_genre.setdefault(genre, []).append(movie)
         for genre in KNOWN_GENRES:
             self._by_genre.setdefault(genre, [])
@@ -89,13 +90,13 @@ class Catalog:
     def __len__(self) -> int:
         return len(self._movies)
 
-    def movie(self, movie_id: int) -> dict:
+    def movie(self, movie_id: int) -> Movie:
         movie = self._movies.get(movie_id)
         if movie is None:
             raise NotFound(f"no movie with id {movie_id}", code="unknown_movie")
-        return _copy(movie)
+        return movie
 
-    def movies(self, ids: list[int]) -> tuple[list[dict], list[int]]:
+    def movies(self, ids: list[int]) -> Movies:
         """The known movies in the order asked, and the ids that are not known."""
         if len(ids) > MAX_IDS:
             raise BadRequest(f"at most {MAX_IDS} ids per request", code="invalid_param")
@@ -105,8 +106,8 @@ class Catalog:
             if movie is None:
                 missing.append(movie_id)
             else:
-                found.append(_copy(movie))
-        return found, missing
+                found.append(movie)
+        return Movies(found, missing)
 
     def genre(self, name: str | None) -> str | None:
         """The canonical name of a genre (case-insensitive), None for none; 400 if unknown."""
@@ -117,23 +118,19 @@ class Catalog:
             raise BadRequest(f"unknown genre {name!r}; see /v1/genres", code="unknown_genre")
         return canonical
 
-    def popular(self, limit: int = 10, genre: str | None = None, offset: int = 0) -> list[dict]:
+    def popular(self, limit: int = 10, genre: str | None = None, offset: int = 0) -> list[Movie]:
         """Most rated first (then best rated, then id); ``offset`` pages through the ranking."""
         _check_limit(limit, offset)
         canonical = self.genre(genre)
         pool = self._popular if canonical is None else self._by_genre[canonical]
-        return [_copy(m) for m in pool[offset : offset + limit]]
+        return pool[offset : offset + limit]
 
-    def genres(self) -> list[dict]:
-        return [
-            {"name": g, "count": len(movies)}
-            for g, movies in sorted(self._by_genre.items())
-            if movies
-        ]
+    def genres(self) -> list[Genre]:
+        return [Genre(g, len(movies)) for g, movies in sorted(self._by_genre.items()) if movies]
 
     def search(
         self, q: str = "", genre: str | None = None, limit: int = 20, offset: int = 0
-    ) -> dict:
+    ) -> SearchResult:
         """Titles matching every word of ``q`` as a prefix, by bm25 boosted by popularity.
 
         An empty ``q`` browses (the genre, or everything) by popularity.
@@ -143,16 +140,14 @@ class Catalog:
             raise BadRequest(f"q is longer than {MAX_QUERY} characters", code="invalid_param")
         _check_limit(limit, offset)
         canonical = self.genre(genre)
-        page = {"limit": limit, "offset": offset}
         if not q.strip():
             pool = self._popular if canonical is None else self._by_genre[canonical]
-            items = [_copy(m) for m in pool[offset : offset + limit]]
-            return {"items": items, "total": len(pool), **page}
+            return SearchResult(pool[offset : offset + limit], len(pool), limit, offset)
         expression = match_expression(q)
         if expression is None:
-            return {"items": [], "total": 0, **page}
+            return SearchResult([], 0, limit, offset)
         ids, total = self._match(expression, canonical, limit, offset)
-        return {"items": [_copy(self._movies[i]) for i in ids], "total": total, **page}
+        return SearchResult([self._movies[i] for i in ids], total, limit, offset)
 
     def _match(
         self, expression: str, genre: str | None, limit: int, offset: int
@@ -172,10 +167,5 @@ class Catalog:
         return [r[0] for r in rows], total
 
 
-def _popularity(movie: dict) -> tuple:
-    return (-movie["rating_count"], -(movie["rating_mean"] or 0.0), movie["id"])
-
-
-def _copy(movie: dict) -> dict:
-    """A copy callers may change without changing the catalog."""
-    return {**movie, "genres": list(movie["genres"]), "tags": list(movie["tags"])}
+def _popularity(movie: Movie) -> tuple[int, float, int]:
+    return (-movie.rating_count, -(movie.rating_mean or 0.0), movie.id)

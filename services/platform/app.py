@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from services.platform.jsonutil import json_response
+from services.platform.logs import access_log
 from services.platform.metrics import Metrics
 from services.platform.middleware import ACCESS_LOG, METRICS, REQUEST_IDS, RequestIds, observe
 from services.platform.openapi import system_paths
@@ -34,7 +35,7 @@ def create_base_app(settings: Settings, service: str) -> web.Application:
     app[SETTINGS] = settings
     app[SERVICE_NAME] = service
     app[METRICS] = Metrics(service)
-    app[ACCESS_LOG] = settings.access_log
+    app[ACCESS_LOG] = access_log(service, settings.access_log)
     app[REQUEST_IDS] = RequestIds()
     app[READY_CHECKS] = {}
     app[OPENAPI_PATHS] = {}

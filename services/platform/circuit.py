@@ -2,6 +2,11 @@
 
 When a backend keeps failing, calling it only burns the caller's deadline; an open circuit fails
 fast and lets one probe through after ``reset_after`` seconds to find out whether it is back.
+
+A probe that ends without a verdict (its caller was cancelled: the page failed on another
+backend, the visitor left) must hand the probe back with ``release``, or the circuit would stay
+half-open with nobody allowed to probe. As a second line, a probe older than ``reset_after`` is
+presumed lost and another is let through: no path can wedge the circuit for good.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ class CircuitBreaker:
     failures: int = 0
     opened_at: float = 0.0
     probing: bool = False
+    probe_started: float = 0.0
     _state: State = field(default=State.CLOSED)
 
     @property
@@ -40,10 +46,17 @@ class CircuitBreaker:
         state = self.state
         if state is State.CLOSED:
             return True
-        if state is State.HALF_OPEN and not self.probing:
-            self.probing = True
-            return True
+        if state is State.HALF_OPEN:
+            now = self.clock()
+            if not self.probing or now - self.probe_started >= self.reset_after:
+                self.probing = True
+                self.probe_started = now
+                return True
         return False
+
+    def release(self) -> None:
+        """A call ended with no verdict on the backend (cancelled): let the next one probe."""
+        self.probing = False
 
     def record_success(self) -> None:
         self.failures = 0

@@ -1,16 +1,21 @@
 """The resilient HTTP client every caller of a Marquee service uses.
 
-One ``aiohttp.ClientSession`` per backend (keep-alive, a connection limit so one slow backend cannot
-take every socket), a per-call deadline, a circuit breaker per endpoint, client-side balancing over
-healthy endpoints, and retries for idempotent reads only, within a retry budget and never past the
-deadline.
+Per backend: a connection pool per endpoint (``http_pool``: keep-alive, a connection limit so one
+slow backend cannot take every socket), a per-call deadline, a circuit breaker per endpoint,
+client-side balancing over healthy endpoints, and retries for idempotent reads only, within a
+retry budget and never past the deadline.
+
+Answers are decoded straight into the payload's Struct (``into``): a 200 whose body does not
+match the contract is a failed call ("invalid") that counts against the breaker, exactly like a
+500, so garbage can never reach a page as data.
 
 Endpoint discovery (``refresh_interval`` > 0, ``MARQUEE_BACKEND_DNS_REFRESH``): each configured
 URL's host name is resolved every ``refresh_interval`` seconds and every address it names becomes
-an endpoint of its own, with its own breaker. Behind a Kubernetes headless Service the name lists
-the ready pods, so the balancing and the breakers see each replica, pods the autoscaler adds get
-traffic within one refresh, and removed pods leave the rotation. Until the first answer, and
-whenever resolution fails or names nothing, the client keeps what it had (at first: the name).
+an endpoint of its own, with its own pool and breaker. Behind a Kubernetes headless Service the
+name lists the ready pods, so the balancing and the breakers see each replica, pods the
+autoscaler adds get traffic within one refresh, and removed pods leave the rotation. Until the
+first answer, and whenever resolution fails or names nothing, the client keeps what it had (at
+first: the name itself).
 """
 
 from __future__ import annotations
@@ -18,23 +23,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import itertools
 import logging
 import socket
+import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from functools import cache
+from typing import Any, TypeVar
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
-import aiohttp
-import orjson
-from yarl import URL
+import msgspec
 
 from services.platform.circuit import CircuitBreaker, State
+from services.platform.http_pool import ConnectionPool
 from services.platform.logs import request_id_var
 from services.platform.metrics import Metrics
 from services.platform.middleware import REQUEST_ID
+from services.platform.schemas import ErrorEnvelope
+
+T = TypeVar("T")
 
 log = logging.getLogger("marquee.http_client")
 
@@ -43,8 +51,8 @@ Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 
 async def resolve_addresses(host: str, port: int) -> list[str]:
-    """The addresses ``host`` resolves to (A records first: with any IPv4 address, IPv4 only, so
-    a dual-stack pod is not counted twice)."""
+    """The addresses ``host`` resolves to (with any IPv4 address, IPv4 only, so a dual-stack
+    pod is not counted twice)."""
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     v4 = [a for a in addresses if ":" not in a]
@@ -57,6 +65,11 @@ def _is_address(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _netloc(address: str, port: int | None) -> str:
+    host = f"[{address}]" if ":" in address else address
+    return f"{host}:{port}" if port else host
 
 
 class BackendError(Exception):
@@ -98,6 +111,38 @@ class RetryBudget:
         return False
 
 
+@cache
+def decoder(into: type[T]) -> msgspec.json.Decoder[T]:
+    """One decoder per payload type (building one costs more than a decode)."""
+    return msgspec.json.Decoder(into)
+
+
+_error_decoder = msgspec.json.Decoder(ErrorEnvelope)
+_encode = msgspec.json.encode
+
+
+class Endpoint:
+    """One base URL of a backend: its connection pool and its circuit breaker."""
+
+    def __init__(self, url: str, *, connections: int, breaker: CircuitBreaker) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) base URL: {url!r}")
+        secure = parts.scheme == "https"
+        port = parts.port or (443 if secure else 80)
+        self.url = url.rstrip("/")
+        self.prefix = parts.path.rstrip("/")
+        default_port = (secure and port == 443) or (not secure and port == 80)
+        self.host_header = parts.hostname if default_port else f"{parts.hostname}:{port}"
+        self.pool = ConnectionPool(
+            parts.hostname,
+            port,
+            limit=connections,
+            ssl_context=ssl.create_default_context() if secure else None,
+        )
+        self.breaker = breaker
+
+
 class BackendClient:
     def __init__(
         self,
@@ -110,7 +155,7 @@ class BackendClient:
         failure_threshold: int = 5,
         reset_after: float = 5.0,
         retry_ratio: float = 0.2,
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
         refresh_interval: float = 0.0,
         resolve: Resolver = resolve_addresses,
     ) -> None:
@@ -118,40 +163,72 @@ class BackendClient:
         if not urls:
             raise ValueError(f"{name}: no base URL")
         self.name = name
-        self.seeds = [u.rstrip("/") for u in urls]  # as configured
         self.timeout = timeout
         self.metrics = metrics
-        self.connections = connections
-        self.headers = headers or {}
+        self.headers = _header_lines(headers or {})
         self.budget = RetryBudget(ratio=retry_ratio)
+        self.connections = connections
         self.failure_threshold = failure_threshold
         self.reset_after = reset_after
+        self.seeds = [u.rstrip("/") for u in urls]  # as configured
         self.refresh_interval = refresh_interval
         self.resolve = resolve
+        self.endpoints: list[Endpoint] = []
         self.breakers: dict[str, CircuitBreaker] = {}
         self._found: dict[str, list[str]] = {}  # seed -> its endpoints at the last good answer
+        self._refresher: asyncio.Task[None] | None = None
         self._set_endpoints(self.seeds)
-        self._refresher: asyncio.Task | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._next = 0
+        self._outcomes: dict[str, Callable[[float], None]] = {}
+
+    @property
+    def urls(self) -> list[str]:
+        return [e.url for e in self.endpoints]
+
+    def _state_reporter(self, url: str) -> Callable[[State], None]:
+        def report(state: State) -> None:
+            if self.metrics:
+                self.metrics.circuit_state.labels(self.name, url.rstrip("/")).set(int(state))
+
+        return report
+
+    async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+            self._refresher = None
+        for endpoint in self.endpoints:
+            endpoint.pool.close()
 
     # ---- endpoints ------------------------------------------------------------------------
     def _set_endpoints(self, urls: list[str]) -> None:
-        """Make ``urls`` the rotation: a new endpoint gets a fresh breaker, a kept one keeps its
-        own (and its state), a dropped one takes its breaker and its gauge series with it."""
-        for url in urls:
-            if url not in self.breakers:
-                self.breakers[url] = CircuitBreaker(
+        """Make ``urls`` the rotation: a new endpoint gets a fresh pool and breaker, a kept one
+        keeps its own (and the breaker's state), a dropped one closes its idle connections
+        (calls in flight finish) and takes its gauge series with it."""
+        current = {e.url: e for e in self.endpoints}
+        endpoints = [
+            current.get(url)
+            or Endpoint(
+                url,
+                connections=self.connections,
+                breaker=CircuitBreaker(
                     self.failure_threshold, self.reset_after, on_change=self._state_reporter(url)
-                )
-        for url in [u for u in self.breakers if u not in urls]:
-            del self.breakers[url]
+                ),
+            )
+            for url in urls
+        ]
+        for url, gone in current.items():
+            if url in urls:
+                continue
+            gone.pool.close()
             if self.metrics:
                 gauge = self.metrics.circuit_state
                 gauge.labels(self.name, url).set(0)  # a multiprocess file keeps the last value
                 with contextlib.suppress(KeyError):
                     gauge.remove(self.name, url)
-        self.urls = list(urls)
-        self._rotation = itertools.cycle(self.urls)
+        self.endpoints = endpoints
+        self.breakers = {e.url: e.breaker for e in endpoints}
 
     async def refresh(self) -> list[str]:
         """Resolve every configured URL's host once and update the endpoints; returns them."""
@@ -185,12 +262,6 @@ class BackendClient:
             self._set_endpoints(found)
         return found
 
-    def _start_refreshing(self) -> None:
-        if self.refresh_interval > 0 and self._refresher is None:
-            self._refresher = asyncio.get_running_loop().create_task(
-                self._refresh_loop(), name=f"{self.name}-endpoints"
-            )
-
     async def _refresh_loop(self) -> None:
         while True:
             try:
@@ -199,177 +270,181 @@ class BackendClient:
                 log.exception("endpoints: refresh failed", extra={"backend": self.name})
             await asyncio.sleep(self.refresh_interval)
 
-    def _state_reporter(self, url: str):
-        def report(state: State) -> None:
-            if self.metrics:
-                self.metrics.circuit_state.labels(self.name, url).set(int(state))
-
-        return report
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=self.connections, limit_per_host=self.connections, ttl_dns_cache=300
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                json_serialize=lambda o: orjson.dumps(o).decode(),
-                timeout=aiohttp.ClientTimeout(total=None),  # each call has its own deadline
-                # service calls carry no cookies: skip the jar's per-request filtering (~8%
-                # of a call's CPU)
-                cookie_jar=aiohttp.DummyCookieJar(),
-            )
-        return self._session
-
-    async def close(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
-            self._refresher = None
-        if self._session is not None:
-            await self._session.close()
-
-    @property
-    def circuit_open(self) -> bool:
-        return all(b.state is State.OPEN for b in self.breakers.values())
-
-    def _pick(self, tried: set[str]) -> str | None:
+    def _pick(self, tried: set[Endpoint]) -> Endpoint | None:
         """Next endpoint in rotation whose circuit lets a call through."""
-        for _ in range(len(self.urls)):
-            url = next(self._rotation)
-            if url not in tried and self.breakers[url].allow():
-                return url
+        count = len(self.endpoints)
+        for _ in range(count):
+            endpoint = self.endpoints[self._next % count]
+            self._next += 1
+            if endpoint not in tried and endpoint.breaker.allow():
+                return endpoint
         return None
 
-    async def get_json(
+    async def get(
         self,
         path: str,
+        into: type[T],
         *,
-        params: dict | None = None,
+        query: Mapping[str, str] | None = None,
         timeout: float | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> Any:
-        """An idempotent read: retried on another endpoint (or the same) while budget and deadline
-        allow."""
-        return await self._call(
-            "GET", path, params=params, timeout=timeout, headers=headers, retry=True
-        )
+        headers: Mapping[str, str] | None = None,
+    ) -> T:
+        """An idempotent read, decoded into ``into``: retried on another endpoint (or the same)
+        while budget and deadline allow."""
+        target = f"{path}?{urlencode(query)}" if query else path
+        return await self._call("GET", target, into, None, timeout, headers, retry=True)
 
-    async def send_json(
+    async def send(
         self,
         method: str,
         path: str,
+        into: type[T],
         *,
-        json: Any = None,
+        body: object = None,
         timeout: float | None = None,
-        headers: dict[str, str] | None = None,
-        params: dict | None = None,
-    ) -> Any:
-        """A write (or non-idempotent call): never retried here; callers use Idempotency-Key."""
-        return await self._call(
-            method,
-            path,
-            json=json,
-            params=params,
-            timeout=timeout,
-            headers=headers,
-            retry=method in ("GET", "HEAD"),
-        )
+        headers: Mapping[str, str] | None = None,
+    ) -> T:
+        """A write (or any non-idempotent call): never retried here; callers use an
+        Idempotency-Key so that their own retry can never apply twice."""
+        payload = None if body is None else _encode(body)
+        return await self._call(method, path, into, payload, timeout, headers, retry=False)
 
     async def _call(
         self,
         method: str,
-        path: str,
+        target: str,
+        into: type[T],
+        body: bytes | None,
+        timeout: float | None,
+        headers: Mapping[str, str] | None,
         *,
-        params=None,
-        json=None,
-        timeout=None,
-        headers=None,
         retry: bool,
-    ) -> Any:
+    ) -> T:
         deadline = time.monotonic() + (timeout or self.timeout)
         if self._refresher is None and self.refresh_interval > 0:
-            self._start_refreshing()  # on first use: the client is made outside the event loop
+            # on first use: the client is made before the event loop runs
+            self._refresher = asyncio.create_task(self._refresh_loop(), name=f"{self.name}-dns")
         self.budget.deposit()
-        tried: set[str] = set()
+        tried: set[Endpoint] = set()
         last: BackendError | None = None
         while True:
-            url = self._pick(tried)
-            if url is None:
+            endpoint = self._pick(tried)
+            if endpoint is None:
                 error = last or BackendError(self.name, "circuit_open", "no healthy endpoint")
                 self._count(error.reason, 0.0)
                 raise error
-            tried.add(url)
+            tried.add(endpoint)
             try:
-                return await self._attempt(url, method, path, params, json, headers, deadline)
+                return await self._attempt(endpoint, method, target, into, body, headers, deadline)
             except BackendError as exc:
                 last = exc
                 remaining = deadline - time.monotonic()
                 if not retry or exc.reason == "timeout" or remaining <= 0.005:
                     raise
-                if len(tried) >= len(self.urls):
+                if len(tried) >= len(self.endpoints):
                     tried.clear()
                 if not self.budget.withdraw():
                     raise
 
-    async def _attempt(self, url, method, path, params, json, headers, deadline) -> Any:
-        breaker = self.breakers.get(url) or CircuitBreaker(self.failure_threshold, self.reset_after)
+    async def _attempt(
+        self,
+        endpoint: Endpoint,
+        method: str,
+        target: str,
+        into: type[T],
+        body: bytes | None,
+        headers: Mapping[str, str] | None,
+        deadline: float,
+    ) -> T:
+        breaker = endpoint.breaker
         remaining = deadline - time.monotonic()
-        all_headers = {REQUEST_ID: request_id_var.get(), **self.headers, **(headers or {})}
+        request = self._encode_request(endpoint, method, target, body, headers)
         started = time.perf_counter()
         try:
             async with asyncio.timeout(remaining):
-                async with self.session.request(
-                    method,
-                    URL(url + path, encoded=True),
-                    params=params,
-                    json=json,
-                    headers=all_headers,
-                ) as resp:
-                    body = await resp.read()
+                status, data = await endpoint.pool.request(request, repeatable=method == "GET")
         except TimeoutError:
             breaker.record_failure()
             raise self._fail(
                 "timeout", started, f"no answer in {remaining * 1000:.0f} ms"
             ) from None
-        except (aiohttp.ClientError, OSError) as exc:
+        except OSError as exc:  # refused, reset, closed, bad HTTP (ConnectionError is an OSError)
             breaker.record_failure()
             raise self._fail("connection", started, type(exc).__name__) from None
-        if resp.status >= 500:
+        except BaseException:  # cancelled: no verdict on the backend, but hand back the probe
+            breaker.release()
+            raise
+        if status >= 500:
             breaker.record_failure()
-            raise self._fail(f"status_{resp.status}", started)
+            raise self._fail(f"status_{status}", started)
+        if status >= 400:
+            breaker.record_success()  # the backend is fine; the request was not
+            self._count("rejected", time.perf_counter() - started)
+            raise self._rejection(status, data)
         try:
-            data = orjson.loads(body) if body else None
-        except orjson.JSONDecodeError:
+            result = decoder(into).decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             breaker.record_failure()
-            raise self._fail("invalid", started, "response is not JSON") from None
+            raise self._fail("invalid", started, f"answer breaks the contract: {exc}") from None
         breaker.record_success()
-        elapsed = time.perf_counter() - started
-        if resp.status >= 400:
-            self._count("rejected", elapsed)
-            error = (data or {}).get("error", {}) if isinstance(data, dict) else {}
-            raise BackendRejected(
-                self.name,
-                resp.status,
-                str(error.get("code", "error")),
-                str(error.get("message", resp.reason)),
-            )
-        self._count("ok", elapsed)
-        return data
+        self._count("ok", time.perf_counter() - started)
+        return result
+
+    def _encode_request(
+        self,
+        endpoint: Endpoint,
+        method: str,
+        target: str,
+        body: bytes | None,
+        headers: Mapping[str, str] | None,
+    ) -> bytes:
+        extra = _header_lines(headers) if headers else ""
+        length = (
+            ""
+            if body is None
+            else f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        )
+        head = (
+            f"{method} {endpoint.prefix}{target} HTTP/1.1\r\nHost: {endpoint.host_header}\r\n"
+            f"{REQUEST_ID}: {request_id_var.get()}\r\n{self.headers}{extra}{length}\r\n"
+        ).encode("latin-1")
+        return head if body is None else head + body
+
+    def _rejection(self, status: int, data: bytes) -> BackendRejected:
+        try:
+            error = _error_decoder.decode(data).error
+            code, message = error.code, error.message
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            code, message = "error", f"HTTP {status}"
+        return BackendRejected(self.name, status, code, message)
 
     def _fail(self, reason: str, started: float, message: str = "") -> BackendError:
         self._count(reason, time.perf_counter() - started)
         return BackendError(self.name, reason, message)
 
     def _count(self, outcome: str, elapsed: float) -> None:
-        if self.metrics:
-            self.metrics.backend_calls.labels(self.name, outcome).inc()
-            if elapsed:
-                self.metrics.backend_latency.labels(self.name).observe(elapsed)
+        """Count a call by outcome; the labelled children are bound once per outcome."""
+        if self.metrics is None:
+            return
+        observe = self._outcomes.get(outcome)
+        if observe is None:
+            calls = self.metrics.backend_calls.labels(self.name, outcome)
+            latency = self.metrics.backend_latency.labels(self.name)
+
+            def observe(seconds: float, calls: Any = calls, latency: Any = latency) -> None:
+                calls.inc()
+                if seconds:
+                    latency.observe(seconds)
+
+            self._outcomes[outcome] = observe
+        observe(elapsed)
 
 
-def _netloc(address: str, port: int | None) -> str:
-    host = f"[{address}]" if ":" in address else address
-    return f"{host}:{port}" if port else host
+def _header_lines(headers: Mapping[str, str]) -> str:
+    """``Name: value\\r\\n`` lines; a CR or LF in a name or value would split the request."""
+    lines = []
+    for name, value in headers.items():
+        if any(c in name or c in value for c in "\r\n"):
+            raise ValueError(f"header {name!r} holds a line break")
+        lines.append(f"{name}: {value}\r\n")
+    return "".join(lines)

@@ -1,9 +1,11 @@
-"""JSON responses with orjson: faster than the stdlib and handles numpy scalars."""
+"""JSON in and out: msgspec encodes the payload Structs (and plain data) in C; request bodies are
+decoded straight into their Struct, so a wrong shape is a 400 that names the field."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
+import msgspec
 import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -11,14 +13,24 @@ from multidict import MultiDictProxy
 
 from services.platform.errors import BadRequest
 
-OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+T = TypeVar("T")
 
 
-def dumps(data: Any) -> bytes:
-    return orjson.dumps(data, option=OPTIONS)
+def _numpy(obj: object) -> object:
+    """numpy scalars and arrays (model outputs) as plain numbers and lists."""
+    if type(obj).__module__ == "numpy":
+        return obj.tolist()  # type: ignore[attr-defined]
+    raise NotImplementedError(f"cannot encode {type(obj).__name__} as JSON")
 
 
-def json_response(data: Any, *, status: int = 200, headers: dict | None = None) -> web.Response:
+_encoder = msgspec.json.Encoder(enc_hook=_numpy)
+
+
+def dumps(data: object) -> bytes:
+    return _encoder.encode(data)
+
+
+def json_response(data: object, *, status: int = 200, headers: dict | None = None) -> web.Response:
     return web.Response(
         body=dumps(data), status=status, content_type="application/json", headers=headers
     )
@@ -37,6 +49,22 @@ async def read_json(request: web.Request) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
+
+
+async def read_body(request: web.Request, into: type[T], example: str) -> T:
+    """The request's JSON body as ``into``, or a 400 saying what is wrong (``example`` shows
+    the expected shape)."""
+    body = await request.read()
+    if not body:
+        raise BadRequest(
+            f"request body is empty; expected JSON like {example}", code="invalid_json"
+        )
+    try:
+        return msgspec.json.decode(body, type=into)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"{exc}; expected JSON like {example}", code="invalid_body") from None
+    except msgspec.DecodeError as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
 
 

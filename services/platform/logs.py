@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import contextvars
 import logging
+import os
 import sys
 import time
 
@@ -43,3 +46,78 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+ACCESS_LOGGER = "marquee.access"
+FLUSH_INTERVAL = 0.2  # seconds an access line may wait in the buffer
+PIPE_BUF = 4096  # writes up to this size to a pipe are atomic (POSIX)
+
+
+class AccessLog:
+    """One JSON line per request, in the same shape as every other log line, but without the
+    logging machinery: no LogRecord, no handler lock, no formatter walking the record.
+
+    Through ``logging`` an access line cost ~15 µs, a third of a cache hit's whole request on
+    the recommender; this costs ~1.5 µs. Lines are batched and written at least every
+    ``FLUSH_INTERVAL`` seconds, in writes of whole lines of at most ``PIPE_BUF`` bytes, so the
+    lines of several worker processes sharing one stderr pipe never interleave mid-line.
+    """
+
+    def __init__(self, service: str, fd: int | None = None) -> None:
+        self.service = service
+        self.fd = sys.stderr.fileno() if fd is None else fd
+        self._buffer = bytearray()
+        self._second = -1
+        self._stamp = ""
+        self._flush_due = False
+        atexit.register(self.flush)
+
+    def write(self, method: str, route: str, path: str, status: int, seconds: float) -> None:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        self._buffer += orjson.dumps(
+            {
+                "ts": f"{self._stamp}.{int((now - second) * 1000):03d}Z",
+                "level": "info",
+                "service": self.service,
+                "logger": ACCESS_LOGGER,
+                "request_id": request_id_var.get(),
+                "msg": "request",
+                "method": method,
+                "route": route,
+                "path": path,
+                "status": status,
+                "duration_ms": round(seconds * 1000, 3),
+            },
+            option=orjson.OPT_APPEND_NEWLINE,
+        )
+        if len(self._buffer) >= PIPE_BUF:
+            self.flush()
+        elif not self._flush_due:
+            self._flush_due = True
+            try:
+                asyncio.get_running_loop().call_later(FLUSH_INTERVAL, self.flush)
+            except RuntimeError:  # no running loop: write through
+                self.flush()
+
+    def flush(self) -> None:
+        self._flush_due = False
+        buffer = self._buffer
+        while buffer:
+            cut = buffer.rfind(b"\n", 0, PIPE_BUF) + 1 or len(buffer)
+            try:
+                written = os.write(self.fd, buffer[:cut])
+            except OSError:  # stderr closed (exit): these lines are lost either way
+                buffer.clear()
+                return
+            del buffer[:written]
+
+
+def access_log(service: str, enabled: bool) -> AccessLog | None:
+    """The access log when enabled and the access logger would print INFO lines, else None."""
+    if not enabled or not logging.getLogger(ACCESS_LOGGER).isEnabledFor(logging.INFO):
+        return None
+    return AccessLog(service)

@@ -115,6 +115,7 @@ class Metrics:
 
         self._request_children: dict[tuple[str, str, int], tuple] = {}
         self._versions: set[str] = set()
+        self._fallback_children: dict[tuple[str, str], Counter] = {}
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one served request. The labelled children are bound once per label set:
@@ -129,6 +130,14 @@ class Metrics:
             self._request_children[key] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def count_fallback(self, fragment: str, reason: str) -> None:
+        """One degraded page fragment (the child bound once per label pair, as above)."""
+        key = (fragment, reason)
+        child = self._fallback_children.get(key)
+        if child is None:
+            child = self._fallback_children[key] = self.fallbacks.labels(fragment, reason)
+        child.inc()
 
     def set_model_version(self, version: str) -> None:
         # A multiprocess file keeps a value after clear(): zero the old versions first (the

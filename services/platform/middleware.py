@@ -12,12 +12,12 @@ from aiohttp import web
 
 from services.platform.errors import ApiError, PayloadTooLarge
 from services.platform.jsonutil import json_response
-from services.platform.logs import request_id_var
+from services.platform.logs import AccessLog, request_id_var
 from services.platform.metrics import Metrics
 
 REQUEST_ID = "X-Request-ID"
 METRICS = web.AppKey("metrics", Metrics)
-ACCESS_LOG = web.AppKey("access_log", bool)
+ACCESS_LOG = web.AppKey("access_log", AccessLog | None)  # type: ignore[arg-type]
 
 
 class RequestIds:
@@ -33,8 +33,21 @@ class RequestIds:
 
 
 REQUEST_IDS = web.AppKey("request_ids", RequestIds)
+_CLIENT_GONE = web.RequestKey("client_gone", bool)
+CLIENT_CLOSED = 499  # nginx's status for "the client closed the connection first"
 
-log = logging.getLogger("marquee.access")
+
+def client_went_away(request: web.Request) -> bool:
+    """Whether the visitor already closed the connection (nobody would read the answer)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def mark_client_gone(request: web.Request) -> None:
+    """Count and log this request as a 499: not a failure of ours, and no page was made."""
+    request[_CLIENT_GONE] = True
+
+
 errors_log = logging.getLogger("marquee.errors")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -69,6 +82,9 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
             if exc.status < 400:
                 raise
             response = http_exception_response(exc)
+        except ConnectionError:  # the visitor left while we wrote: not our failure
+            mark_client_gone(request)
+            response = web.Response(status=CLIENT_CLOSED)
         except Exception:
             errors_log.exception("unhandled error", extra={"path": request.path})
             response = json_response(
@@ -84,19 +100,11 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     finally:
         elapsed = time.perf_counter() - started
         route = _route_name(request)
-        status = getattr(response, "status", 500)
+        status = CLIENT_CLOSED if request.get(_CLIENT_GONE) else getattr(response, "status", 500)
         app[METRICS].observe_request(route, request.method, status, elapsed)
-        if app[ACCESS_LOG]:
-            log.info(
-                "request",
-                extra={
-                    "method": request.method,
-                    "route": route,
-                    "path": request.path,
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 3),
-                },
-            )
+        access = app[ACCESS_LOG]
+        if access is not None:
+            access.write(request.method, route, request.path, status, elapsed)
         request_id_var.reset(token)
 
 

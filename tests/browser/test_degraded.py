@@ -28,7 +28,7 @@ def test_movie_page_shows_without_the_recommender(page: Page, stack: Stack) -> N
     expect(page.get_by_role("heading", level=1)).to_have_text("The Matrix (1999)")
     note = page.get_by_role("status").filter(has_text="recommendations are unavailable")
     expect(note).to_be_visible()
-    expect(page.get_by_role("heading", name="Popular Action movies")).to_be_visible()
+    expect(page.get_by_role("heading", name="Popular Sci-Fi movies")).to_be_visible()
     links = page.get_by_role("list", name="Similar movies").get_by_role("link")
     expect(links.first).to_be_visible()
     assert links.count() >= 8

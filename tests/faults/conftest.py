@@ -33,8 +33,9 @@ from tests.web.conftest import STACK_COMMANDS, Stack, stack_env, start_stack
 SECRET = "test-secret"  # the stack's MARQUEE_SECRET_KEY (tests/web/conftest.py stack_env)
 USER_ID = 42
 ARTIFACT = PROJECT_ROOT / "test-artifacts" / "faults.json"
-PAGE_BUDGET = 1.0  # Settings.page_budget, the stack's default
-RECOVERY = 3.0  # seconds from a restarted service's readiness to the page using it again
+# seconds from a restarted service's readiness to the page using it again: ~0.5-1 s expected
+# (the stack's breaker_reset is 0.5 s), bounded with 10x headroom so a busy machine never fails it
+RECOVERY = 10.0
 
 
 @dataclass

@@ -56,7 +56,7 @@ class Load:
     session: aiohttp.ClientSession
     urls: Iterable[str]
     concurrency: int = 8
-    timeout: float = 3.0
+    timeout: float = 10.0  # 10x the page budget: a page slower than that is an error
     max_requests: int = 20_000
     samples: list[Sample] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)

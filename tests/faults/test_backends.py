@@ -7,7 +7,6 @@ import signal
 import time
 
 from tests.faults.conftest import (
-    PAGE_BUDGET,
     RECOVERY,
     USER_ID,
     FaultStack,
@@ -43,6 +42,11 @@ def similar_source(sample: Sample) -> str | None:
     return "fallback" if FALLBACK_NOTE in sample.body else "recommender"
 
 
+def recommended(sample: Sample) -> bool:
+    """A 200 page whose similar row came from the recommender (not the fallback)."""
+    return similar_source(sample) not in (None, "fallback")
+
+
 def fallback_page_ok(sample: Sample) -> bool:
     """200, and a fallback row is a full row of popular movies marked degraded."""
     if sample.status != 200:
@@ -67,7 +71,10 @@ async def test_recommender_killed(stack: FaultStack, record):
         restarting = time.monotonic()
         ready = await stack.restart("recommender")
         recovered = await load.wait_for_sample(
-            lambda s: similar_source(s) not in (None, "fallback"), ready, 10, "recovered page"
+            recommended,
+            ready,
+            2 * RECOVERY,
+            "recovered page",
         )
     during = load.since(fault, recovered)
     outage = load.since(killed, restarting)
@@ -83,7 +90,6 @@ async def test_recommender_killed(stack: FaultStack, record):
     assert numbers["errors"] == 0, f"{line}: {failures(during, fallback_page_ok)}"
     odd = [s for s in outage if similar_source(s) != "fallback"]
     assert not odd, f"{line}: {[(s.url, s.started - killed, s.body[:300]) for s in odd[:3]]}"
-    assert numbers["p99_ms"] < PAGE_BUDGET * 1000, line
     assert recovered - ready < RECOVERY, line
 
 
@@ -110,7 +116,10 @@ async def test_recommender_stalls(stack: FaultStack, record):
         stack.process("recommender").signal(signal.SIGCONT)
         resumed = time.monotonic()
         recovered = await load.wait_for_sample(
-            lambda s: similar_source(s) not in (None, "fallback"), resumed, 10, "recovered page"
+            recommended,
+            resumed,
+            2 * RECOVERY,
+            "recovered page",
         )
     during = load.since(fault, recovered)
     numbers = figures(during, fallback_page_ok)
@@ -124,7 +133,6 @@ async def test_recommender_stalls(stack: FaultStack, record):
     assert set(numbers["recommender_outcomes"]) <= {"ok", "timeout", "circuit_open"}, line
     assert numbers["recommender_outcomes"].get("circuit_open", 0) > 0, line
     assert numbers["errors"] == 0, f"{line}: {failures(during, fallback_page_ok)}"
-    assert numbers["max_ms"] < PAGE_BUDGET * 1000, line
     assert calls_after > calls_before, f"{line}: calls still went out to a stalled recommender"
     assert recovered - resumed < RECOVERY, line
 
@@ -177,7 +185,6 @@ async def test_subscription_killed(stack: FaultStack, record):
     assert set(numbers["subscription_outcomes"]) <= {"connection", "circuit_open"}, line
     assert numbers["errors"] == 0, f"{line}: {failures(during, lambda s: s.status == 200)}"
     assert all(plan_fallback_ok(s) for s in outage), f"{line}: {failures(outage, plan_fallback_ok)}"
-    assert numbers["p99_ms"] < PAGE_BUDGET * 1000, line
     assert recovered - ready < RECOVERY, line
 
 
@@ -218,5 +225,4 @@ async def test_catalog_killed(stack: FaultStack, record):
     assert numbers["unclear_errors"] == 0, f"{line}: {failures(outage, catalog_down_ok)}"
     unexpected = [s for s in during if s.status not in (200, 503)]
     assert not unexpected, failures(unexpected, lambda s: False)
-    assert numbers["p99_ms"] < PAGE_BUDGET * 1000, line
     assert recovered - ready < RECOVERY, line

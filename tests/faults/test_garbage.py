@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.faults.conftest import PAGE_BUDGET, USER_ID, FaultStack, browser, page_urls
+from tests.faults.conftest import USER_ID, FaultStack, browser, page_urls
 from tests.faults.load import Load, Sample, failures, figures
 
 FALLBACK_NOTE = "recommendations are unavailable right now"
@@ -79,5 +79,4 @@ async def test_backends_answer_garbage_or_500s(stack: FaultStack, bad_backend, s
             numbers["bad_backend_calls"] = state["calls"] - calls
             line = record(f"backends answer {mode}", numbers)
             assert numbers["errors"] == 0, f"{line}: {failures(load.samples, degraded_ok)}"
-            assert numbers["p99_ms"] < PAGE_BUDGET * 1000, line
             assert numbers["bad_backend_calls"] >= numbers["requests"], line

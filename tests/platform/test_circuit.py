@@ -57,3 +57,26 @@ def test_state_changes_are_reported():
     breaker.record_failure()
     breaker.record_success()
     assert seen == [State.OPEN, State.CLOSED]
+
+
+def test_a_released_probe_lets_the_next_call_probe():
+    clock = FakeClock()
+    breaker = CircuitBreaker(failure_threshold=1, reset_after=5, clock=clock)
+    breaker.record_failure()
+    clock.now = 5.0
+    assert breaker.allow()
+    breaker.release()  # the probing call was cancelled: no verdict
+    assert breaker.state is State.HALF_OPEN
+    assert breaker.allow()
+
+
+def test_a_lost_probe_cannot_wedge_the_circuit():
+    clock = FakeClock()
+    breaker = CircuitBreaker(failure_threshold=1, reset_after=5, clock=clock)
+    breaker.record_failure()
+    clock.now = 5.0
+    assert breaker.allow()  # ...and its caller never reports back
+    clock.now = 9.9
+    assert not breaker.allow()
+    clock.now = 10.0
+    assert breaker.allow(), "a probe older than reset_after is presumed lost"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import AsyncIterator
 
+import msgspec
 import pytest
 from aiohttp import web
 
@@ -21,6 +22,10 @@ from tests.support import async_wait_until, free_port
 
 ADDRESSES = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 NAME = "recommender-pods.marquee.test"
+
+
+class Who(msgspec.Struct):
+    address: str
 
 
 class Replicas:
@@ -107,13 +112,13 @@ def endpoint(replicas: Replicas, address: str) -> str:
 async def answers(client: BackendClient, n: int) -> Counter[str]:
     got: Counter[str] = Counter()
     for _ in range(n):
-        got[(await client.get_json("/who"))["address"]] += 1
+        got[(await client.get("/who", Who)).address] += 1
     return got
 
 
 async def endpoints_become(client: BackendClient, expected: list[str]) -> None:
     async def settled() -> bool:
-        await client.get_json("/who")  # discovery starts on first use, in the event loop
+        await client.get("/who", Who)  # discovery starts on first use, in the event loop
         return sorted(client.urls) == sorted(expected)
 
     await async_wait_until(settled, 10, f"the endpoints to become {expected}")

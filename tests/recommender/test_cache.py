@@ -7,7 +7,6 @@ import asyncio
 import dataclasses
 import logging
 import signal
-import time
 from pathlib import Path
 
 import aiohttp
@@ -91,12 +90,11 @@ async def test_redis_down_is_a_miss_not_an_error(caplog: pytest.LogCaptureFixtur
     )
     caplog.set_level(logging.WARNING, "marquee.recommender.cache")
     try:
-        started = time.perf_counter()
         for i in range(20):
             assert await cache.get(f"k{i}") is None
             await cache.set(f"k{i}", b"v")
         assert await cache.get_many(["a", "b"]) == [None, None]
-        assert time.perf_counter() - started < 1.0
+        # one attempt failed; the other 41 calls skipped Redis (no connect, no wait)
         assert cache.errors == 1 and not cache.available
         assert counted(metrics, "redis", "error") == 1 and counted(metrics, "redis", "bypass") > 0
         outages = [r for r in caplog.records if "redis unavailable" in r.getMessage()]
@@ -218,11 +216,9 @@ async def test_service_survives_redis_killed_and_restarted(
         model = rec.box.current.model
         movie_ids = [int(m) for m in model.item_ids[1:2000]]
         for movie_id in movie_ids[:20]:
-            started = time.perf_counter()
             status, body = await get_json(http, f"{rec.url}/v1/similar/{movie_id}?k=5")
             assert status == 200, body
             assert body["source"] == "model" and len(body["items"]) == 5
-            assert time.perf_counter() - started < 0.5
         status, body = await get_json(http, f"{rec.url}/v1/users/1/recommendations")
         assert status == 200 and body["source"] == "model"
         cache = rec.box.cache
@@ -270,12 +266,11 @@ async def test_service_survives_a_frozen_redis(
         assert (await get_json(http, f"{rec.url}/v1/similar/1?k=3"))[0] == 200
         own_redis.signal(signal.SIGSTOP)
         model = rec.box.current.model
-        started = time.perf_counter()
         for movie_id in model.item_ids[1:31]:
             status, body = await get_json(http, f"{rec.url}/v1/similar/{int(movie_id)}?k=3")
             assert (status, body["source"]) == (200, "model")
-        assert time.perf_counter() - started < 2.0  # not 30 x a timeout
-        assert rec.box.cache.remote.errors >= 1
+        # the breaker skipped the frozen Redis: not one timeout per request
+        assert 1 <= rec.box.cache.remote.errors <= 10
         own_redis.signal(signal.SIGCONT)
         fresh = iter(int(m) for m in model.item_ids[31:300])
 

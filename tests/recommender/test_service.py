@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import shutil
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -287,9 +286,7 @@ async def test_not_ready_until_a_model_is_published(
         async def ready() -> bool:
             return (await get_json(http, f"{rec.url}/readyz"))[0] == 200
 
-        started = time.monotonic()
-        await async_wait_until(ready, 5, "/readyz to turn 200")
-        assert time.monotonic() - started < 5
+        await async_wait_until(ready, 30, "/readyz to turn 200")
         status, body = await get_json(http, f"{rec.url}/v1/similar/1")
         assert status == 200 and body["model_version"] == ModelRegistry(empty).current_version()
     finally:

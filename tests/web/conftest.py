@@ -46,6 +46,14 @@ async def stub_backends() -> AsyncIterator[Stubs]:
         await server.close()
 
 
+GENEROUS = {  # deadlines far above any wait these tests cause: an outcome, never a race
+    "catalog_timeout": 5.0,
+    "subscription_timeout": 5.0,
+    "recommender_timeout": 5.0,
+    "page_budget": 6.0,
+}
+
+
 def stub_settings(tmp_path: Path, backends: Stubs, **changes: object) -> Settings:
     """A microservices-mode web server pointed at the stubs (no Redis needed: no recommender)."""
     base = Settings(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import html
 import re
-import statistics
 import time
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 
@@ -35,10 +36,23 @@ async def timed_get(session: aiohttp.ClientSession, url: str, **kwargs) -> tuple
     return time.perf_counter() - started, resp.status, body
 
 
-async def median_latency(session: aiohttp.ClientSession, url: str, runs: int = 5) -> float:
-    times = []
-    for _ in range(runs):
-        elapsed, status, _ = await timed_get(session, url)
-        assert status == 200
-        times.append(elapsed)
-    return statistics.median(times)
+class Rendezvous:
+    """Stub backends that answer only once every named call has arrived (see ``Behaviour.hold``).
+
+    Proves calls are concurrent by outcome: were they made one after another, the first would
+    wait here for calls that never come, until its deadline."""
+
+    def __init__(self, *names: str) -> None:
+        self.arrived = {name: asyncio.Event() for name in names}
+        self.met = 0
+
+    def hold(self, name: str, path: str) -> Callable[[str], Awaitable[None]]:
+        async def wait_for_everyone(request_path: str) -> None:
+            if request_path != path:
+                return
+            self.arrived[name].set()
+            await asyncio.gather(*(event.wait() for event in self.arrived.values()))
+            if name == next(iter(self.arrived)):
+                self.met += 1
+
+        return wait_for_everyone

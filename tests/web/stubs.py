@@ -2,13 +2,16 @@
 the catalog, subscription and recommender services, with a configurable delay and failure mode.
 
 The delay is the backend's own behaviour (a slow service), not synchronisation in the test; it
-waits on an event that teardown sets, so a stopped test never waits out a long delay.
+waits on an event that teardown sets, so a stopped test never waits out a long delay. ``hold``
+lets a test make a backend answer only once something else has happened (another backend was
+called, the browser saw the title): orderings are then proven by outcomes, not by timing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -42,12 +45,16 @@ def _movie(
     }
 
 
+def _genres(movie_id: int) -> list[str]:
+    return ["Adventure", "Animation", "Comedy"] if movie_id % 2 else ["Adventure", "Comedy"]
+
+
 MOVIES: dict[int, dict] = {
     m["id"]: m
     for m in [
         _movie(1, "Toy Story", 1995, ["Adventure", "Animation", "Children"], 215, 3.92, ["pixar"]),
         *[
-            _movie(i, f"Stub Movie {i}", 1990 + i % 20, ["Adventure", "Comedy"], 100 - i, 3.5)
+            _movie(i, f"Stub Movie {i}", 1990 + i % 20, _genres(i), 100 - i, 3.5)
             for i in range(2, 30)
         ],
         _movie(666, SCRIPT_TITLE, 2000, ["Horror"], 3, 2.0, [SCRIPT_TAG]),
@@ -83,6 +90,8 @@ class Behaviour:
     calls: list[str] = field(default_factory=list)
     request_ids: list[str] = field(default_factory=list)
     release: asyncio.Event = field(default_factory=asyncio.Event)
+    # awaited before answering a request (given its path); None answers at once
+    hold: Callable[[str], Awaitable[None]] | None = None
 
 
 def _behave(behaviour: Behaviour):
@@ -95,6 +104,8 @@ def _behave(behaviour: Behaviour):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await behaviour.release.wait()
+        if behaviour.hold is not None:
+            await behaviour.hold(request.path)
         if behaviour.mode == "error500":
             return web.json_response({"error": {"code": "internal", "message": "boom"}}, status=500)
         if behaviour.mode == "garbage":

@@ -2,65 +2,77 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
-from tests.support import free_port
+import aiohttp
+
+from tests.support import async_wait_until, free_port
 from tests.web import stubs
-from tests.web.conftest import stub_settings
-from tests.web.helpers import browser, median_latency, timed_get
+from tests.web.conftest import GENEROUS, stub_settings
+from tests.web.helpers import Rendezvous, browser, timed_get
 
 
 async def test_three_backends_are_called_at_once(stub_backends, serve, tmp_path):
-    """Each backend takes 100 ms; in sequence that is >= 300 ms, concurrently ~100 ms."""
-    for behaviour in (stub_backends.catalog, stub_backends.subscription, stub_backends.recommender):
-        behaviour.delay = 0.1
-    stub_backends.catalog.fast_paths = ("/v1/movies",)  # the titles batch: a quick lookup
-    base = await serve(stub_settings(tmp_path, stub_backends))
-    async with browser(user_id=7) as session:
-        await timed_get(session, f"{base}/movies/1")  # connections + plan list warm
-        median = await median_latency(session, f"{base}/movies/1")
-        async with session.get(f"{base}/api/pages/movies/1") as resp:
-            page = await resp.json()
-    print(f"median page latency, 3 backends at 100 ms each: {median * 1000:.1f} ms")
-    assert median < 0.18
-    timings = page["timings"]
-    assert timings["catalog"] >= 95 and timings["subscription"] >= 95
-    assert timings["recommender"] >= 95
+    """Each backend answers only once all three calls have arrived: made one after another, the
+    first would wait for the others until its deadline and the page would fail or degrade."""
+    meeting = Rendezvous("catalog", "subscription", "recommender")
+    stub_backends.catalog.hold = meeting.hold("catalog", "/v1/movies/1")
+    stub_backends.subscription.hold = meeting.hold("subscription", "/v1/users/7/subscription")
+    stub_backends.recommender.hold = meeting.hold("recommender", "/v1/similar/1")
+    base = await serve(stub_settings(tmp_path, stub_backends, **GENEROUS))
+    async with browser(user_id=7) as session, session.get(f"{base}/api/pages/movies/1") as resp:
+        page = await resp.json()
+    assert resp.status == 200, page
     assert page["degraded"] == []
+    assert page["similar"]["source"] == "model" and page["plan"]["status"] == "none"
+    assert meeting.met == 1
 
 
-async def test_critical_path_is_the_longest_chain_not_the_sum(stub_backends, serve, tmp_path):
-    """Every endpoint 100 ms, titles batch included: max(100, 100, 100 + 100) = 200 ms, while
-    the sum of the four calls would be 400 ms."""
-    for behaviour in (stub_backends.catalog, stub_backends.subscription, stub_backends.recommender):
-        behaviour.delay = 0.1
-    base = await serve(stub_settings(tmp_path, stub_backends))
-    async with browser(user_id=7) as session:
-        await timed_get(session, f"{base}/movies/1")
-        median = await median_latency(session, f"{base}/movies/1")
-    print(f"median page latency, every call at 100 ms: {median * 1000:.1f} ms")
-    assert 0.195 < median < 0.28
+async def test_titles_lookup_does_not_wait_behind_the_movie(stub_backends, serve, tmp_path):
+    """The critical path is max(catalog, subscription, recommender + titles), not the sum: the
+    movie and the plan answer only once the titles batch (chained onto the recommender's answer)
+    has arrived, which can only happen if that chain never waits for them."""
+    titles_asked = asyncio.Event()
+
+    async def titles_first(path: str) -> None:
+        if path == "/v1/movies":
+            titles_asked.set()
+        elif path.startswith(("/v1/movies/", "/v1/users/")):
+            await titles_asked.wait()
+
+    stub_backends.catalog.hold = stub_backends.subscription.hold = titles_first
+    base = await serve(stub_settings(tmp_path, stub_backends, **GENEROUS))
+    async with browser(user_id=7) as session, session.get(f"{base}/api/pages/movies/1") as resp:
+        page = await resp.json()
+    assert resp.status == 200, page
+    assert page["degraded"] == [] and page["similar"]["source"] == "model"
+    assert titles_asked.is_set()
 
 
 async def test_slow_recommender_costs_only_its_deadline(stub_backends, serve, tmp_path):
-    stub_backends.recommender.delay = 2.0
+    """A recommender that never answers (until the test ends): the page still comes, with the
+    popular-in-genre row marked degraded, and says the call timed out."""
+    stub_backends.recommender.delay = 3600
     settings = stub_settings(tmp_path, stub_backends)
     base = await serve(settings)
+    patience = aiohttp.ClientTimeout(total=10 * settings.page_budget)
     async with browser() as session:
-        elapsed, status, body = await timed_get(session, f"{base}/movies/1")
-        assert status == 200
-        assert elapsed < settings.recommender_timeout + 0.15
+        async with session.get(f"{base}/movies/1", timeout=patience) as resp:
+            body = await resp.text()
+        assert resp.status == 200
         assert "recommendations are unavailable right now" in body
-        assert "Showing popular Adventure movies" in body
-        elapsed, status, _ = await timed_get(session, f"{base}/api/pages/movies/1")
-        async with session.get(f"{base}/api/pages/movies/1") as resp:
+        assert "Showing popular Animation movies" in body
+        async with session.get(f"{base}/api/pages/movies/1", timeout=patience) as resp:
             page = await resp.json()
-    assert elapsed < settings.recommender_timeout + 0.15
+            timing = resp.headers["Server-Timing"]
+    assert resp.status == 200
+    assert re.search(r'recommender;dur=[0-9.]+;desc="(timeout|circuit_open)"', timing), timing
     assert page["similar"]["source"] == "fallback"
     assert "similar" in page["degraded"]
     ids = [item["movie_id"] for item in page["similar"]["items"]]
     assert ids and 1 not in ids
-    assert all("Adventure" in item["genres"] for item in page["similar"]["items"])
+    assert all("Animation" in item["genres"] for item in page["similar"]["items"])
 
 
 async def test_subscription_failure_shows_join_and_marks_plan_degraded(
@@ -176,16 +188,45 @@ async def test_pages_render_against_stubs(stub_backends, serve, tmp_path):
 async def test_slow_subscription_costs_only_its_deadline_and_is_counted(
     stub_backends, serve, tmp_path
 ):
-    stub_backends.subscription.delay = 2.0
+    stub_backends.subscription.delay = 3600
     settings = stub_settings(tmp_path, stub_backends)
     base = await serve(settings)
+    patience = aiohttp.ClientTimeout(total=10 * settings.page_budget)
     async with browser(user_id=9) as session:
-        elapsed, status, _ = await timed_get(session, f"{base}/api/pages/movies/1")
-        async with session.get(f"{base}/api/pages/movies/1") as resp:
-            page = await resp.json()
+        for _ in range(2):
+            async with session.get(f"{base}/api/pages/movies/1", timeout=patience) as resp:
+                page = await resp.json()
+                assert resp.status == 200
         async with session.get(f"{base}/metrics") as resp:
             metrics = await resp.text()
-    assert status == 200
-    assert elapsed < settings.subscription_timeout + 0.15
     assert page["degraded"] == ["plan"] and page["similar"]["source"] == "model"
     assert 'marquee_fallbacks_total{fragment="plan",reason="timeout"} 2.0' in metrics
+
+
+async def test_a_page_failing_while_it_probes_the_recommender_leaves_the_circuit_usable(
+    stub_backends, serve, tmp_path
+):
+    """Issue 18.1: a page that fails on the catalog cancels its similar-row call; when that call
+    carried the half-open probe, later pages must still probe and recover, not stay degraded."""
+    stub_backends.recommender.delay = 3600  # stalled
+    settings = stub_settings(tmp_path, stub_backends, breaker_failures=1)
+    base = await serve(settings)
+    async with browser() as session:
+        async with session.get(f"{base}/api/pages/movies/1") as resp:
+            assert (await resp.json())["similar"]["source"] == "fallback"  # the circuit opens
+
+        async def probe_cancelled() -> bool:
+            async with session.get(f"{base}/api/pages/movies/99999") as resp:
+                assert resp.status == 404
+                timing = resp.headers["Server-Timing"]
+            return bool(re.search(r'recommender;dur=[0-9.]+;desc="cancelled"', timing))
+
+        await async_wait_until(probe_cancelled, 30, "a half-open probe cancelled by a 404 page")
+        stub_backends.recommender.delay = 0
+        stub_backends.recommender.release.set()  # the recommender is back
+
+        async def recovered() -> bool:
+            async with session.get(f"{base}/api/pages/movies/1") as resp:
+                return (await resp.json())["similar"]["source"] == "model"
+
+        await async_wait_until(recovered, 10 * settings.breaker_reset + 10, "pages to recover")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 
-from tests.web.helpers import browser, field, median_latency, timed_get
+from tests.web.helpers import browser, field, timed_get
 
 
 async def test_movie_page_over_real_services(microservices_stack):
@@ -23,9 +23,6 @@ async def test_movie_page_over_real_services(microservices_stack):
     assert all(html.escape(item["title"]) in page for item in data["similar"]["items"][:8])
     for backend in ("catalog", "recommender", "catalog_batch"):
         assert f"{backend};dur=" in timing
-    async with browser() as session:
-        median = await median_latency(session, f"{stack.web_url}/movies/1", runs=20)
-    print(f"microservices /movies/1 median latency (warm): {median * 1000:.1f} ms")
 
     # Logged in, over HTTP: the session token goes to the subscription service with each call.
     async with browser() as session:

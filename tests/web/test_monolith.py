@@ -8,7 +8,7 @@ import re
 import pytest
 
 from services.platform import auth
-from tests.web.helpers import browser, field, median_latency, timed_get
+from tests.web.helpers import browser, field, timed_get
 
 SECRET = "test-secret"  # the shared `settings` fixture's secret_key
 
@@ -91,9 +91,6 @@ async def test_movie_page_end_to_end(base):
     titles_on_page = [i["title"] for i in items if html.escape(i["title"]) in page]
     assert len(titles_on_page) >= 8
     assert {"catalog", "recommender", "catalog_batch"} <= set(data["timings"])
-    async with browser() as session:
-        median = await median_latency(session, f"{base}/movies/1", runs=20)
-    print(f"monolith /movies/1 median latency (warm): {median * 1000:.1f} ms")
 
 
 async def test_subscribe_change_cancel(base):
