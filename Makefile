@@ -4,40 +4,61 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+RUNTIME_STAMP := $(VENV)/.installed-runtime
 MODEL_DIR ?= var/models
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install run run-micro train test lint bench loadtest clean system-deps
+.PHONY: install lock run run-micro train test lint bench loadtest clean system-deps
 
-$(STAMP): pyproject.toml
+# Two installs from the lock files (exact versions, sha256-checked): the runtime alone for
+# `make run` / `make train`, everything (tests, lint, bench, load tool, honcho) for the rest.
+$(VENV)/bin/python:
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11+ is needed"; exit 1; }
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { \
-	  echo "venv failed; installing python3-venv"; apt-get install -y -q python3-venv && $(PYTHON) -m venv $(VENV); }
+	$(PYTHON) -m venv $(VENV) || { \
+	  echo "venv failed; installing python3-venv"; apt-get install -y -q --no-install-recommends python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+
+$(RUNTIME_STAMP): requirements.lock pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
 	@touch $@
+
+$(STAMP): requirements-dev.lock pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -r requirements-dev.lock
+	$(PY) -m pip install -q --no-deps -e .
+	@touch $@ $(RUNTIME_STAMP)
 
 install: $(STAMP)
 
-# Redis for the tests (and Chromium for the browser tests), from Debian when missing and root.
+# Re-pin after changing the dependencies in pyproject.toml (uv resolves for every platform and
+# Python >= 3.11; the dev lock is held to the runtime lock's versions).
+lock: $(STAMP)
+	$(VENV)/bin/uv pip compile pyproject.toml --universal --python-version 3.11 \
+	  --generate-hashes --no-header -q -o requirements.lock
+	$(VENV)/bin/uv pip compile pyproject.toml --all-extras --universal --python-version 3.11 \
+	  --generate-hashes --no-header -q -c requirements.lock -o requirements-dev.lock
+
+# Redis for the tests, Chromium for the browser tests, wrk for the bench and promtool (Debian's
+# prometheus package) for the alert rules: from Debian when missing and root, nothing else.
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	  else echo "please install:$$missing"; exit 1; fi; \
 	fi
 
-$(MODEL_DIR)/current:
+$(MODEL_DIR)/current: | $(RUNTIME_STAMP)
 	$(PY) -m recommender train --model-dir $(MODEL_DIR)
 
-train: $(STAMP)
+train: $(RUNTIME_STAMP)
 	$(PY) -m recommender train --model-dir $(MODEL_DIR)
 
-run: $(STAMP) $(MODEL_DIR)/current
+run: $(RUNTIME_STAMP) $(MODEL_DIR)/current
 	@echo "Marquee (monolith) at http://$(HOST):$(PORT)/  — e.g. http://$(HOST):$(PORT)/movies/1"
 	MARQUEE_HOST=$(HOST) MARQUEE_WEB_PORT=$(PORT) MARQUEE_MODEL_DIR=$(MODEL_DIR) $(PY) -m web_server
 

@@ -16,6 +16,7 @@ from recommender.batch_api import setup_batch_api
 from recommender.box import MAX_BATCH_IDS, MAX_K, RecommenderBox
 from recommender.cache import LocalCache, open_cache
 from recommender.openapi import recommender_paths
+from recommender.redisconn import Namespace, describe
 from recommender.reload import ModelWatcher
 from services.platform.app import SETTINGS, add_openapi_paths, add_ready_check, create_base_app
 from services.platform.auth import bearer_ok
@@ -116,8 +117,18 @@ async def recommender_ctx(app: web.Application) -> AsyncIterator[None]:
             extra={"reason": exc.message, "model_dir": str(settings.model_dir)},
         )
     watcher = app[WATCHER]
-    # Notices travel over the Redis the cache uses; without Redis, registry checks alone.
-    watcher.redis_url = None if isinstance(box.cache, LocalCache) else settings.redis_candidates()
+    # Notices travel over the state Redis; when that is the cache's and the cache found none
+    # ("auto" without a local Redis), registry checks alone.
+    follows_missing_cache = settings.state_redis_url is None and isinstance(box.cache, LocalCache)
+    watcher.redis_url = None if follows_missing_cache else settings.state_redis_candidates()
+    log.info(
+        f"redis namespace: {settings.redis_namespace}",
+        extra={
+            "cache": box.cache.describe(),
+            "state": describe(watcher.redis_url),
+            "channel": watcher.channel,
+        },
+    )
     watcher.start()
     try:
         yield
@@ -130,7 +141,7 @@ def setup_recommender(app: web.Application) -> None:
     settings = app[SETTINGS]
     box = RecommenderBox(settings, app[METRICS])
     app[RECOMMENDER] = box
-    app[WATCHER] = ModelWatcher(box, None, settings.model_poll_interval)
+    app[WATCHER] = ModelWatcher(box, None, settings.model_poll_interval, Namespace.of(settings))
     app.cleanup_ctx.append(recommender_ctx)
     add_ready_check(app, "model", lambda: box.ready)
     app.router.add_get("/v1/similar/{movie_id}", similar)

@@ -3,13 +3,20 @@
 A job is queued only after its whole file has been validated, so a rejected upload leaves
 nothing behind. The queue is a Redis Stream read by a consumer group (at-least-once delivery:
 a job stays pending until a worker acks it, and a dead worker's job is reclaimed). Everything
-a job owns lives under ``marquee:batch:job:<id>`` and expires after ``settings.batch_ttl``:
+a job owns lives under ``<batch>:job:<id>`` and expires after ``settings.batch_ttl``, where
+``<batch>`` is ``marquee:{<namespace>:batch}`` (:class:`BatchKeys`; one hash tag, so on a Redis
+Cluster every transaction below stays in one slot):
 
-    marquee:batch:job:<id>          hash: kind, k, owner, status, progress, model_version, ...
-    marquee:batch:job:<id>:input    the validated ids and their file lines (JSON)
-    marquee:batch:job:<id>:results  hash: chunk number -> JSON list of result rows
-    marquee:batch:owner:<user>      sorted set of the user's job ids by creation time
-    marquee:batch:stream            the queue (one entry per job: {"job": id})
+    <batch>:job:<id>          hash: kind, k, owner, status, progress, model_version, ...
+    <batch>:job:<id>:input    the validated ids and their file lines (JSON)
+    <batch>:job:<id>:results  hash: chunk number -> JSON list of result rows
+    <batch>:job:<id>:counts   hash: chunk number -> result rows in it
+    <batch>:owner:<user>      sorted set of the user's job ids by creation time
+    <batch>:stream            the queue (one entry per job: {"job": id})
+
+All of it lives on the *state* Redis (``MARQUEE_STATE_REDIS_URL``), which must not evict: jobs are
+refused with a 503 ``batch_unavailable`` on a server whose ``maxmemory-policy`` is not
+``noeviction`` (:class:`DurabilityGuard`), and the log warns when it has no AOF.
 
 Results are written per chunk with HSET, so a chunk computed twice (a worker killed after
 writing, before acking) overwrites itself instead of adding rows: every row appears once.
@@ -24,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import logging
 import re
 import time
 import uuid
@@ -32,16 +40,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import orjson
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
+from recommender import redisconn
+from recommender.redisconn import AsyncClient, Durability, Namespace
 from services.platform.errors import BadRequest, Conflict, NotFound, NotReady, PayloadTooLarge
 from services.platform.params import MAX_ID
 from services.platform.settings import Settings
 
-PREFIX = "marquee:batch"
-STREAM = f"{PREFIX}:stream"
+log = logging.getLogger("marquee.batch")
+
 GROUP = "marquee-batch-workers"
+RECHECK_DURABILITY = 60.0  # seconds a state Redis's eviction policy is trusted before a re-read
 MAX_ERRORS = 20  # validation errors reported per upload
 MAX_WARNINGS = 100  # unknown-id warnings kept per job (the count is always exact)
 K_DEFAULT, K_MAX = 10, 100
@@ -56,32 +65,46 @@ _JOB_ID = re.compile(r"[0-9a-f]{32}")
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 
 
-def job_key(job_id: str) -> str:
-    return f"{PREFIX}:job:{job_id}"
+@dataclass(frozen=True)
+class BatchKeys:
+    """Where one install's batch store keeps its jobs and queue (see the module docstring)."""
+
+    prefix: str
+
+    @classmethod
+    def of(cls, settings: Settings) -> BatchKeys:
+        return cls(Namespace.of(settings).batch)
+
+    @property
+    def stream(self) -> str:
+        return f"{self.prefix}:stream"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}"
+
+    def input(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}:input"
+
+    def results(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}:results"
+
+    def counts(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}:counts"
+
+    def owner(self, owner: int | str) -> str:
+        return f"{self.prefix}:owner:{owner}"
 
 
-def input_key(job_id: str) -> str:
-    return f"{PREFIX}:job:{job_id}:input"
-
-
-def results_key(job_id: str) -> str:
-    return f"{PREFIX}:job:{job_id}:results"
-
-
-def owner_key(owner: int) -> str:
-    return f"{PREFIX}:owner:{owner}"
-
-
-def connect(settings: Settings) -> aioredis.Redis | None:
-    """A client for the batch store, or None when Redis is switched off (``MARQUEE_REDIS_URL=``).
+def connect(settings: Settings) -> AsyncClient | None:
+    """A client for the batch store on the state Redis, or None when there is none.
 
     Creating it does not connect; the first command does, so a down Redis shows up as
     ``batch_unavailable`` on use rather than as a failed startup.
     """
-    url = settings.redis_candidates()
+    url = settings.state_redis_candidates()
     if not url:
         return None
-    return aioredis.Redis.from_url(
+    return redisconn.connect(
         url, decode_responses=True, socket_connect_timeout=2.0, health_check_interval=30
     )
 
@@ -91,14 +114,65 @@ def store_errors() -> Iterator[None]:
     """Turn Redis failures into a 503 ``batch_unavailable`` (never a 500)."""
     try:
         yield
-    except RedisError as exc:
+    except redisconn.FAILURES as exc:
+        detail = str(exc) if isinstance(exc, OSError) else type(exc).__name__
         raise NotReady(
-            f"the batch job store is unavailable ({type(exc).__name__})", code="batch_unavailable"
+            f"the batch job store is unavailable ({detail})", code="batch_unavailable"
         ) from None
-    except OSError as exc:
-        raise NotReady(
-            f"the batch job store is unavailable ({exc})", code="batch_unavailable"
-        ) from None
+
+
+class EvictingStore(NotReady):
+    """The state Redis may evict keys: jobs and results could vanish, so none are taken."""
+
+
+class DurabilityGuard:
+    """Batch jobs run only on a Redis that keeps them (``maxmemory-policy noeviction``).
+
+    The policy is read on first use and again every ``RECHECK_DURABILITY`` seconds, so fixing
+    the server's setting needs no restart. A server that does not say (CONFIG and INFO both
+    disabled) is trusted with a warning: the operator has been told in the docs what it needs.
+    """
+
+    def __init__(self, url: str | None) -> None:
+        self.url = url
+        self.found: Durability | None = None
+        self._checked_at = float("-inf")
+
+    async def check(self, client: AsyncClient) -> Durability:
+        now = time.monotonic()
+        if self.found is None or now - self._checked_at >= RECHECK_DURABILITY:
+            found = await redisconn.durability(client)
+            if found != self.found:
+                self._report(found)
+            self.found, self._checked_at = found, now
+        found = self.found
+        if found.evicts:
+            raise EvictingStore(
+                f"batch jobs are off: the state Redis at {redisconn.describe(self.url)} may evict "
+                f"them ({found.describe()}); set maxmemory-policy noeviction (and appendonly yes) "
+                "or point MARQUEE_STATE_REDIS_URL at a Redis that does",
+                code="batch_unavailable",
+            )
+        return found
+
+    def _report(self, found: Durability) -> None:
+        extra = {"redis": redisconn.describe(self.url), "setup": found.describe()}
+        if found.evicts:
+            log.error("batch store: the state Redis evicts keys; batch jobs refused", extra=extra)
+        elif found.policy is None:
+            log.warning(
+                "batch store: cannot read the state Redis's maxmemory-policy (CONFIG and INFO "
+                "disabled); it must be noeviction",
+                extra=extra,
+            )
+        elif found.aof is False:
+            log.warning(
+                "batch store: the state Redis has no AOF; a Redis restart loses queued jobs and "
+                "results (appendonly yes keeps them)",
+                extra=extra,
+            )
+        else:
+            log.info("batch store: the state Redis keeps jobs", extra=extra)
 
 
 # ---- validation --------------------------------------------------------------------------
@@ -315,14 +389,17 @@ def job_view(job_id: str, fields: dict[str, str], ttl: int) -> dict:
 class BatchJobs:
     """Submit jobs and read their status and results; the web pages and the API both use it."""
 
-    def __init__(self, redis: aioredis.Redis | None, settings: Settings) -> None:
+    def __init__(self, redis: AsyncClient | None, settings: Settings) -> None:
         self.redis = redis
         self.settings = settings
+        self.keys = BatchKeys.of(settings)
+        self.guard = DurabilityGuard(settings.state_redis_candidates())
 
-    def _client(self) -> aioredis.Redis:
+    def _client(self) -> AsyncClient:
         if self.redis is None:
             raise NotReady(
-                "batch jobs need Redis (MARQUEE_REDIS_URL is empty)", code="batch_unavailable"
+                "batch jobs need a state Redis (MARQUEE_STATE_REDIS_URL or MARQUEE_REDIS_URL)",
+                code="batch_unavailable",
             )
         return self.redis
 
@@ -348,16 +425,18 @@ class BatchJobs:
             "attempts": 0,
         }
         payload = orjson.dumps({"ids": parsed.ids, "lines": parsed.lines})
+        keys = self.keys
         with store_errors():
+            await self.guard.check(client)
             async with client.pipeline(transaction=True) as pipe:
-                pipe.hset(job_key(job_id), mapping=fields)
-                pipe.expire(job_key(job_id), s.batch_ttl)
-                pipe.set(input_key(job_id), payload, ex=s.batch_ttl)
+                pipe.hset(keys.job(job_id), mapping=fields)
+                pipe.expire(keys.job(job_id), s.batch_ttl)
+                pipe.set(keys.input(job_id), payload, ex=s.batch_ttl)
                 if owner:
-                    pipe.zadd(owner_key(owner), {job_id: now})
-                    pipe.zremrangebyrank(owner_key(owner), 0, -RECENT_KEEP - 1)
-                    pipe.expire(owner_key(owner), s.batch_ttl)
-                pipe.xadd(STREAM, {"job": job_id})
+                    pipe.zadd(keys.owner(owner), {job_id: now})
+                    pipe.zremrangebyrank(keys.owner(owner), 0, -RECENT_KEEP - 1)
+                    pipe.expire(keys.owner(owner), s.batch_ttl)
+                pipe.xadd(keys.stream, {"job": job_id})
                 await pipe.execute()
         return job_view(job_id, {k_: str(v) for k_, v in fields.items()}, s.batch_ttl)
 
@@ -366,8 +445,8 @@ class BatchJobs:
         check_job_id(job_id)
         with store_errors():
             async with client.pipeline(transaction=False) as pipe:
-                pipe.hgetall(job_key(job_id))
-                pipe.ttl(job_key(job_id))
+                pipe.hgetall(self.keys.job(job_id))
+                pipe.ttl(self.keys.job(job_id))
                 fields, ttl = await pipe.execute()
         if not fields:
             raise NotFound(f"no batch job {job_id!r} (unknown or expired)", code="unknown_job")
@@ -390,10 +469,10 @@ class BatchJobs:
         """The result rows chunk by chunk, in row order (for streaming large results)."""
         client = self._client()
         with store_errors():
-            chunks = sorted(int(c) for c in await client.hkeys(results_key(job_id)))
+            chunks = sorted(int(c) for c in await client.hkeys(self.keys.results(job_id)))
         for chunk in chunks:
             with store_errors():
-                raw = await client.hget(results_key(job_id), str(chunk))
+                raw = await client.hget(self.keys.results(job_id), str(chunk))
             if raw is not None:
                 yield orjson.loads(raw)
 
@@ -411,13 +490,13 @@ class BatchJobs:
         """The owner's most recent jobs, newest first (expired ones are dropped from the index)."""
         client = self._client()
         with store_errors():
-            ids = await client.zrevrange(owner_key(owner), 0, max(limit, 1) - 1)
+            ids = await client.zrevrange(self.keys.owner(owner), 0, max(limit, 1) - 1)
             if not ids:
                 return []
             async with client.pipeline(transaction=False) as pipe:
                 for job_id in ids:
-                    pipe.hgetall(job_key(job_id))
-                    pipe.ttl(job_key(job_id))
+                    pipe.hgetall(self.keys.job(job_id))
+                    pipe.ttl(self.keys.job(job_id))
                 replies = await pipe.execute()
             jobs, gone = [], []
             for i, job_id in enumerate(ids):
@@ -427,11 +506,11 @@ class BatchJobs:
                 else:
                     gone.append(job_id)
             if gone:
-                await client.zrem(owner_key(owner), *gone)
+                await client.zrem(self.keys.owner(owner), *gone)
         return jobs
 
     async def queue_depth(self) -> int:
         """Jobs waiting or running (workers delete a job's stream entry once it is done)."""
         client = self._client()
         with store_errors():
-            return int(await client.xlen(STREAM))
+            return int(await client.xlen(self.keys.stream))

@@ -10,6 +10,7 @@ byte is read. A job posted with a user's session (``X-Marquee-Session``) is priv
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -25,6 +26,7 @@ from recommender.batch import (
     parse_k,
     results_csv,
 )
+from recommender.redisconn import describe
 from services.platform.app import SETTINGS, add_metrics_refresher, add_openapi_paths
 from services.platform.auth import SESSION_HEADER, bearer_ok, session_user
 from services.platform.errors import BadRequest, Forbidden, PayloadTooLarge, UnsupportedMediaType
@@ -32,6 +34,8 @@ from services.platform.jsonutil import json_response
 from services.platform.middleware import METRICS
 from services.platform.openapi import operation, query_param
 from services.platform.settings import Settings
+
+log = logging.getLogger("marquee.batch")
 
 BATCH_JOBS = web.AppKey("batch_jobs", BatchJobs)
 READ_CHUNK = 64 * 1024
@@ -221,6 +225,11 @@ async def batch_store_ctx(app: web.Application) -> AsyncIterator[None]:
     """Open the batch store's Redis client (a lazy connection) and close it on shutdown."""
     jobs = app[BATCH_JOBS]
     jobs.redis = connect(app[SETTINGS])
+    url = app[SETTINGS].state_redis_candidates()
+    log.info(
+        f"batch store: state redis at {describe(url)}, keys under {jobs.keys.prefix}",
+        extra={"namespace": app[SETTINGS].redis_namespace},
+    )
     try:
         yield
     finally:

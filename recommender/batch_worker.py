@@ -31,10 +31,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import orjson
-import redis.asyncio as aioredis
 from aiohttp import web
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
+from recommender import redisconn
 from recommender.batch import (
     DONE,
     FAILED,
@@ -43,12 +43,12 @@ from recommender.batch import (
     MAX_WARNINGS,
     QUEUED,
     RUNNING,
-    STREAM,
-    input_key,
-    job_key,
-    results_key,
+    BatchKeys,
+    DurabilityGuard,
+    EvictingStore,
 )
 from recommender.model import SimilarityModel
+from recommender.redisconn import AsyncClient
 from recommender.registry import IntegrityError, ModelRegistry, RegistryError
 from services.platform.app import SETTINGS
 from services.platform.metrics import Metrics
@@ -60,10 +60,7 @@ log = logging.getLogger("marquee.batch.worker")
 BACKOFF_START, BACKOFF_MAX = 0.2, 5.0
 MODEL_WAIT = 2.0  # seconds between registry checks while no model is published
 PRUNE_EVERY = 60.0  # seconds between sweeps of dead consumers
-
-
-def counts_key(job_id: str) -> str:
-    return f"{job_key(job_id)}:counts"
+REFUSED_WAIT = 10.0  # seconds between looks at a state Redis that evicts
 
 
 def default_consumer_name() -> str:
@@ -197,7 +194,7 @@ class Stopped(Exception):
 class Worker:
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: AsyncClient,
         settings: Settings,
         consumer: str,
         stop: asyncio.Event,
@@ -209,6 +206,8 @@ class Worker:
         self.stop = stop
         self.metrics = metrics
         self.models = Models(settings)
+        self.keys = BatchKeys.of(settings)
+        self.guard = DurabilityGuard(settings.state_redis_candidates())
         self.claim_idle_ms = max(1, int(settings.batch_claim_idle * 1000))
         self.block_ms = max(50, min(1000, self.claim_idle_ms // 2))
         self.jobs_done = 0
@@ -219,8 +218,11 @@ class Worker:
         outage = False
         group_ready = False
         warned_no_model = False
+        refused = False
         while not self.stop.is_set():
             try:
+                await self.guard.check(self.redis)  # read again every minute; cheap otherwise
+                refused = False
                 if await self.models.refresh() is None:
                     if not warned_no_model:
                         log.warning(
@@ -242,12 +244,17 @@ class Worker:
                 backoff, outage = BACKOFF_START, False
             except Stopped:
                 break
+            except EvictingStore as exc:
+                if not refused:
+                    log.error("not taking batch jobs", extra={"reason": exc.message})
+                refused = True
+                await self._pause(REFUSED_WAIT)
             except ResponseError as exc:
                 # e.g. NOGROUP / UNBLOCKED: the stream or its group was deleted under us
                 log.warning("redis: stream error; recreating the group", extra={"error": str(exc)})
                 group_ready = False
                 await self._pause(BACKOFF_START)
-            except (RedisError, ConnectionError, TimeoutError) as exc:
+            except redisconn.FAILURES as exc:
                 if not outage:
                     log.warning("redis: unavailable; retrying", extra={"error": str(exc)})
                 outage = True
@@ -266,7 +273,7 @@ class Worker:
     # ---- the queue ----------------------------------------------------------------------
     async def ensure_group(self) -> None:
         try:
-            await self.redis.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+            await self.redis.xgroup_create(self.keys.stream, GROUP, id="0", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -274,7 +281,7 @@ class Worker:
     async def reclaim(self) -> Entry | None:
         """A job whose worker went silent for longer than the claim idle time, if any."""
         reply = await self.redis.xautoclaim(
-            STREAM,
+            self.keys.stream,
             GROUP,
             self.consumer,
             min_idle_time=self.claim_idle_ms,
@@ -293,14 +300,16 @@ class Worker:
         """The next queued job, waiting up to ``block_ms``; a stop ends the wait at once (an
         entry delivered just then stays pending and is reclaimed: at-least-once holds)."""
         read = asyncio.ensure_future(
-            self.redis.xreadgroup(GROUP, self.consumer, {STREAM: ">"}, count=1, block=self.block_ms)
+            self.redis.xreadgroup(
+                GROUP, self.consumer, {self.keys.stream: ">"}, count=1, block=self.block_ms
+            )
         )
         stopping = asyncio.ensure_future(self.stop.wait())
         await asyncio.wait({read, stopping}, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
         if not read.done():
             read.cancel()
-            with contextlib.suppress(asyncio.CancelledError, RedisError):
+            with contextlib.suppress(asyncio.CancelledError, *redisconn.FAILURES):
                 await read
             raise Stopped
         reply = read.result()
@@ -313,23 +322,28 @@ class Worker:
 
     async def _done(self, entry_id: str) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xack(STREAM, GROUP, entry_id)
-            pipe.xdel(STREAM, entry_id)
+            pipe.xack(self.keys.stream, GROUP, entry_id)
+            pipe.xdel(self.keys.stream, entry_id)
             await pipe.execute()
         if self.metrics is not None:
-            self.metrics.batch_queue_depth.set(await self.redis.xlen(STREAM))
+            self.metrics.batch_queue_depth.set(await self.redis.xlen(self.keys.stream))
 
     async def _touch(self, entry_id: str) -> None:
         """Reset the entry's idle time: this worker is alive and still on the job."""
         await self.redis.xclaim(
-            STREAM, GROUP, self.consumer, min_idle_time=0, message_ids=[entry_id], justid=True
+            self.keys.stream,
+            GROUP,
+            self.consumer,
+            min_idle_time=0,
+            message_ids=[entry_id],
+            justid=True,
         )
 
     async def _release(self, entry_id: str, job_id: str) -> None:
         """Stopping mid-job: mark the entry idle enough that another worker takes it at once."""
-        await self.redis.hset(job_key(job_id), "status", QUEUED)
+        await self.redis.hset(self.keys.job(job_id), "status", QUEUED)
         await self.redis.xclaim(
-            STREAM,
+            self.keys.stream,
             GROUP,
             self.consumer,
             min_idle_time=0,
@@ -345,22 +359,22 @@ class Worker:
             return
         self._last_prune = now
         threshold = max(3600_000, self.claim_idle_ms * 10)
-        for info in await self.redis.xinfo_consumers(STREAM, GROUP):
+        for info in await self.redis.xinfo_consumers(self.keys.stream, GROUP):
             if info["name"] != self.consumer and not info["pending"] and info["idle"] > threshold:
-                await self.redis.xgroup_delconsumer(STREAM, GROUP, info["name"])
+                await self.redis.xgroup_delconsumer(self.keys.stream, GROUP, info["name"])
 
     # ---- a job --------------------------------------------------------------------------
     async def process(self, entry: Entry) -> None:
         r, job_id = self.redis, entry.job_id
-        fields = await r.hgetall(job_key(job_id))
+        fields = await r.hgetall(self.keys.job(job_id))
         if not fields or fields.get("status") in (DONE, FAILED):
             await self._done(entry.entry_id)  # expired, or finished by a worker that died
             return  # before acking
-        attempts = await r.hincrby(job_key(job_id), "attempts", 1)
+        attempts = await r.hincrby(self.keys.job(job_id), "attempts", 1)
         if attempts > self.settings.batch_max_attempts:
             await self._fail(entry, f"gave up after {attempts - 1} attempts")
             return
-        raw_input = await r.get(input_key(job_id))
+        raw_input = await r.get(self.keys.input(job_id))
         if raw_input is None:
             await self._fail(entry, "the job's input expired before it ran")
             return
@@ -380,13 +394,13 @@ class Worker:
                 "job restarted with another model version",
                 extra={"job_id": job_id, "was": recorded, "now": version},
             )
-            await r.delete(results_key(job_id), counts_key(job_id))
+            await r.delete(self.keys.results(job_id), self.keys.counts(job_id))
 
         ids_arr = np.asarray(ids, dtype=np.int64)
         known = await asyncio.to_thread(known_mask, model, kind, ids_arr)
         warnings, warning_count = unknown_warnings(kind, ids, lines, known, version)
         await r.hset(
-            job_key(job_id),
+            self.keys.job(job_id),
             mapping={
                 "status": RUNNING,
                 "model_version": version,
@@ -394,7 +408,7 @@ class Worker:
                 "warning_count": warning_count,
             },
         )
-        await r.hsetnx(job_key(job_id), "started", time.time())
+        await r.hsetnx(self.keys.job(job_id), "started", time.time())
         log.info(
             "job started",
             extra={
@@ -414,7 +428,7 @@ class Worker:
             await self._release(entry.entry_id, job_id)
             log.info("stopping mid-job; released it", extra={"job_id": job_id})
             raise
-        except (RedisError, ConnectionError, TimeoutError):
+        except redisconn.FAILURES:
             raise  # not the job's fault: it stays pending and is retried
         except Exception as exc:
             log.exception("job failed", extra={"job_id": job_id})
@@ -449,7 +463,7 @@ class Worker:
         r, job_id, s = self.redis, entry.job_id, self.settings
         total = len(ids)
         n_chunks = (total + chunk_size - 1) // chunk_size
-        done = {int(c) for c in await r.hkeys(results_key(job_id))}
+        done = {int(c) for c in await r.hkeys(self.keys.results(job_id))}
 
         def size(c: int) -> int:
             return min(chunk_size, total - c * chunk_size)
@@ -468,11 +482,11 @@ class Worker:
             processed += size(c)
             computed += size(c)
             async with r.pipeline(transaction=True) as pipe:
-                pipe.hset(results_key(job_id), str(c), orjson.dumps(rows))
-                pipe.hset(counts_key(job_id), str(c), len(rows))
-                pipe.hset(job_key(job_id), "processed_rows", processed)
-                pipe.expire(results_key(job_id), s.batch_ttl)
-                pipe.expire(counts_key(job_id), s.batch_ttl)
+                pipe.hset(self.keys.results(job_id), str(c), orjson.dumps(rows))
+                pipe.hset(self.keys.counts(job_id), str(c), len(rows))
+                pipe.hset(self.keys.job(job_id), "processed_rows", processed)
+                pipe.expire(self.keys.results(job_id), s.batch_ttl)
+                pipe.expire(self.keys.counts(job_id), s.batch_ttl)
                 await pipe.execute()
             await self._touch(entry.entry_id)
             if self.metrics is not None:
@@ -483,10 +497,10 @@ class Worker:
 
     async def _finish(self, entry: Entry) -> None:
         r, job_id, ttl = self.redis, entry.job_id, self.settings.batch_ttl
-        counts = await r.hvals(counts_key(job_id))
+        counts = await r.hvals(self.keys.counts(job_id))
         async with r.pipeline(transaction=True) as pipe:
             pipe.hset(
-                job_key(job_id),
+                self.keys.job(job_id),
                 mapping={
                     "status": DONE,
                     "finished": time.time(),
@@ -495,10 +509,10 @@ class Worker:
             )
             # results live batch_ttl from the moment they are ready
             for key in (
-                job_key(job_id),
-                input_key(job_id),
-                results_key(job_id),
-                counts_key(job_id),
+                self.keys.job(job_id),
+                self.keys.input(job_id),
+                self.keys.results(job_id),
+                self.keys.counts(job_id),
             ):
                 pipe.expire(key, ttl)
             await pipe.execute()
@@ -507,7 +521,7 @@ class Worker:
     async def _fail(self, entry: Entry, error: str) -> None:
         log.error("job failed", extra={"job_id": entry.job_id, "error": error})
         await self.redis.hset(
-            job_key(entry.job_id),
+            self.keys.job(entry.job_id),
             mapping={
                 "status": FAILED,
                 "error": error[:500],
@@ -525,17 +539,22 @@ async def run_worker(
     metrics: Metrics | None = None,
 ) -> None:
     """Consume batch jobs until ``stop_event`` is set (a job in progress is handed back)."""
-    url = settings.redis_candidates()
+    url = settings.state_redis_candidates()
     if not url:
-        raise RuntimeError("the batch worker needs Redis; MARQUEE_REDIS_URL is empty")
+        raise RuntimeError("the batch worker needs a state Redis; MARQUEE_STATE_REDIS_URL is empty")
     stop = stop_event or asyncio.Event()
-    client = aioredis.Redis.from_url(
+    client = redisconn.connect(
         url, decode_responses=True, socket_connect_timeout=2.0, health_check_interval=30
     )
     consumer = consumer_name or default_consumer_name()
     log.info(
         "batch worker started",
-        extra={"consumer": consumer, "redis": url, "model_dir": str(settings.model_dir)},
+        extra={
+            "consumer": consumer,
+            "redis": redisconn.describe(url),
+            "queue": BatchKeys.of(settings).stream,
+            "model_dir": str(settings.model_dir),
+        },
     )
     try:
         await Worker(client, settings, consumer, stop, metrics).run()
@@ -547,12 +566,13 @@ async def run_worker(
 async def batch_worker_ctx(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx for the monolith: a batch worker as a background task of the web process.
 
-    Off when Redis is switched off (``MARQUEE_REDIS_URL=``); with ``auto`` and no local Redis it
-    waits quietly (one warning per outage) and starts consuming when Redis appears.
+    Off when there is no state Redis (``MARQUEE_REDIS_URL=`` and no ``MARQUEE_STATE_REDIS_URL``);
+    with ``auto`` and no local Redis it waits quietly (one warning per outage) and starts
+    consuming when Redis appears. On a Redis that evicts it takes no job (logged once).
     """
     settings = app[SETTINGS]
-    if not settings.redis_candidates():
-        log.info("batch worker off: no Redis configured")
+    if not settings.state_redis_candidates():
+        log.info("batch worker off: no state Redis configured")
         yield
         return
     stop = asyncio.Event()
@@ -579,7 +599,25 @@ async def batch_worker_ctx(app: web.Application) -> AsyncIterator[None]:
             log.exception("batch worker ended with an error")
 
 
+async def _refuse_evicting_store(settings: Settings) -> None:
+    """A worker started on a Redis that evicts exits at once with the reason (a crash loop an
+    operator sees beats a worker that silently does nothing). Unreachable: start and retry."""
+    url = settings.state_redis_candidates()
+    assert url is not None
+    client = redisconn.connect(url, socket_connect_timeout=2.0, socket_timeout=5.0)
+    try:
+        await DurabilityGuard(url).check(client)
+    except EvictingStore as exc:
+        log.error("not taking batch jobs", extra={"reason": exc.message})
+        raise SystemExit(2) from None
+    except redisconn.FAILURES:
+        pass
+    finally:
+        await client.aclose()
+
+
 async def _serve(settings: Settings) -> None:
+    await _refuse_evicting_store(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -593,8 +631,8 @@ def main() -> None:
 
     settings = Settings.from_env()
     configure_logging("worker", settings.log_level)
-    if not settings.redis_candidates():
-        log.error("the batch worker needs Redis; set MARQUEE_REDIS_URL")
+    if not settings.state_redis_candidates():
+        log.error("the batch worker needs a state Redis; set MARQUEE_STATE_REDIS_URL")
         raise SystemExit(2)
     try:
         import uvloop

@@ -1,8 +1,11 @@
 """The recommender's result cache: cache-aside over Redis, or an in-process LRU without Redis.
 
 Values are the finished JSON bytes of a response body, so a hit is answered without parsing or
-re-serialising anything. Keys carry the model version (``marquee:rec:v1:{version}:{kind}:{args}``)
-so a newly loaded model never sees an older model's results and a swap needs no flush.
+re-serialising anything. Keys carry the model version (``{version}:{kind}:{args}``, stored in Redis
+as ``marquee:<namespace>:rec:v1:{version}:{kind}:{args}``, see ``recommender/redisconn.py``) so a
+newly loaded model never sees an older model's results and a swap needs no flush. Every key has a
+TTL, so the cache's Redis may evict (``allkeys-lru``); a Redis Cluster works (``redis+cluster://``):
+the keys carry no hash tag and spread over its nodes, and a batch read is split per slot.
 
 Redis is an optimisation, never a dependency: every call has a short timeout, a failure opens a
 tiny circuit breaker (Redis is skipped for ``breaker_reset`` seconds, then tried again), the outage
@@ -27,22 +30,26 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, TypeVar
 
-import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
+from recommender import redisconn
+from recommender.redisconn import Namespace
 from services.platform.metrics import Metrics
 from services.platform.settings import AUTO, Settings
 
 log = logging.getLogger("marquee.recommender.cache")
 
-KEY_PREFIX = "marquee:rec:v1"
 T = TypeVar("T")
 
 
 def cache_key(version: str, kind: str, args: str) -> str:
-    return f"{KEY_PREFIX}:{version}:{kind}:{args}"
+    return f"{version}:{kind}:{args}"
+
+
+def redis_key(namespace: Namespace, key: str) -> str:
+    """Where ``key`` lives in the cache's Redis."""
+    return f"{namespace.cache}:{key}"
 
 
 class Cache(Protocol):
@@ -218,6 +225,7 @@ class RedisCache:
         ttl: int,
         metrics: Metrics | None = None,
         *,
+        namespace: Namespace | None = None,
         timeout: float = 0.05,
         connect_timeout: float = 0.2,
         breaker_reset: float = 1.0,
@@ -227,7 +235,8 @@ class RedisCache:
         self.ttl = ttl
         self.metrics = metrics
         self.breaker_reset = breaker_reset
-        self.client = aioredis.Redis.from_url(
+        self.prefix = (namespace or Namespace("default")).cache + ":"
+        self.client = redisconn.connect(
             url,
             socket_timeout=timeout,
             socket_connect_timeout=connect_timeout,  # new connections come in bursts under load
@@ -273,14 +282,14 @@ class RedisCache:
             return False, None
         try:
             result = await op()
-        except (TimeoutError, RedisError, OSError) as exc:
+        except redisconn.FAILURES as exc:
             self._failed(exc)
             return False, None
         self._succeeded()
         return True, result
 
     async def get(self, key: str) -> bytes | None:
-        ok, value = await self._call(lambda: self.client.get(key))
+        ok, value = await self._call(lambda: self.client.get(self.prefix + key))
         if ok:
             self._count("hit" if value is not None else "miss")
         return value if ok else None
@@ -288,7 +297,10 @@ class RedisCache:
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         if not keys:
             return []
-        ok, values = await self._call(lambda: self.client.mget(list(keys)))
+        prefix = self.prefix
+        ok, values = await self._call(
+            lambda: redisconn.mget(self.client, [prefix + k for k in keys])
+        )
         if not ok or values is None:
             return [None] * len(keys)
         hits = sum(v is not None for v in values)
@@ -297,7 +309,7 @@ class RedisCache:
         return list(values)
 
     async def set(self, key: str, value: bytes) -> None:
-        await self._call(lambda: self.client.set(key, value, ex=self.ttl))
+        await self._call(lambda: self.client.set(self.prefix + key, value, ex=self.ttl))
 
     async def set_many(self, items: Sequence[tuple[str, bytes]]) -> None:
         if not items:
@@ -306,7 +318,7 @@ class RedisCache:
         async def run() -> None:
             async with self.client.pipeline(transaction=False) as pipe:
                 for key, value in items:
-                    pipe.set(key, value, ex=self.ttl)
+                    pipe.set(self.prefix + key, value, ex=self.ttl)
                 await pipe.execute()
 
         await self._call(run)
@@ -319,7 +331,7 @@ class RedisCache:
         await self.client.aclose()
 
     def describe(self) -> str:
-        return f"redis at {self.url} (ttl {self.ttl}s)"
+        return f"redis at {redisconn.describe(self.url)} (ttl {self.ttl}s)"
 
 
 class TieredCache:
@@ -404,12 +416,12 @@ class SingleFlight:
 
 async def redis_reachable(url: str, timeout: float = 0.2) -> bool:
     """One PING with a short deadline: decides at startup whether Redis is there."""
-    client = aioredis.Redis.from_url(
+    client = redisconn.connect(
         url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
     )
     try:
         return bool(await asyncio.wait_for(client.ping(), timeout))
-    except (TimeoutError, RedisError, OSError, ValueError):
+    except (*redisconn.FAILURES, ValueError):
         return False
     finally:
         await client.aclose()
@@ -432,18 +444,20 @@ async def open_cache(settings: Settings, metrics: Metrics, *, local_entries: int
         cache = LocalCache(ttl=settings.cache_ttl, metrics=metrics)
         log.info("cache: in-process (Redis not reachable)", extra={"redis": url})
         return cache
-    remote = RedisCache(url, settings.cache_ttl, metrics)
+    remote = RedisCache(url, settings.cache_ttl, metrics, namespace=Namespace.of(settings))
     if local_entries > 0:
         cache = TieredCache(
             LocalCache(local_entries, min(60.0, settings.cache_ttl), metrics, "l1"), remote
         )
     else:
         cache = remote
+    where = redisconn.describe(url)
+    extra = {"cache": cache.describe(), "namespace": remote.prefix}
     if reachable:
-        log.info(f"cache: redis at {url}", extra={"cache": cache.describe()})
+        log.info(f"cache: redis at {where}", extra=extra)
     else:
         log.warning(
-            f"cache: redis at {url} (not reachable yet; answering from the model until it is)",
-            extra={"cache": cache.describe()},
+            f"cache: redis at {where} (not reachable yet; answering from the model until it is)",
+            extra=extra,
         )
     return cache

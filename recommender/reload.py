@@ -1,7 +1,9 @@
 """Model published as data: running boxes pick up a newly published version without a restart.
 
 Training (or ``publish`` / ``rollback``) writes the registry, then PUBLISHes the version on the
-Redis channel ``marquee:model:published``. Every box's :class:`ModelWatcher` listens on that
+channel ``marquee:<namespace>:model:published`` of the state Redis (``MARQUEE_STATE_REDIS_URL``,
+the cache's Redis when unset; on a Redis Cluster over a plain connection to the seed node, since
+pub/sub messages reach every node). Every box's :class:`ModelWatcher` listens on that
 channel and reloads at once; it also asks the registry every ``model_poll_interval`` seconds, so a
 box that missed a notice (Redis down, no Redis at all) still converges. The registry is the truth;
 a notice is only a wake-up call.
@@ -18,47 +20,45 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
-import redis
-import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
-from services.platform.settings import AUTO, Settings
+from recommender import redisconn
+from recommender.redisconn import Namespace
+from services.platform.settings import Settings
 
 if TYPE_CHECKING:  # the CLI imports this module and must not pull in the web stack
     from recommender.box import RecommenderBox
 
 log = logging.getLogger("marquee.recommender.reload")
 
-CHANNEL = "marquee:model:published"
 BACKOFF_START = 0.2
 BACKOFF_MAX = 5.0
 LISTEN_TICK = 1.0  # get_message timeout: how often the listener looks at its stop flag
 
 
-async def notify_published(redis_url: str, version: str) -> int:
+async def notify_published(redis_url: str, version: str, namespace: Namespace) -> int:
     """Tell every listening box that ``version`` is published; returns how many listened."""
-    client = aioredis.Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    client = redisconn.connect_node(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
     try:
-        return int(await client.publish(CHANNEL, version))
+        return int(await client.publish(namespace.model_channel, version))
     finally:
         await client.aclose()
 
 
-def publish_notice(redis_url: str | None, version: str) -> int | None:
+def publish_notice(redis_url: str | None, version: str, namespace: Namespace) -> int | None:
     """The CLI's notice after train/publish/rollback: the number of boxes that heard it, or None
     when there is no Redis (the boxes' periodic registry check picks the version up anyway)."""
     if not redis_url:
         return None
-    client = redis.Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    client = redisconn.connect_node_sync(redis_url, timeout=1.0)
     try:
-        return int(client.publish(CHANNEL, version))
-    except (RedisError, OSError) as exc:
+        return int(client.publish(namespace.model_channel, version))
+    except redisconn.FAILURES as exc:
         log.warning(
             "model notice not sent: Redis unreachable; boxes will find the new version "
             "on their next registry check",
-            extra={"redis": redis_url, "error": str(exc)},
+            extra={"redis": redisconn.describe(redis_url), "error": str(exc)},
         )
         return None
     finally:
@@ -68,10 +68,17 @@ def publish_notice(redis_url: str | None, version: str) -> int | None:
 class ModelWatcher:
     """Reloads the box on a pub/sub notice, and on a periodic registry check as a backup."""
 
-    def __init__(self, box: RecommenderBox, redis_url: str | None, poll_interval: float) -> None:
+    def __init__(
+        self,
+        box: RecommenderBox,
+        redis_url: str | None,
+        poll_interval: float,
+        namespace: Namespace,
+    ) -> None:
         self.box = box
         self.redis_url = redis_url
         self.poll_interval = poll_interval
+        self.channel = namespace.model_channel
         self.notices = 0  # notices received (observability, tests)
         self.subscribed = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -110,7 +117,7 @@ class ModelWatcher:
         delay = BACKOFF_START
         outage = False
         while not self._stopping:
-            client = aioredis.Redis.from_url(
+            client = redisconn.connect_node(
                 self.redis_url,
                 socket_connect_timeout=1.0,
                 socket_keepalive=True,
@@ -119,12 +126,12 @@ class ModelWatcher:
             )
             try:
                 async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(CHANNEL)
+                    await pubsub.subscribe(self.channel)
                     self.subscribed.set()
                     if outage:
-                        log.warning("watcher: subscribed again", extra={"channel": CHANNEL})
+                        log.warning("watcher: subscribed again", extra={"channel": self.channel})
                     else:
-                        log.info("watcher: subscribed", extra={"channel": CHANNEL})
+                        log.info("watcher: subscribed", extra={"channel": self.channel})
                     outage, delay = False, BACKOFF_START
                     await self.box.refresh()  # anything published while we were not listening
                     while not self._stopping:
@@ -162,8 +169,9 @@ class ModelWatcher:
 
 
 def notify_from_env(version: str, environ: dict[str, str] | None = None) -> int | None:
-    """``publish_notice`` to the Redis named by MARQUEE_REDIS_URL ("auto" = the local default),
-    without building full Settings (the CLI must not need secrets to publish a model)."""
+    """``publish_notice`` to this install's channel on the state Redis the environment names
+    (MARQUEE_STATE_REDIS_URL, else MARQUEE_REDIS_URL; "auto" = the local default). The CLI must
+    not need secrets to publish a model, so none are read or made here."""
     env = os.environ if environ is None else environ
-    url = Settings(redis_url=env.get("MARQUEE_REDIS_URL", AUTO)).redis_candidates()
-    return publish_notice(url, version)
+    settings = Settings.from_env(env, secret_key="-", service_token="-", admin_token="-")
+    return publish_notice(settings.state_redis_candidates(), version, Namespace.of(settings))

@@ -135,7 +135,9 @@ class Process:
             return ""
 
 
-def start_redis(port: int, workdir: Path) -> Process:
+def start_redis(port: int, workdir: Path, *options: str) -> Process:
+    """A redis-server of the test's own (no persistence unless ``options`` say otherwise, e.g.
+    ``"--appendonly", "yes"``; later options win)."""
     proc = Process(
         [
             "redis-server",
@@ -151,6 +153,7 @@ def start_redis(port: int, workdir: Path) -> Process:
             str(workdir),
             "--daemonize",
             "no",
+            *options,
         ],
         env=dict(os.environ),
         log_path=workdir / f"redis-{port}.log",

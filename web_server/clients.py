@@ -222,6 +222,7 @@ def http_clients(settings: Settings, metrics: Metrics | None = None) -> Clients:
             failure_threshold=settings.breaker_failures,
             reset_after=settings.breaker_reset,
             retry_ratio=settings.retry_budget_ratio,
+            refresh_interval=settings.backend_dns_refresh,
         )
 
     catalog = backend("catalog", settings.catalog_url, settings.catalog_timeout)

@@ -8,18 +8,30 @@ retry budget and never past the deadline.
 Answers are decoded straight into the payload's Struct (``into``): a 200 whose body does not
 match the contract is a failed call ("invalid") that counts against the breaker, exactly like a
 500, so garbage can never reach a page as data.
+
+Endpoint discovery (``refresh_interval`` > 0, ``MARQUEE_BACKEND_DNS_REFRESH``): each configured
+URL's host name is resolved every ``refresh_interval`` seconds and every address it names becomes
+an endpoint of its own, with its own pool and breaker. Behind a Kubernetes headless Service the
+name lists the ready pods, so the balancing and the breakers see each replica, pods the
+autoscaler adds get traffic within one refresh, and removed pods leave the rotation. Until the
+first answer, and whenever resolution fails or names nothing, the client keeps what it had (at
+first: the name itself).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, TypeVar
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import msgspec
 
@@ -31,6 +43,33 @@ from services.platform.middleware import REQUEST_ID
 from services.platform.schemas import ErrorEnvelope
 
 T = TypeVar("T")
+
+log = logging.getLogger("marquee.http_client")
+
+# host, port -> the addresses the name stands for now
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def resolve_addresses(host: str, port: int) -> list[str]:
+    """The addresses ``host`` resolves to (with any IPv4 address, IPv4 only, so a dual-stack
+    pod is not counted twice)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    v4 = [a for a in addresses if ":" not in a]
+    return v4 or addresses
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _netloc(address: str, port: int | None) -> str:
+    host = f"[{address}]" if ":" in address else address
+    return f"{host}:{port}" if port else host
 
 
 class BackendError(Exception):
@@ -117,6 +156,8 @@ class BackendClient:
         reset_after: float = 5.0,
         retry_ratio: float = 0.2,
         headers: Mapping[str, str] | None = None,
+        refresh_interval: float = 0.0,
+        resolve: Resolver = resolve_addresses,
     ) -> None:
         urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
         if not urls:
@@ -126,17 +167,17 @@ class BackendClient:
         self.metrics = metrics
         self.headers = _header_lines(headers or {})
         self.budget = RetryBudget(ratio=retry_ratio)
-        self.endpoints = [
-            Endpoint(
-                url,
-                connections=connections,
-                breaker=CircuitBreaker(
-                    failure_threshold, reset_after, on_change=self._state_reporter(url)
-                ),
-            )
-            for url in urls
-        ]
-        self.breakers = {e.url: e.breaker for e in self.endpoints}
+        self.connections = connections
+        self.failure_threshold = failure_threshold
+        self.reset_after = reset_after
+        self.seeds = [u.rstrip("/") for u in urls]  # as configured
+        self.refresh_interval = refresh_interval
+        self.resolve = resolve
+        self.endpoints: list[Endpoint] = []
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self._found: dict[str, list[str]] = {}  # seed -> its endpoints at the last good answer
+        self._refresher: asyncio.Task[None] | None = None
+        self._set_endpoints(self.seeds)
         self._next = 0
         self._outcomes: dict[str, Callable[[float], None]] = {}
 
@@ -152,8 +193,82 @@ class BackendClient:
         return report
 
     async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+            self._refresher = None
         for endpoint in self.endpoints:
             endpoint.pool.close()
+
+    # ---- endpoints ------------------------------------------------------------------------
+    def _set_endpoints(self, urls: list[str]) -> None:
+        """Make ``urls`` the rotation: a new endpoint gets a fresh pool and breaker, a kept one
+        keeps its own (and the breaker's state), a dropped one closes its idle connections
+        (calls in flight finish) and takes its gauge series with it."""
+        current = {e.url: e for e in self.endpoints}
+        endpoints = [
+            current.get(url)
+            or Endpoint(
+                url,
+                connections=self.connections,
+                breaker=CircuitBreaker(
+                    self.failure_threshold, self.reset_after, on_change=self._state_reporter(url)
+                ),
+            )
+            for url in urls
+        ]
+        for url, gone in current.items():
+            if url in urls:
+                continue
+            gone.pool.close()
+            if self.metrics:
+                gauge = self.metrics.circuit_state
+                gauge.labels(self.name, url).set(0)  # a multiprocess file keeps the last value
+                with contextlib.suppress(KeyError):
+                    gauge.remove(self.name, url)
+        self.endpoints = endpoints
+        self.breakers = {e.url: e.breaker for e in endpoints}
+
+    async def refresh(self) -> list[str]:
+        """Resolve every configured URL's host once and update the endpoints; returns them."""
+        found: list[str] = []
+        for seed in self.seeds:
+            parts = urlsplit(seed)
+            host = parts.hostname or ""
+            if _is_address(host):
+                found.append(seed)
+                continue
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            try:
+                addresses = await self.resolve(host, port)
+            except (OSError, UnicodeError) as exc:
+                addresses = []
+                log.warning(
+                    "endpoints: cannot resolve; keeping the last ones",
+                    extra={"backend": self.name, "host": host, "error": str(exc)},
+                )
+            if addresses:
+                self._found[seed] = [
+                    urlunsplit(parts._replace(netloc=_netloc(a, parts.port))) for a in addresses
+                ]
+            found.extend(self._found.get(seed, [seed]))
+        found = list(dict.fromkeys(found))
+        if found != self.urls:
+            log.info(
+                "endpoints changed",
+                extra={"backend": self.name, "endpoints": found, "previous": self.urls},
+            )
+            self._set_endpoints(found)
+        return found
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except Exception:  # never let discovery die; the endpoints we have still serve
+                log.exception("endpoints: refresh failed", extra={"backend": self.name})
+            await asyncio.sleep(self.refresh_interval)
 
     def _pick(self, tried: set[Endpoint]) -> Endpoint | None:
         """Next endpoint in rotation whose circuit lets a call through."""
@@ -206,6 +321,9 @@ class BackendClient:
         retry: bool,
     ) -> T:
         deadline = time.monotonic() + (timeout or self.timeout)
+        if self._refresher is None and self.refresh_interval > 0:
+            # on first use: the client is made before the event loop runs
+            self._refresher = asyncio.create_task(self._refresh_loop(), name=f"{self.name}-dns")
         self.budget.deposit()
         tried: set[Endpoint] = set()
         last: BackendError | None = None

@@ -1,9 +1,37 @@
 """Prometheus metrics. One registry per app, so several apps in one process (tests, the monolith's
-components) never collide, and every component reports through the same object."""
+components) never collide, and every component reports through the same object.
+
+With ``MARQUEE_WORKERS`` > 1 the kernel hands each scrape to any one of the worker processes, so
+a per-process registry would answer with that worker's share only. There the runner switches
+prometheus-client to its multiprocess mode before forking (:func:`enable_multiprocess`): every
+value lives in a per-process memory-mapped file in one directory per server, and a scrape,
+whichever worker takes it, merges the files of all workers (counters and histograms of dead
+workers included: their requests happened). A single process keeps the plain in-memory values:
+they cost less on the hot path, and several apps may share the process.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import os
+import re
+import shutil
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+    values,
+)
+from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_DB_FILE = re.compile(r"_(\d+)\.db$")
 
 LATENCY_BUCKETS = (
     0.0005,
@@ -27,7 +55,10 @@ class Metrics:
     def __init__(self, service: str) -> None:
         self.service = service
         self.registry = CollectorRegistry()
+        self.multiprocess_dir = multiprocess_dir()
         r = self.registry
+        if self.multiprocess_dir is None:
+            ProcessCollector(registry=r)  # this process's CPU, memory, file descriptors
         self.requests = Counter(
             "marquee_http_requests",
             "HTTP requests served",
@@ -59,6 +90,7 @@ class Metrics:
             "Circuit breaker state: 0 closed, 1 half-open, 2 open",
             ["backend", "endpoint"],
             registry=r,
+            multiprocess_mode="livemax",  # across workers: the worst state of each breaker
         )
         self.cache = Counter(
             "marquee_cache_requests", "Cache lookups by result", ["cache", "result"], registry=r
@@ -72,14 +104,22 @@ class Metrics:
             "marquee_fallbacks", "Degraded page fragments", ["fragment", "reason"], registry=r
         )
         self.model_version = Gauge(
-            "marquee_model_info", "The model version loaded (value 1)", ["version"], registry=r
+            "marquee_model_info",
+            "The model version loaded (value 1)",
+            ["version"],
+            registry=r,
+            multiprocess_mode="livemax",
         )
         self.batch_queue_depth = Gauge(
-            "marquee_batch_queue_depth", "Batch jobs waiting or running", registry=r
+            "marquee_batch_queue_depth",
+            "Batch jobs waiting or running",
+            registry=r,
+            multiprocess_mode="livemostrecent",  # read from Redis: the latest reading wins
         )
         self.batch_rows = Counter("marquee_batch_rows", "Batch rows computed", registry=r)
 
         self._request_children: dict[tuple[str, str, int], tuple] = {}
+        self._versions: set[str] = set()
         self._fallback_children: dict[tuple[str, str], Counter] = {}
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
@@ -105,8 +145,88 @@ class Metrics:
         child.inc()
 
     def set_model_version(self, version: str) -> None:
+        # A multiprocess file keeps a value after clear(): zero the old versions first (the
+        # exposition leaves zeros out, so exactly one series shows either way).
+        for old in self._versions - {version}:
+            self.model_version.labels(old).set(0)
         self.model_version.clear()
         self.model_version.labels(version=version).set(1)
+        self._versions = {version}
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        registry.register(_AllWorkers(self.multiprocess_dir))
+        registry.register(WorkerProcesses(self.multiprocess_dir))
+        return generate_latest(registry)
+
+
+# ---- several worker processes -------------------------------------------------------------
+def multiprocess_dir() -> Path | None:
+    """The directory of the worker files when multiprocess mode is on in this process."""
+    if not getattr(values.ValueClass, "_multiprocess", False):
+        return None
+    return Path(os.environ[MULTIPROC_ENV])
+
+
+def enable_multiprocess(path: Path) -> None:
+    """Before forking the workers of one server: an empty directory for their files, and
+    prometheus-client's memory-mapped values for every metric created from now on.
+
+    The library picks its value class from the environment when it is imported, which happened
+    long before the runner knows the worker count, so the choice is made again here, the same
+    way the library makes it. Files left by an earlier run of this server are removed: their
+    pids are gone and their counts would be added to ours."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    os.environ[MULTIPROC_ENV] = str(path)
+    values.ValueClass = values.MultiProcessValue()
+
+
+def worker_exited(path: Path, pid: int) -> None:
+    """A worker is gone: its live gauges (breaker states, model version) stop counting; its
+    counters and histograms stay, since what it served was served."""
+    mark_process_dead(pid, str(path))
+
+
+def _pids(path: Path) -> set[int]:
+    return {int(m.group(1)) for f in os.listdir(path) if (m := _DB_FILE.search(f))}
+
+
+class _AllWorkers(MultiProcessCollector):
+    """Every worker's files merged, less the zeroed model versions (see set_model_version)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(None, str(path))
+
+    def collect(self) -> Iterable[Metric]:
+        for family in super().collect():
+            if family.name == "marquee_model_info":
+                family.samples = [s for s in family.samples if s.value]
+            yield family
+
+
+class WorkerProcesses:
+    """``process_*`` of every live worker of this server (and of the runner that forked them),
+    labelled ``pid``: a scrape lands on one worker, but memory and CPU are spent by all."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def collect(self) -> Iterable[Metric]:
+        families: dict[str, Metric] = {}
+        for pid in sorted(_pids(self.path) | {os.getppid()}):
+            for family in ProcessCollector(pid=_constant(pid), registry=None).collect():
+                merged = families.get(family.name)
+                if merged is None:
+                    merged = families[family.name] = Metric(
+                        family.name, family.documentation, family.type
+                    )
+                for sample in family.samples:
+                    merged.add_sample(sample.name, {**sample.labels, "pid": str(pid)}, sample.value)
+        return families.values()
+
+
+def _constant(pid: int) -> Callable[[], int]:
+    return lambda: pid

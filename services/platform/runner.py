@@ -1,5 +1,10 @@
 """Running a service: uvloop, graceful shutdown on SIGTERM, and N worker processes sharing one
-port through SO_REUSEPORT (the kernel spreads connections over them)."""
+port through SO_REUSEPORT (the kernel spreads connections over them).
+
+With several workers the metrics of all of them are merged at every scrape (prometheus-client's
+multiprocess mode, files under ``<var_dir>/metrics/<service>-<port>``, emptied at start); the
+runner marks each worker that exits as dead so its live gauges stop counting.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,14 @@ import multiprocessing
 import os
 import signal
 from collections.abc import Callable
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
+from typing import cast
 
 from aiohttp import web
 
 from services.platform.logs import configure_logging
+from services.platform.metrics import enable_multiprocess, worker_exited
 from services.platform.settings import Settings
 
 log = logging.getLogger("marquee.runner")
@@ -63,6 +72,8 @@ def run_service(factory: AppFactory, settings: Settings, service: str, port: int
         _serve(factory, settings, service, port, reuse=False)
         return
     configure_logging(service, settings.log_level)
+    metrics_dir = settings.var_dir / "metrics" / f"{service}-{port}"
+    enable_multiprocess(metrics_dir)
     ctx = multiprocessing.get_context("fork")
     workers = [
         ctx.Process(target=_serve, args=(factory, settings, service, port, True), daemon=False)
@@ -70,14 +81,24 @@ def run_service(factory: AppFactory, settings: Settings, service: str, port: int
     ]
     for worker in workers:
         worker.start()
-    log.info("workers started", extra={"pids": [w.pid for w in workers], "port": port})
+    log.info(
+        "workers started",
+        extra={"pids": [w.pid for w in workers], "port": port, "metrics_dir": str(metrics_dir)},
+    )
 
     def forward(signum: int, _frame: object) -> None:
         for worker in workers:
-            if worker.is_alive():
+            if worker.is_alive() and worker.pid is not None:
                 os.kill(worker.pid, signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    for worker in workers:
-        worker.join()
+    running: dict[int, BaseProcess] = {w.sentinel: w for w in workers}
+    while running:
+        for sentinel in wait(list(running)):
+            exited = running.pop(cast(int, sentinel))
+            exited.join()
+            assert exited.pid is not None
+            worker_exited(metrics_dir, exited.pid)
+            if exited.exitcode:
+                log.warning("worker exited", extra={"pid": exited.pid, "code": exited.exitcode})

@@ -7,6 +7,7 @@ names; each service reads the fields it needs.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import secrets
 from collections.abc import Mapping
@@ -32,8 +33,17 @@ class Settings:
     subscription_url: str = "http://127.0.0.1:8082"
     # Several URLs = several recommender replicas, balanced client-side by health.
     recommender_urls: tuple[str, ...] = ("http://127.0.0.1:8083",)
-    # "auto": use redis://127.0.0.1:6379 when reachable, else an in-process cache; "" = never.
+    # Seconds between re-resolving backend host names into one endpoint (and breaker) per
+    # address, e.g. every ready pod behind a headless Service; 0 = connect by name.
+    backend_dns_refresh: float = 0.0
+    # The cache's Redis. "auto": redis://127.0.0.1:6379 when reachable, else an in-process
+    # cache; "" = never. redis+cluster://host:port = a Redis Cluster (any one node).
     redis_url: str = AUTO
+    # Durable state (batch queue and jobs, model-publish notices): a Redis with noeviction and
+    # AOF. Unset = the cache's Redis (development); "" = none.
+    state_redis_url: str | None = None
+    # Prefix of this install's Redis keys, streams and channels; "" = derived from var_dir.
+    redis_namespace: str = ""
     data_dir: Path = PROJECT_ROOT / "data" / "ml-latest-small"
     var_dir: Path = PROJECT_ROOT / "var"
     catalog_db: Path | None = None  # default: var_dir / "catalog.sqlite3"
@@ -86,6 +96,9 @@ class Settings:
         for name, default in defaults.items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, default)
+        if not self.redis_namespace:
+            digest = hashlib.sha256(str(self.var_dir.resolve()).encode()).hexdigest()
+            object.__setattr__(self, "redis_namespace", digest[:10])
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -111,6 +124,14 @@ class Settings:
         if self.redis_url == AUTO:
             return "redis://127.0.0.1:6379/0"
         return self.redis_url or None
+
+    def state_redis_candidates(self) -> str | None:
+        """The state Redis URL: its own, or the cache's (same rules) when unset."""
+        if self.state_redis_url is None:
+            return self.redis_candidates()
+        if self.state_redis_url == AUTO:
+            return "redis://127.0.0.1:6379/0"
+        return self.state_redis_url or None
 
 
 def _parse(name: str, raw: str, type_: object) -> object:

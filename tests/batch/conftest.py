@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from recommender.batch import BatchJobs, job_key
+from recommender.batch import BatchJobs, BatchKeys
 from recommender.registry import ModelRegistry
 from services.platform.settings import Settings
 from tests.conftest import replace
@@ -34,6 +34,12 @@ async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(redis_url, decode_responses=True)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+def batch_keys(batch_settings: Settings) -> BatchKeys:
+    """Where this test's install keeps its batch jobs and queue."""
+    return BatchKeys.of(batch_settings)
 
 
 @pytest.fixture
@@ -95,11 +101,6 @@ async def wait_status(
     return last
 
 
-async def job_ttls(client: aioredis.Redis, job_id: str) -> dict[str, int]:
-    keys = [
-        job_key(job_id),
-        f"{job_key(job_id)}:input",
-        f"{job_key(job_id)}:results",
-        f"{job_key(job_id)}:counts",
-    ]
+async def job_ttls(client: aioredis.Redis, batch: BatchKeys, job_id: str) -> dict[str, int]:
+    keys = [batch.job(job_id), batch.input(job_id), batch.results(job_id), batch.counts(job_id)]
     return {key: await client.ttl(key) for key in keys}

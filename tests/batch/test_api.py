@@ -9,7 +9,6 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from recommender.batch import STREAM
 from recommender.batch_api import setup_batch_api
 from recommender.batch_worker import batch_worker_ctx
 from services.platform.app import create_base_app
@@ -138,6 +137,7 @@ async def test_results_wait_for_the_job(api_no_worker: str, http: aiohttp.Client
     ],
 )
 async def test_bad_uploads(
+    batch_keys,
     api_no_worker: str,
     http: aiohttp.ClientSession,
     redis_client,
@@ -146,7 +146,7 @@ async def test_bad_uploads(
     code: str,
     line: int | None,
 ):
-    before = await redis_client.xlen(STREAM)
+    before = await redis_client.xlen(batch_keys.stream)
     async with http.post(
         f"{api_no_worker}/v1/batch", data=data, headers={"Content-Type": "text/csv"}
     ) as resp:
@@ -156,11 +156,11 @@ async def test_bad_uploads(
     if line is not None:
         assert body["error"]["message"].startswith(f"line {line}: ")
         assert body["error"]["details"]["errors"][0]["line"] == line
-    assert await redis_client.xlen(STREAM) == before
+    assert await redis_client.xlen(batch_keys.stream) == before
 
 
 async def test_oversize_is_refused_without_a_content_length(
-    api_no_worker: str, http: aiohttp.ClientSession, redis_client
+    batch_keys, api_no_worker: str, http: aiohttp.ClientSession, redis_client
 ):
     async def chunks():
         yield b"movie_id\n"
@@ -170,7 +170,7 @@ async def test_oversize_is_refused_without_a_content_length(
     async with http.post(f"{api_no_worker}/v1/batch", data=chunks()) as resp:
         assert resp.status == 413
         assert (await resp.json())["error"]["code"] == "too_large"
-    assert await redis_client.xlen(STREAM) == 0
+    assert await redis_client.xlen(batch_keys.stream) == 0
 
 
 async def test_bad_requests(api_no_worker: str, http: aiohttp.ClientSession):

@@ -11,7 +11,6 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from recommender.batch import STREAM
 from services.platform.auth import session_token
 from services.platform.settings import Settings
 from tests.support import async_wait_until
@@ -99,7 +98,9 @@ async def test_upload_follow_download(site: str, batch_settings: Settings, loade
             assert job_id[:8] not in await r.text()
 
 
-async def test_errors_show_on_the_form(site: str, batch_settings: Settings, redis_client):
+async def test_errors_show_on_the_form(
+    batch_keys, site: str, batch_settings: Settings, redis_client
+):
     async with browser(batch_settings, 11) as me:
         resp = await upload(me, site, b"movie_id\n1\nabc\n4\nx1\n")
         text = await resp.text()
@@ -110,10 +111,12 @@ async def test_errors_show_on_the_form(site: str, batch_settings: Settings, redi
         assert resp.status == 400 and "line 1: binary data" in await resp.text()
         resp = await upload(me, site, b"movie_id\n1\n", k="0")
         assert resp.status == 400 and "k must be an integer" in await resp.text()
-    assert await redis_client.xlen(STREAM) == 0
+    assert await redis_client.xlen(batch_keys.stream) == 0
 
 
-async def test_csrf_and_login_are_required(site: str, batch_settings: Settings, redis_client):
+async def test_csrf_and_login_are_required(
+    batch_keys, site: str, batch_settings: Settings, redis_client
+):
     async with browser(batch_settings, 11) as me:
         resp = await upload(me, site, b"movie_id\n1\n", token="forged")
         assert resp.status == 403
@@ -125,4 +128,4 @@ async def test_csrf_and_login_are_required(site: str, batch_settings: Settings, 
         assert resp.status == 403
         async with anonymous.get(f"{site}/batch/{'a' * 32}", allow_redirects=False) as r:
             assert r.status == 303 and r.headers["Location"].startswith("/login")
-    assert await redis_client.xlen(STREAM) == 0
+    assert await redis_client.xlen(batch_keys.stream) == 0

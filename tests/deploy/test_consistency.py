@@ -23,6 +23,7 @@ from tests.deploy.deployfiles import (
     dockerfile_env_names,
     dockerfile_exec_form,
     k8s_resources,
+    marquee_services,
     module_argv,
     module_runnable,
     services,
@@ -53,7 +54,7 @@ def compose_argv(service: dict) -> tuple[str, ...]:
 
 
 def compose_app_services(compose: dict) -> dict[str, dict]:
-    return {name: s for name, s in compose["services"].items() if name != "redis"}
+    return marquee_services(compose)
 
 
 # ---- environment names -----------------------------------------------------------------------
@@ -66,11 +67,24 @@ def test_every_marquee_name_in_the_manifests_is_a_settings_field() -> None:
     for _, container in k8s_containers():
         names |= container_env_names(container, docs)
     for configmap in by_kind(docs, "ConfigMap").values():
-        names |= set(configmap["data"])
+        if configmap["metadata"]["name"] == "marquee-config":
+            names |= set(configmap["data"])
     for secret in by_kind(docs, "Secret").values():
         names |= set(secret.get("stringData", {}))
     assert names, "no environment in the manifests"
-    assert names <= known, f"not Settings fields: {sorted(names - known)}"
+    marquee = {n for n in names if n.startswith("MARQUEE_")}
+    assert marquee <= known, f"not Settings fields: {sorted(marquee - known)}"
+
+
+def test_other_environment_names_are_only_arguments_of_their_command() -> None:
+    """A name that is not a setting (the training job's data source) exists only to be put into
+    the container's arguments as $(NAME): nothing reads it from the environment."""
+    docs = k8s_resources()
+    for workload, container in k8s_containers():
+        argv = " ".join(container["command"] + container.get("args", []))
+        for name in container_env_names(container, docs):
+            if not name.startswith("MARQUEE_"):
+                assert f"$({name})" in argv, (workload, name)
 
 
 def test_every_marquee_name_in_compose_and_the_dockerfile_is_a_settings_field(

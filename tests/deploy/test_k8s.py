@@ -228,3 +228,102 @@ def test_overlay_patches_target_base_resources() -> None:
                 doc = yaml.safe_load(patch["patch"])
                 target = (doc["kind"], doc["metadata"]["name"])
             assert target in base, f"{directory.name}: patch targets missing {target}"
+
+
+def test_the_web_server_reaches_every_recommender_pod_through_a_headless_service() -> None:
+    docs = k8s_resources()
+    config = by_kind(docs, "ConfigMap")["marquee-config"]["data"]
+    (url,) = config["MARQUEE_RECOMMENDER_URLS"].split(",")
+    host, _ = url_host_port(url)
+    service = by_kind(docs, "Service")[host]
+    assert service["spec"]["clusterIP"] == "None"  # DNS names every ready pod, no virtual IP
+    pods = by_kind(docs, "Deployment")["recommender"]["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pods.items()
+    assert not service["spec"].get("publishNotReadyAddresses")  # only ready pods get traffic
+    assert float(config["MARQUEE_BACKEND_DNS_REFRESH"]) > 0  # re-resolved as pods come and go
+
+
+def test_the_cache_and_the_durable_state_are_separate_managed_redis() -> None:
+    docs = k8s_resources()
+    config = by_kind(docs, "ConfigMap")["marquee-config"]["data"]
+    services = by_kind(docs, "Service")
+    hosts = {url_host_port(config[n])[0] for n in ("MARQUEE_REDIS_URL", "MARQUEE_STATE_REDIS_URL")}
+    assert len(hosts) == 2
+    for host in hosts:
+        assert services[host]["spec"]["type"] == "ExternalName"
+    assert config["MARQUEE_REDIS_NAMESPACE"]  # fixed: every pod of the install shares it
+
+
+def test_the_ingress_serves_only_the_web_server_over_tls() -> None:
+    docs = k8s_resources()
+    services = by_kind(docs, "Service")
+    (ingress,) = by_kind(docs, "Ingress").values()
+    spec = ingress["spec"]
+    tls_hosts = {h for t in spec["tls"] for h in t["hosts"]}
+    assert all(t["secretName"] for t in spec["tls"])
+    backends = []
+    for rule in spec["rules"]:
+        assert rule["host"] in tls_hosts, rule["host"]  # no host served without its certificate
+        backends += [p["backend"]["service"] for p in rule["http"]["paths"]]
+    assert {b["name"] for b in backends} == {"web"}
+    for backend in backends:
+        ports = {p["port"] for p in services[backend["name"]]["spec"]["ports"]}
+        assert backend["port"]["number"] in ports
+
+
+def test_network_policies_close_the_namespace_and_open_each_port_to_its_callers() -> None:
+    docs = k8s_resources()
+    policies = by_kind(docs, "NetworkPolicy")
+    deny = [p for p in policies.values() if p["spec"]["podSelector"] == {}]
+    assert len(deny) == 1 and "ingress" not in deny[0]["spec"]
+    assert deny[0]["spec"]["policyTypes"] == ["Ingress"]
+    deployments = by_kind(docs, "Deployment")
+    for name in HTTP_DEPLOYMENTS:
+        labels = deployments[name]["spec"]["template"]["metadata"]["labels"]
+        (container,) = deployments[name]["spec"]["template"]["spec"]["containers"]
+        port = container["ports"][0]["containerPort"]
+        opening = [
+            p
+            for p in policies.values()
+            if p["spec"]["podSelector"]
+            and p["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+        ]
+        assert opening, f"nothing opens {name}"
+        rules = [rule for p in opening for rule in p["spec"]["ingress"]]
+        assert {pt["port"] for rule in rules for pt in rule["ports"]} == {port}, name
+        sources = [source for rule in rules for source in rule["from"]]
+        pods = {
+            s["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
+            for s in sources
+            if "podSelector" in s
+        }
+        namespaces = {
+            s["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+            for s in sources
+            if "namespaceSelector" in s
+        }
+        assert "monitoring" in namespaces, name  # Prometheus scrapes /metrics
+        if name == "web":
+            assert not pods and "ingress-nginx" in namespaces
+        else:
+            assert pods == {"web"}, name  # only the web server calls the backends
+
+
+def test_training_reads_the_configured_source_within_a_memory_limit() -> None:
+    docs = k8s_resources()
+    cronjob = by_kind(docs, "CronJob")["train"]
+    spec = pod_spec(cronjob)
+    (container,) = spec["containers"]
+    assert container["args"] == ["--ratings", "$(RATINGS)"]
+    (env,) = [e for e in container["env"] if e["name"] == "RATINGS"]
+    ref = env["valueFrom"]["configMapKeyRef"]
+    source = by_kind(docs, "ConfigMap")[ref["name"]]["data"][ref["key"]]
+    assert not source.startswith("/app/")  # not the sample baked into the image
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    (mount_path,) = [p for p in mounts if source.startswith(p + "/")]
+    assert mounts[mount_path]["readOnly"] is True
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    claim = volumes[mounts[mount_path]["name"]]["persistentVolumeClaim"]["claimName"]
+    assert claim in by_kind(docs, "PersistentVolumeClaim")
+    resources = container["resources"]
+    assert resources["limits"]["memory"] == resources["requests"]["memory"] == "4Gi"

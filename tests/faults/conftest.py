@@ -16,7 +16,9 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
+from recommender.redisconn import Namespace
 from services.platform import auth
+from services.platform.settings import Settings
 from tests.support import (
     PROJECT_ROOT,
     PYTHON,
@@ -59,6 +61,11 @@ class FaultStack:
     @property
     def redis_url(self) -> str:
         return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def namespace(self) -> Namespace:
+        """The Redis namespace of the stack's install (derived from its var dir)."""
+        return Namespace.of(Settings(var_dir=Path(self.stack.env["MARQUEE_VAR_DIR"])))
 
     def process(self, name: str) -> Process:
         return self.redis if name == "redis" else self.stack.processes[name]

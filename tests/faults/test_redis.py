@@ -9,7 +9,7 @@ import time
 
 import aiohttp
 
-from recommender.cache import cache_key
+from recommender.cache import cache_key, redis_key
 from tests.faults.conftest import (
     RECOVERY,
     FaultStack,
@@ -57,9 +57,8 @@ async def redis_used_again(stack: FaultStack, since_ready: float, timeout: float
             url = f"{stack.url('recommender')}/v1/similar/{movie}?k={k}"
             async with session.get(url) as resp:
                 data = await resp.json()
-            return await redis_has(
-                stack.redis_url, cache_key(data["model_version"], "similar", f"{movie}:{k}")
-            )
+            key = cache_key(data["model_version"], "similar", f"{movie}:{k}")
+            return await redis_has(stack.redis_url, redis_key(stack.namespace, key))
 
         await async_wait_until(written, timeout, "the recommender writing to Redis again")
     return time.monotonic() - since_ready

@@ -20,7 +20,9 @@ from recommender.cache import (
     TieredCache,
     cache_key,
     open_cache,
+    redis_key,
 )
+from recommender.redisconn import Namespace
 from services.platform.metrics import Metrics
 from services.platform.settings import Settings
 from tests.recommender.test_service import start
@@ -62,14 +64,16 @@ async def test_redis_cache_aside_with_ttl(redis_url: str) -> None:
     cache = RedisCache(redis_url, ttl=120, metrics=metrics)
     try:
         key = cache_key("v1", "similar", "1:10")
-        assert key == "marquee:rec:v1:v1:similar:1:10"
+        stored = redis_key(Namespace("default"), key)
+        assert stored == "marquee:default:rec:v1:v1:similar:1:10"
         assert await cache.get(key) is None
         await cache.set(key, b'{"a":1}')
         assert await cache.get(key) == b'{"a":1}'
         await cache.set_many([("x", b"1"), ("y", b"2")])
         assert await cache.get_many(["x", "nope", "y"]) == [b"1", None, b"2"]
         plain = redis.Redis.from_url(redis_url)
-        assert 0 < plain.ttl(key) <= 120 and 0 < plain.ttl("x") <= 120
+        assert 0 < plain.ttl(stored) <= 120
+        assert 0 < plain.ttl(redis_key(Namespace("default"), "x")) <= 120
         plain.close()
         assert counted(metrics, "redis", "hit") == 3 and counted(metrics, "redis", "miss") == 2
         assert cache.errors == 0
@@ -231,7 +235,8 @@ async def test_service_survives_redis_killed_and_restarted(
             movie_id = next(fresh)
             status, _ = await get_json(http, f"{rec.url}/v1/similar/{movie_id}?k=5")
             assert status == 200
-            if plain.exists(cache_key(version, "similar", f"{movie_id}:5")):
+            key = cache_key(version, "similar", f"{movie_id}:5")
+            if plain.exists(redis_key(Namespace.of(settings), key)):
                 stored.append(movie_id)
             return bool(stored)
 

@@ -15,9 +15,10 @@ import aiohttp
 import redis
 
 from recommender.app import WATCHER
-from recommender.cache import cache_key
+from recommender.cache import cache_key, redis_key
+from recommender.redisconn import Namespace
 from recommender.registry import ARTIFACT, ModelRegistry
-from recommender.reload import CHANNEL, notify_from_env, notify_published, publish_notice
+from recommender.reload import notify_from_env, notify_published, publish_notice
 from services.platform.settings import Settings
 from tests.recommender.test_service import ADMIN, copy_registry, post, republish, start
 from tests.support import PYTHON, Process, async_wait_until, free_port, get_json, marquee_env
@@ -75,6 +76,8 @@ async def test_hot_reload_under_load(
         model_poll_interval=300,  # only the notices can make it reload in time
     )
     server = Process([PYTHON, "-m", "recommender", "serve"], env, tmp_path / "serve.log").start()
+    namespace = Namespace.of(Settings(var_dir=tmp_path / "var"))
+    channel = namespace.model_channel
     plain = redis.Redis.from_url(redis_url)
     stop = asyncio.Event()
     answers: list[Answer] = []
@@ -89,7 +92,7 @@ async def test_hot_reload_under_load(
         await async_wait_until(ready, 20, "the recommender to be ready")
 
         async def subscribed() -> bool:
-            return dict(plain.pubsub_numsub(CHANNEL)).get(CHANNEL.encode(), 0) >= 1
+            return dict(plain.pubsub_numsub(channel)).get(channel.encode(), 0) >= 1
 
         await async_wait_until(subscribed, 5, "the watcher to subscribe")
         assert await current_version(http, base) == v1
@@ -123,26 +126,27 @@ async def test_hot_reload_under_load(
         await answered(20)
         published_at = time.monotonic()
         v2 = await asyncio.to_thread(republish, models)
-        assert await notify_published(redis_url, v2) >= 1
+        assert await notify_published(redis_url, v2, namespace) >= 1
         served_v2 = await swapped_to(v2)
         phases.append((v1, 0.0, published_at))
 
         # the v1 entry is still in Redis (no flush) but a v2 answer never comes from it
-        assert plain.exists(cache_key(v1, "similar", "1:5"))
+        assert plain.exists(redis_key(namespace, cache_key(v1, "similar", "1:5")))
         status, body = await get_json(http, f"{base}/v1/similar/1?k=5")
         assert (status, body["model_version"], body["source"]) == (200, v2, "model")
 
         await answered(20)
         published_at = time.monotonic()
         v3 = await asyncio.to_thread(republish, models)
-        assert await asyncio.to_thread(publish_notice, redis_url, v3) >= 1  # the CLI's way
+        # the CLI's way
+        assert await asyncio.to_thread(publish_notice, redis_url, v3, namespace) >= 1
         served_v3 = await swapped_to(v3)
         phases.append((v2, served_v2, published_at))
 
         await answered(20)
         published_at = time.monotonic()
         assert (await asyncio.to_thread(registry.rollback)).version == v2
-        assert await notify_published(redis_url, v2) >= 1
+        assert await notify_published(redis_url, v2, namespace) >= 1
         served_back = await swapped_to(v2)
         phases.append((v3, served_v3, published_at))
         phases.append((v2, served_back, float("inf")))
@@ -195,7 +199,7 @@ async def test_tampered_artifact_is_refused(
         watcher = rec.server.app[WATCHER]
         await async_wait_until(lambda: _true(watcher.subscribed.is_set()), 5, "subscribed")
         notices = watcher.notices
-        assert await notify_published(redis_url, v2) == 1
+        assert await notify_published(redis_url, v2, Namespace.of(settings)) == 1
         await async_wait_until(lambda: _true(watcher.notices > notices), 5, "the notice")
         assert rec.box.version == v1
         assert (await get_json(http, f"{rec.url}/readyz"))[0] == 200
@@ -237,7 +241,11 @@ async def test_notice_reloads_at_once(
         watcher = rec.server.app[WATCHER]
         await async_wait_until(lambda: _true(watcher.subscribed.is_set()), 5, "subscribed")
         v2 = await asyncio.to_thread(republish, models)
-        assert notify_from_env(v2, {"MARQUEE_REDIS_URL": redis_url}) == 1
+        env = {"MARQUEE_REDIS_URL": redis_url, "MARQUEE_VAR_DIR": str(settings.var_dir)}
+        assert notify_from_env(v2, env) == 1
+        # another install (another var dir) on the same Redis does not hear it
+        other = {"MARQUEE_REDIS_URL": redis_url, "MARQUEE_VAR_DIR": str(tmp_path / "other")}
+        assert notify_from_env(v2, other) == 0
         await async_wait_until(lambda: _true(rec.box.version == v2), 5, "the notice's reload")
         status, info = await get_json(http, f"{rec.url}/v1/model")
         assert (status, info["version"]) == (200, v2)

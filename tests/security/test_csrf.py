@@ -8,6 +8,7 @@ import re
 import aiohttp
 import redis.asyncio as redis_async
 
+from recommender.batch import BatchKeys
 from services.platform import auth
 from tests.security.conftest import (
     SECRET,
@@ -117,9 +118,10 @@ async def test_batch_upload_needs_the_token(web_base, settings):
                 assert r.status == 403
             page = await get_page(session, f"{web_base}/batch")
             assert not re.findall(r'href="/batch/[0-9a-f]{8,}', page)  # no job listed
-        assert await client.keys("marquee:batch:job:*") == []  # no job stored
-        assert await client.keys("marquee:batch:owner:*") == []
-        assert await client.xlen("marquee:batch:stream") == 0  # nothing queued
+        keys = BatchKeys.of(settings)
+        assert await client.keys(keys.job("*")) == []  # no job stored
+        assert await client.keys(keys.owner("*")) == []
+        assert await client.xlen(keys.stream) == 0  # nothing queued
     finally:
         await client.aclose()
 
