@@ -338,13 +338,13 @@ class LocalSubscriptions(_Local):
         return self.call(self.subscriptions.plans)
 
     async def get(self, user_id: int, session_token: str, *, timeout: float | None = None) -> dict:
-        return self.call(self.subscriptions.get, user_id)
+        return await self.acall(self.subscriptions.get(user_id), timeout)
 
     async def put(self, user_id: int, plan: str, session_token: str, idempotency_key: str) -> dict:
-        return self.call(self.subscriptions.put, user_id, plan, idempotency_key)
+        return await self.acall(self.subscriptions.put(user_id, plan, idempotency_key), None)
 
     async def cancel(self, user_id: int, session_token: str, idempotency_key: str) -> dict:
-        return self.call(self.subscriptions.cancel, user_id, idempotency_key)
+        return await self.acall(self.subscriptions.cancel(user_id, idempotency_key), None)
 
 
 class LocalRecommender(_Local):
