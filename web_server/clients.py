@@ -316,7 +316,7 @@ class LocalCatalog(_Local):
     async def search(
         self, q: str, genre: str | None, limit: int, offset: int, *, timeout: float | None = None
     ) -> dict:
-        return self.call(self.catalog.search, q, genre, limit, offset)
+        return await self.acall(self.catalog.search(q, genre, limit, offset), timeout)
 
     async def popular(
         self, limit: int, genre: str | None = None, *, timeout: float | None = None

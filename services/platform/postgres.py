@@ -16,14 +16,16 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
+from aiohttp import web
 
 from services.platform.errors import ApiError
+from services.platform.jsonutil import json_response
 
 log = logging.getLogger("marquee.postgres")
 
@@ -65,6 +67,23 @@ async def unavailable_as_503(what: str) -> AsyncIterator[None]:
             f"{what} failed: the database is not reachable right now; "
             f"nothing was changed unless a retry says so - try again in {RETRY_AFTER} s"
         ) from exc
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def retry_later(handler: Handler) -> Handler:
+    """A database outage is answered 503 with Retry-After, at once: the client retries (with
+    the same Idempotency-Key for a write) instead of waiting on a request that cannot succeed."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except DatabaseUnavailable as exc:
+            headers = {"Retry-After": str(exc.retry_after)}
+            return json_response(exc.to_dict(), status=exc.status, headers=headers)
+
+    return handle
 
 
 async def open_pool(url: str, *, max_size: int = POOL_MAX) -> asyncpg.Pool:

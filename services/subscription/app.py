@@ -7,7 +7,7 @@ token); in the monolith the web server checks the session itself and calls the c
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
@@ -17,7 +17,7 @@ from services.platform.errors import BadRequest, Forbidden, PayloadTooLarge, Una
 from services.platform.jsonutil import json_response, read_json
 from services.platform.openapi import operation, path_param
 from services.platform.params import path_id
-from services.platform.postgres import DatabaseUnavailable
+from services.platform.postgres import retry_later
 from services.platform.runner import run_service
 from services.platform.settings import Settings
 from services.subscription.subscriptions import Subscriptions
@@ -34,23 +34,6 @@ async def subscriptions_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await app[SUBSCRIPTIONS].close()
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def retry_later(handler: Handler) -> Handler:
-    """A database outage is answered 503 with Retry-After, at once: the client retries (with
-    the same Idempotency-Key for a write) instead of waiting on a request that cannot succeed."""
-
-    async def handle(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except DatabaseUnavailable as exc:
-            headers = {"Retry-After": str(exc.retry_after)}
-            return json_response(exc.to_dict(), status=exc.status, headers=headers)
-
-    return handle
 
 
 def authorize(request: web.Request, user_id: int) -> None:
