@@ -110,10 +110,10 @@ async def http() -> AsyncIterator:
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+def postgres() -> Iterator[PostgresServer]:
     """The machine's PostgreSQL (127.0.0.1:5432) when it answers, else one we start; every
     database made through it is dropped at the end of the session."""
-    server = shared_or_own(tmp_path_factory.mktemp("postgres"))
+    server = shared_or_own()
     yield server
     server.close()
 

@@ -13,6 +13,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -104,6 +105,22 @@ class PostgresInstance:
         if result.returncode != 0:
             log = (self.workdir / "postgres.log").read_text(errors="replace")[-3000:]
             raise RuntimeError(f"{args[0]} failed: {result.stderr}\n{log}")
+
+    @classmethod
+    def create(
+        cls, port: int, host: str = "127.0.0.1", netns: str | None = None
+    ) -> PostgresInstance:
+        """A new instance in a directory of its own under /tmp (run as ``postgres`` when we are
+        root, it must be able to reach it: pytest's own temporary directories are root-only)."""
+        workdir = Path(tempfile.mkdtemp(prefix="marquee-pg-"))
+        return cls(workdir, port, host, netns).init()
+
+    def remove(self) -> None:
+        """Stop it and delete its files."""
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def init(self) -> PostgresInstance:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -198,14 +215,14 @@ class PostgresServer:
         for name in list(self.created):
             self.drop_database(self.url(name))
         if self.instance is not None:
-            self.instance.stop()
+            self.instance.remove()
 
 
-def shared_or_own(workdir: Path) -> PostgresServer:
+def shared_or_own() -> PostgresServer:
     """The machine's PostgreSQL when it answers, else a new instance of our own."""
     if answers(SHARED_URL):
         return PostgresServer(SHARED_URL)
-    instance = PostgresInstance(workdir, free_port()).init().start()
+    instance = PostgresInstance.create(free_port()).start()
     return PostgresServer(instance.admin_url, instance)
 
 

@@ -238,7 +238,10 @@ def http_clients(settings: Settings, metrics: Metrics | None = None) -> Clients:
         )
 
     catalog = backend("catalog", settings.catalog_url, settings.catalog_timeout)
-    subscription = backend("subscription", settings.subscription_url, settings.subscription_timeout)
+    # Several comma-separated URLs = subscription replicas (one shared database), balanced like
+    # the recommenders.
+    replicas = tuple(u.strip() for u in settings.subscription_url.split(",") if u.strip())
+    subscription = backend("subscription", replicas, settings.subscription_timeout)
     recommender = backend("recommender", settings.recommender_urls, settings.recommender_timeout)
     return Clients(
         HttpCatalog(catalog),
