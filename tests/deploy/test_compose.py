@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.deployfiles import TEST_SECRETS, compose_model, run_compose_config, url_host_port
+from tests.deploy.deployfiles import (
+    COMPOSE_INFRA,
+    TEST_SECRETS,
+    compose_model,
+    run_compose_config,
+    url_host_port,
+)
 
 
 @pytest.fixture(scope="module")
@@ -22,9 +28,9 @@ def test_compose_refuses_to_start_without_secrets(tmp_path: Path) -> None:
 
 def test_compose_config_resolves_with_secrets(model: dict) -> None:
     services = model["services"]
-    assert {"redis", "train", "catalog", "subscription", "worker", "web"} <= set(services)
+    assert {"redis", "postgres", "train", "catalog", "worker", "web"} <= set(services)
     for name, service in services.items():
-        if name != "redis":
+        if name not in COMPOSE_INFRA:
             env = service["environment"]
             assert env["MARQUEE_SECRET_KEY"] == TEST_SECRETS["MARQUEE_SECRET_KEY"], name
 
@@ -41,7 +47,7 @@ def test_recommenders_and_worker_wait_for_a_trained_model(model: dict) -> None:
     recommenders = [
         n
         for n, s in services.items()
-        if s.get("command", [])[:1] == ["recommender"] and s["command"][1] == "serve"
+        if (s.get("command") or [])[:1] == ["recommender"] and s["command"][1] == "serve"
     ]
     assert len(recommenders) >= 2
     for name in [*recommenders, "worker"]:
@@ -58,7 +64,7 @@ def test_http_services_have_readiness_healthchecks_and_web_waits_for_them(model:
     services = model["services"]
     web_depends = services["web"]["depends_on"]
     for name, service in services.items():
-        if name in {"redis", "train", "worker"}:
+        if name in {*COMPOSE_INFRA, "train", "worker"}:
             continue
         test = " ".join(service["healthcheck"]["test"])
         assert "/readyz" in test, name
@@ -70,7 +76,7 @@ def test_web_runs_as_microservices_and_its_urls_name_compose_services(model: dic
     services = model["services"]
     env = services["web"]["environment"]
     assert env["MARQUEE_MODE"] == "microservices"
-    urls = [env["MARQUEE_CATALOG_URL"], env["MARQUEE_SUBSCRIPTION_URL"]]
+    urls = [env["MARQUEE_CATALOG_URL"], *env["MARQUEE_SUBSCRIPTION_URL"].split(",")]
     urls += env["MARQUEE_RECOMMENDER_URLS"].split(",")
     for url in urls:
         host, _ = url_host_port(url)
@@ -81,8 +87,26 @@ def test_web_runs_as_microservices_and_its_urls_name_compose_services(model: dic
 
 def test_containers_are_read_only_and_non_root_friendly(model: dict) -> None:
     for name, service in model["services"].items():
-        if name == "redis":
+        if name in COMPOSE_INFRA:
             continue
         assert service["read_only"] is True, name
         assert service["cap_drop"] == ["ALL"], name
         assert "/app/var" in service["tmpfs"], name
+
+
+def test_subscription_runs_as_two_replicas_on_the_postgres_service(model: dict) -> None:
+    services = model["services"]
+    replicas = {
+        name: s for name, s in services.items() if s.get("command") == ["services.subscription"]
+    }
+    assert len(replicas) >= 2
+    web_urls = services["web"]["environment"]["MARQUEE_SUBSCRIPTION_URL"].split(",")
+    assert {url_host_port(u)[0] for u in web_urls} == set(replicas)
+    for name, service in replicas.items():
+        url = service["environment"]["MARQUEE_DATABASE_URL"]
+        assert url.startswith("postgresql://") and "@postgres:5432/" in url, name
+        assert TEST_SECRETS["POSTGRES_PASSWORD"] in url, name
+        assert service["depends_on"]["postgres"]["condition"] == "service_healthy", name
+    postgres = services["postgres"]
+    assert postgres["environment"]["POSTGRES_PASSWORD"] == TEST_SECRETS["POSTGRES_PASSWORD"]
+    assert any(v["source"] == "pgdata" for v in postgres["volumes"])  # data outlives the container

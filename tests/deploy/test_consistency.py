@@ -15,6 +15,7 @@ import pytest
 
 from services.platform.settings import Settings
 from tests.deploy.deployfiles import (
+    COMPOSE_INFRA,
     ROOT,
     by_kind,
     compose_model,
@@ -23,12 +24,12 @@ from tests.deploy.deployfiles import (
     dockerfile_env_names,
     dockerfile_exec_form,
     k8s_resources,
+    marquee_workloads,
     module_argv,
     module_runnable,
     services,
     settings_env_names,
     url_host_port,
-    workloads,
 )
 
 PROBE_PATHS = ("/healthz", "/readyz")
@@ -40,9 +41,10 @@ def compose(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def k8s_containers() -> list[tuple[str, dict]]:
+    """The containers of Marquee's own image (the development database's is not ours)."""
     return [
         (workload["metadata"]["name"], container)
-        for workload, spec in workloads(k8s_resources())
+        for workload, spec in marquee_workloads(k8s_resources())
         for container in spec["containers"]
     ]
 
@@ -53,7 +55,7 @@ def compose_argv(service: dict) -> tuple[str, ...]:
 
 
 def compose_app_services(compose: dict) -> dict[str, dict]:
-    return {name: s for name, s in compose["services"].items() if name != "redis"}
+    return {name: s for name, s in compose["services"].items() if name not in COMPOSE_INFRA}
 
 
 # ---- environment names -----------------------------------------------------------------------
@@ -67,8 +69,16 @@ def test_every_marquee_name_in_the_manifests_is_a_settings_field() -> None:
         names |= container_env_names(container, docs)
     for configmap in by_kind(docs, "ConfigMap").values():
         names |= set(configmap["data"])
-    for secret in by_kind(docs, "Secret").values():
-        names |= set(secret.get("stringData", {}))
+    # Secrets loaded whole (envFrom) name environment variables; others are read by key.
+    loaded = {
+        source["secretRef"]["name"]
+        for _, container in k8s_containers()
+        for source in container.get("envFrom", [])
+        if "secretRef" in source
+    }
+    for name, secret in by_kind(docs, "Secret").items():
+        if name in loaded:
+            names |= set(secret.get("stringData", {}))
     assert names, "no environment in the manifests"
     assert names <= known, f"not Settings fields: {sorted(names - known)}"
 
@@ -222,6 +232,7 @@ def test_settings_fields_exist_for_the_deployment_knobs() -> None:
         "var_dir",
         "recommender_urls",
         "subscription_db",
+        "database_url",
         "model_signing_key",
     ):
         assert name in fields, name
@@ -239,7 +250,8 @@ def test_env_files_set_only_settings_fields() -> None:
             if name.startswith("MARQUEE_"):
                 assert name in known, f"{path.name}: {name} is not a Settings field"
             else:
-                assert name == "IMAGE_TAG", f"{path.name}: unexpected {name}"
+                # compose's own variables: the image tag, the compose PostgreSQL's password
+                assert name in {"IMAGE_TAG", "POSTGRES_PASSWORD"}, f"{path.name}: unexpected {name}"
     env = dict(
         line.split("=", 1)
         for line in (ROOT / "deploy" / "microservices.env").read_text().splitlines()
