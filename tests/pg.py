@@ -83,6 +83,7 @@ class PostgresInstance:
     port: int
     host: str = "127.0.0.1"
     netns: str | None = None
+    trusted: tuple[str, ...] = ()  # networks (CIDR) besides loopback that may connect
     bindir: Path = field(default_factory=lambda: pg_bindir() or Path("/usr/bin"))
 
     @property
@@ -108,12 +109,16 @@ class PostgresInstance:
 
     @classmethod
     def create(
-        cls, port: int, host: str = "127.0.0.1", netns: str | None = None
+        cls,
+        port: int,
+        host: str = "127.0.0.1",
+        netns: str | None = None,
+        trusted: tuple[str, ...] = (),
     ) -> PostgresInstance:
         """A new instance in a directory of its own under /tmp (run as ``postgres`` when we are
         root, it must be able to reach it: pytest's own temporary directories are root-only)."""
         workdir = Path(tempfile.mkdtemp(prefix="marquee-pg-"))
-        return cls(workdir, port, host, netns).init()
+        return cls(workdir, port, host, netns, trusted).init()
 
     def remove(self) -> None:
         """Stop it and delete its files."""
@@ -139,6 +144,9 @@ class PostgresInstance:
                 "--no-sync",
             ]
         )
+        with (self.datadir / "pg_hba.conf").open("a") as hba:
+            for network in self.trusted:
+                hba.write(f"host all all {network} trust\n")
         return self
 
     def start(self) -> PostgresInstance:
