@@ -8,7 +8,7 @@ MODEL_DIR ?= var/models
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install run run-micro train test lint bench loadtest clean system-deps
+.PHONY: install run run-micro run-hosts train test lint bench loadtest clean system-deps
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11+ is needed"; exit 1; }
@@ -30,9 +30,22 @@ system-deps:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	  else echo "please install:$$missing"; exit 1; fi; \
 	fi
+	@# PostgreSQL's server (tests start their own instances), iproute2 and iptables (the hosts lab).
+	@missing=""; \
+	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v tc >/dev/null || missing="$$missing iproute2"; \
+	command -v iptables >/dev/null || missing="$$missing iptables"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	  else echo "please install:$$missing"; exit 1; fi; \
+	fi
 
 $(MODEL_DIR)/current:
 	$(PY) -m recommender train --model-dir $(MODEL_DIR)
+
+# The page across hosts: services in network namespaces, shaped links, a partition (root only).
+run-hosts: $(STAMP) system-deps $(MODEL_DIR)/current
+	MARQUEE_MODEL_DIR=$(MODEL_DIR) $(PY) -m tests.hosts
 
 train: $(STAMP)
 	$(PY) -m recommender train --model-dir $(MODEL_DIR)
