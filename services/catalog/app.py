@@ -154,6 +154,6 @@ def main() -> None:
     settings = Settings.from_env()
     # Build once before any worker forks, so N workers don't all build it at once (PostgreSQL:
     # the first replica builds it under an advisory lock).
-    if not settings.database_url:
+    if not settings.database_url and settings.catalog_db is not None:
         build_catalog_db(settings.data_dir, settings.catalog_db)
     run_service(create_app, settings, "catalog", settings.catalog_port)

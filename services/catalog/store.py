@@ -201,7 +201,8 @@ def derive_rows(data_dir: Path) -> CatalogRows:
     stats = _rating_stats(data_dir / "ratings.csv")
     tags = _top_tags(data_dir / "tags.csv")
     links = _links(data_dir / "links.csv")
-    movies, genre_rows = [], []
+    movies: list[tuple] = []
+    genre_rows: list[tuple[str, int]] = []
     with (data_dir / "movies.csv").open(newline="", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
             movie_id = int(row["movieId"])

@@ -110,7 +110,7 @@ class Subscriptions:
         check_user_id(user_id)
         return self._view(user_id, await self._store.load(user_id))
 
-    async def put(self, user_id: int, plan_id: str, idempotency_key: str) -> dict:
+    async def put(self, user_id: int, plan_id: str, idempotency_key: str | None) -> dict:
         """Put the user on ``plan_id`` (subscribe or change plan)."""
         check_user_id(user_id)
         key = check_idempotency_key(idempotency_key)
@@ -118,7 +118,7 @@ class Subscriptions:
             raise BadRequest('plan must be a string, e.g. "standard"', code="invalid_body")
         return await self._write(user_id, "PUT", plan_id, key)
 
-    async def cancel(self, user_id: int, idempotency_key: str) -> dict:
+    async def cancel(self, user_id: int, idempotency_key: str | None) -> dict:
         """End the user's subscription (a no-op answer for a user without one)."""
         check_user_id(user_id)
         key = check_idempotency_key(idempotency_key)
