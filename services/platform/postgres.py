@@ -64,8 +64,8 @@ async def unavailable_as_503(what: str) -> AsyncIterator[None]:
         yield
     except UNAVAILABLE as exc:
         raise DatabaseUnavailable(
-            f"{what} failed: the database is not reachable right now; "
-            f"nothing was changed unless a retry says so - try again in {RETRY_AFTER} s"
+            f"{what} failed: the database is not reachable right now; try again in "
+            f"{RETRY_AFTER} s (a write sent again with its Idempotency-Key applies at most once)"
         ) from exc
 
 
