@@ -9,7 +9,7 @@ MODEL_DIR ?= var/models
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install lock run run-micro train test lint bench loadtest clean system-deps
+.PHONY: install lock run run-micro run-hosts train test lint bench loadtest clean system-deps
 
 # Two installs from the lock files (exact versions, sha256-checked): the runtime alone for
 # `make run` / `make train`, everything (tests, lint, bench, load tool, honcho) for the rest.
@@ -39,14 +39,19 @@ lock: $(STAMP)
 	$(VENV)/bin/uv pip compile pyproject.toml --all-extras --universal --python-version 3.11 \
 	  --generate-hashes --no-header -q -c requirements.lock -o requirements-dev.lock
 
-# Redis for the tests, Chromium for the browser tests, wrk for the bench and promtool (Debian's
-# prometheus package) for the alert rules: from Debian when missing and root, nothing else.
+# What the suite and the bench run besides Python, from Debian when missing and root (nothing
+# else, no recommended extras): Redis, Chromium (browser tests), wrk (bench), promtool (Debian's
+# prometheus package: the alert rules), PostgreSQL's server (tests start their own instances),
+# iproute2 and iptables (the hosts lab).
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v wrk >/dev/null || missing="$$missing wrk"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v tc >/dev/null || missing="$$missing iproute2"; \
+	command -v iptables >/dev/null || missing="$$missing iptables"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	  else echo "please install:$$missing"; exit 1; fi; \
@@ -54,6 +59,10 @@ system-deps:
 
 $(MODEL_DIR)/current: | $(RUNTIME_STAMP)
 	$(PY) -m recommender train --model-dir $(MODEL_DIR)
+
+# The page across hosts: services in network namespaces, shaped links, a partition (root only).
+run-hosts: $(STAMP) system-deps $(MODEL_DIR)/current
+	MARQUEE_MODEL_DIR=$(MODEL_DIR) $(PY) -m tests.hosts
 
 train: $(RUNTIME_STAMP)
 	$(PY) -m recommender train --model-dir $(MODEL_DIR)

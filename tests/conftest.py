@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from services.platform.settings import PROJECT_ROOT, Settings
+from tests.pg import PostgresServer, shared_or_own
 from tests.support import TEST_SECRETS, free_port, start_redis
 
 DATA_DIR = PROJECT_ROOT / "data" / "ml-latest-small"
@@ -106,3 +107,18 @@ async def http() -> AsyncIterator:
 
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """The machine's PostgreSQL (127.0.0.1:5432) when it answers, else one we start; every
+    database made through it is dropped at the end of the session."""
+    server = shared_or_own()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres: PostgresServer) -> str:
+    """A fresh database for this test session (dropped with the ``postgres`` fixture)."""
+    return postgres.create_database()

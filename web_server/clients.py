@@ -226,7 +226,10 @@ def http_clients(settings: Settings, metrics: Metrics | None = None) -> Clients:
         )
 
     catalog = backend("catalog", settings.catalog_url, settings.catalog_timeout)
-    subscription = backend("subscription", settings.subscription_url, settings.subscription_timeout)
+    # Several comma-separated URLs = subscription replicas (one shared database), balanced like
+    # the recommenders.
+    replicas = tuple(u.strip() for u in settings.subscription_url.split(",") if u.strip())
+    subscription = backend("subscription", replicas, settings.subscription_timeout)
     recommender = backend("recommender", settings.recommender_urls, settings.recommender_timeout)
     return Clients(
         HttpCatalog(catalog),
@@ -301,7 +304,7 @@ class LocalCatalog(_Local):
     async def search(
         self, q: str, genre: str | None, limit: int, offset: int, *, timeout: float | None = None
     ) -> SearchResult:
-        return self.call(self.catalog.search, q, genre, limit, offset)
+        return await self.acall(self.catalog.search(q, genre, limit, offset), timeout)
 
     async def popular(
         self, limit: int, genre: str | None = None, *, timeout: float | None = None
@@ -325,16 +328,17 @@ class LocalSubscriptions(_Local):
     async def get(
         self, user_id: int, session_token: str, *, timeout: float | None = None
     ) -> Subscription:
-        return msgspec.convert(self.call(self.subscriptions.get, user_id), Subscription)
+        answer = await self.acall(self.subscriptions.get(user_id), timeout)
+        return msgspec.convert(answer, Subscription)
 
     async def put(
         self, user_id: int, plan: str, session_token: str, idempotency_key: str
     ) -> Subscription:
-        answer = self.call(self.subscriptions.put, user_id, plan, idempotency_key)
+        answer = await self.acall(self.subscriptions.put(user_id, plan, idempotency_key), None)
         return msgspec.convert(answer, Subscription)
 
     async def cancel(self, user_id: int, session_token: str, idempotency_key: str) -> Subscription:
-        answer = self.call(self.subscriptions.cancel, user_id, idempotency_key)
+        answer = await self.acall(self.subscriptions.cancel(user_id, idempotency_key), None)
         return msgspec.convert(answer, Subscription)
 
 

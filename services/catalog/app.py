@@ -5,18 +5,25 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from services.catalog.catalog import MAX_IDS, MAX_LIMIT, MAX_OFFSET, MAX_QUERY, Catalog
+from services.catalog.catalog import (
+    MAX_IDS,
+    MAX_LIMIT,
+    MAX_OFFSET,
+    MAX_QUERY,
+    Catalog,
+    open_catalog,
+)
 from services.catalog.schemas import Genres, MovieList
 from services.catalog.store import KNOWN_GENRES, build_catalog_db
 from services.platform.app import SETTINGS, add_openapi_paths, add_ready_check, create_base_app
 from services.platform.jsonutil import json_response
 from services.platform.openapi import operation, path_param, query_param
 from services.platform.params import path_id, query_ids, query_int
+from services.platform.postgres import retry_later
 from services.platform.runner import run_service
 from services.platform.settings import Settings
 
@@ -25,13 +32,11 @@ CATALOG = web.AppKey("catalog", Catalog)
 
 async def catalog_ctx(app: web.Application) -> AsyncIterator[None]:
     """Build the store if the data changed (off the event loop), open it, close it on shutdown."""
-    settings = app[SETTINGS]
-    await asyncio.to_thread(build_catalog_db, settings.data_dir, settings.catalog_db)
-    app[CATALOG] = await asyncio.to_thread(Catalog, settings.catalog_db)
+    app[CATALOG] = await open_catalog(app[SETTINGS])
     try:
         yield
     finally:
-        app[CATALOG].close()
+        await app[CATALOG].close()
 
 
 def catalog_of(request: web.Request) -> Catalog:
@@ -49,7 +54,7 @@ async def get_movies(request: web.Request) -> web.Response:
 
 
 async def search_movies(request: web.Request) -> web.Response:
-    result = catalog_of(request).search(
+    result = await catalog_of(request).search(
         request.query.get("q", ""),
         request.query.get("genre"),
         query_int(request, "limit", 20, minimum=1, maximum=MAX_LIMIT),
@@ -131,7 +136,7 @@ def setup_catalog(app: web.Application) -> None:
     app.cleanup_ctx.append(catalog_ctx)
     add_ready_check(app, "catalog", lambda: CATALOG in app and app[CATALOG].is_open)
     # The fixed paths come before /v1/movies/{movie_id}, which would otherwise match "search".
-    app.router.add_get("/v1/movies/search", search_movies)
+    app.router.add_get("/v1/movies/search", retry_later(search_movies))
     app.router.add_get("/v1/movies/popular", popular_movies)
     app.router.add_get("/v1/movies/{movie_id}", get_movie)
     app.router.add_get("/v1/movies", get_movies)
@@ -147,6 +152,8 @@ def create_app(settings: Settings) -> web.Application:
 
 def main() -> None:
     settings = Settings.from_env()
-    # Build once before any worker forks, so N workers don't all build it at once.
-    build_catalog_db(settings.data_dir, settings.catalog_db)
+    # Build once before any worker forks, so N workers don't all build it at once (PostgreSQL:
+    # the first replica builds it under an advisory lock).
+    if not settings.database_url and settings.catalog_db is not None:
+        build_catalog_db(settings.data_dir, settings.catalog_db)
     run_service(create_app, settings, "catalog", settings.catalog_port)

@@ -2,20 +2,23 @@
 
 This class is the one home of the catalog's behaviour: its HTTP routes and the monolith's
 in-process client both call it. The ~10k movies are small enough to hold in memory (lookups and
-popular lists are dictionary and list reads); search goes to SQLite FTS5, which ranks by bm25.
+popular lists are dictionary and list reads), loaded at start from the store; search goes to the
+store: SQLite FTS5 ranked by bm25, or PostgreSQL ``tsvector`` ranked alike (``pg_store.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
-import sqlite3
-from pathlib import Path
+from collections.abc import Iterable
+from typing import Protocol
 
 import orjson
 
 from services.catalog.schemas import Genre, Movie, Movies, SearchResult
-from services.catalog.store import KNOWN_GENRES
+from services.catalog.store import KNOWN_GENRES, SqliteCatalogStore, build_catalog_db
 from services.platform.errors import BadRequest, NotFound
+from services.platform.settings import Settings
 
 MAX_LIMIT = 100
 MAX_IDS = 100
@@ -36,27 +39,49 @@ def _check_limit(limit: int, offset: int = 0) -> None:
         raise BadRequest(f"offset must be between 0 and {MAX_OFFSET}", code="invalid_param")
 
 
-def match_expression(q: str) -> str | None:
-    """An FTS5 query where every word of ``q`` must prefix-match a title word ("matri" → Matrix).
+def search_words(q: str) -> list[str]:
+    """The words of a query or title, lowercased, as FTS5's unicode61 tokenizer splits them."""
+    return _WORD.findall(q.lower())
 
-    Each word is asked for both whole and as a prefix, so bm25 scores a whole-word match higher
-    ("toy" → "Toy Story" before "Toys"). Words are quoted: nothing typed is read as FTS5 syntax.
-    """
-    words = _WORD.findall(q.lower())[:MAX_TERMS]
-    return " AND ".join(f'("{w}" OR "{w}"*)' for w in words) or None
+
+class CatalogStore(Protocol):
+    """Where titles are searched: ``SqliteCatalogStore`` or ``PostgresCatalogStore``."""
+
+    @property
+    def is_open(self) -> bool: ...
+
+    async def match(
+        self, words: list[str], genre: str | None, limit: int, offset: int, weight: float
+    ) -> tuple[list[int], int]: ...
+
+    async def close(self) -> None: ...
+
+
+async def open_catalog(settings: Settings) -> Catalog:
+    """The catalog from PostgreSQL when ``database_url`` is set (built there from ``data_dir``
+    by the first replica), else from the SQLite file ``catalog_db`` (built if the data changed)."""
+    if settings.database_url:
+        from services.catalog.pg_store import PostgresCatalogStore
+
+        pg = await PostgresCatalogStore.open(settings.database_url, settings.data_dir)
+        try:
+            return Catalog(await pg.load_movies(), pg)
+        except BaseException:
+            await pg.close()
+            raise
+    assert settings.catalog_db is not None
+    await asyncio.to_thread(build_catalog_db, settings.data_dir, settings.catalog_db)
+    sqlite = await asyncio.to_thread(SqliteCatalogStore, settings.catalog_db)
+    return Catalog(await asyncio.to_thread(sqlite.load_movies), sqlite)
 
 
 class Catalog:
-    """Read-only access to a catalog database built by ``build_catalog_db``."""
+    """The movies (rows of ``SERVED_COLUMNS``) in memory; search through ``store``."""
 
-    def __init__(self, db_path: Path) -> None:
-        uri = f"{Path(db_path).resolve().as_uri()}?mode=ro"
-        self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+    def __init__(self, rows: Iterable[tuple], store: CatalogStore) -> None:
+        self._store = store
         self._movies: dict[int, Movie] = {}
-        for row in self._conn.execute(
-            "SELECT id, title, year, genres, imdb_id, tmdb_id, rating_count, rating_mean, tags "
-            "FROM movies"
-        ):
+        for row in rows:
             movie_id, title, year, genres, imdb, tmdb, count, mean, tags = row
             self._movies[movie_id] = Movie(
                 id=movie_id,
@@ -79,13 +104,15 @@ class Catalog:
         self._genre_names = {g.lower(): g for g in self._by_genre}
 
     @property
-    def is_open(self) -> bool:
-        return self._conn is not None
+    def store(self) -> CatalogStore:
+        return self._store
 
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+    @property
+    def is_open(self) -> bool:
+        return self._store.is_open
+
+    async def close(self) -> None:
+        await self._store.close()
 
     def __len__(self) -> int:
         return len(self._movies)
@@ -128,7 +155,7 @@ class Catalog:
     def genres(self) -> list[Genre]:
         return [Genre(g, len(movies)) for g, movies in sorted(self._by_genre.items()) if movies]
 
-    def search(
+    async def search(
         self, q: str = "", genre: str | None = None, limit: int = 20, offset: int = 0
     ) -> SearchResult:
         """Titles matching every word of ``q`` as a prefix, by bm25 boosted by popularity.
@@ -143,28 +170,11 @@ class Catalog:
         if not q.strip():
             pool = self._popular if canonical is None else self._by_genre[canonical]
             return SearchResult(pool[offset : offset + limit], len(pool), limit, offset)
-        expression = match_expression(q)
-        if expression is None:
+        words = search_words(q)[:MAX_TERMS]
+        if not words:
             return SearchResult([], 0, limit, offset)
-        ids, total = self._match(expression, canonical, limit, offset)
+        ids, total = await self._store.match(words, canonical, limit, offset, POPULARITY_WEIGHT)
         return SearchResult([self._movies[i] for i in ids], total, limit, offset)
-
-    def _match(
-        self, expression: str, genre: str | None, limit: int, offset: int
-    ) -> tuple[list[int], int]:
-        where = "movies_fts MATCH ?"
-        args: list[object] = [expression]
-        if genre is not None:
-            where += " AND m.id IN (SELECT movie_id FROM movie_genres WHERE genre = ?)"
-            args.append(genre)
-        source = f"FROM movies_fts JOIN movies m ON m.id = movies_fts.rowid WHERE {where}"
-        total = self._conn.execute(f"SELECT count(*) {source}", args).fetchone()[0]
-        rows = self._conn.execute(
-            f"SELECT m.id {source} ORDER BY bm25(movies_fts) * (1 + ? * m.log_count), "
-            "m.rating_count DESC, m.rating_mean DESC, m.id LIMIT ? OFFSET ?",
-            [*args, POPULARITY_WEIGHT, limit, offset],
-        ).fetchall()
-        return [r[0] for r in rows], total
 
 
 def _popularity(movie: Movie) -> tuple[int, float, int]:

@@ -1,9 +1,11 @@
-"""Building the catalog's SQLite store from the MovieLens CSVs.
+"""The catalog's stores, derived from the MovieLens CSVs: the rows both stores hold, and the
+SQLite one (the PostgreSQL one is ``services.catalog.pg_store``).
 
-The CSVs are the source of truth; the database is a derived, read-only artefact. It is rebuilt only
-when the CSVs change (a fingerprint of their names, sizes and mtimes is stored in the database), and
-always built into a temporary file that replaces the old one atomically, so several processes that
-start at once never see (or leave) a half-written database.
+The CSVs are the source of truth; a store is a derived, read-only artefact. The SQLite file is
+rebuilt only when the CSVs change (a fingerprint of their names, sizes and mtimes is stored in the
+database), and always built into a temporary file that replaces the old one atomically, so several
+processes that start at once never see (or leave) a half-written database. It searches titles
+with FTS5 (``unicode61``, diacritics removed), ranked by bm25.
 """
 
 from __future__ import annotations
@@ -169,11 +171,38 @@ def _links(path: Path) -> dict[int, tuple[str | None, int | None]]:
     return links
 
 
-def _write(data_dir: Path, path: Path, print_: str) -> None:
+@dataclass(frozen=True)
+class CatalogRows:
+    """What a store holds: one tuple per movie (the columns of ``MOVIE_COLUMNS``, genres and
+    tags as JSON text) and (genre, movie_id) pairs."""
+
+    movies: list[tuple]
+    genres: list[tuple[str, int]]
+
+
+# The columns of a movie row, in order (the SQLite table and the PostgreSQL table alike).
+MOVIE_COLUMNS = (
+    "id",
+    "title",
+    "original_title",
+    "year",
+    "genres",
+    "imdb_id",
+    "tmdb_id",
+    "rating_count",
+    "rating_mean",
+    "log_count",
+    "tags",
+)
+
+
+def derive_rows(data_dir: Path) -> CatalogRows:
+    """Parse the CSVs into the rows of a store."""
     stats = _rating_stats(data_dir / "ratings.csv")
     tags = _top_tags(data_dir / "tags.csv")
     links = _links(data_dir / "links.csv")
-    movies, genre_rows = [], []
+    movies: list[tuple] = []
+    genre_rows: list[tuple[str, int]] = []
     with (data_dir / "movies.csv").open(newline="", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
             movie_id = int(row["movieId"])
@@ -197,13 +226,18 @@ def _write(data_dir: Path, path: Path, print_: str) -> None:
                 )
             )
             genre_rows.extend((g, movie_id) for g in dict.fromkeys(genres))
+    return CatalogRows(movies, genre_rows)
+
+
+def _write(data_dir: Path, path: Path, print_: str) -> None:
+    rows = derive_rows(data_dir)
     conn = sqlite3.connect(path)
     try:
         conn.execute("PRAGMA journal_mode = OFF")
         conn.execute("PRAGMA synchronous = OFF")
         conn.executescript(SCHEMA)
-        conn.executemany("INSERT INTO movies VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", movies)
-        conn.executemany("INSERT INTO movie_genres VALUES (?, ?)", genre_rows)
+        conn.executemany("INSERT INTO movies VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows.movies)
+        conn.executemany("INSERT INTO movie_genres VALUES (?, ?)", rows.genres)
         conn.execute("INSERT INTO movies_fts(rowid, title) SELECT id, title FROM movies")
         conn.execute("INSERT INTO movies_fts(movies_fts) VALUES ('optimize')")
         conn.executemany(
@@ -228,3 +262,62 @@ def build_catalog_db(data_dir: Path, db_path: Path) -> None:
         os.replace(tmp, db_path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+# ---- reading ----------------------------------------------------------------------------------
+# The columns the catalog serves, as ``load_movies`` returns them.
+SERVED_COLUMNS = "id, title, year, genres, imdb_id, tmdb_id, rating_count, rating_mean, tags"
+
+
+def match_expression(words: list[str]) -> str | None:
+    """An FTS5 query where every word must prefix-match a title word ("matri" → Matrix).
+
+    Each word is asked for both whole and as a prefix, so bm25 scores a whole-word match higher
+    ("toy" → "Toy Story" before "Toys"). Words are quoted: nothing typed is read as FTS5 syntax.
+    """
+    return " AND ".join(f'("{w}" OR "{w}"*)' for w in words) or None
+
+
+class SqliteCatalogStore:
+    """A read-only connection to a database ``build_catalog_db`` made."""
+
+    def __init__(self, db_path: Path) -> None:
+        uri = f"{Path(db_path).resolve().as_uri()}?mode=ro"
+        self.conn: sqlite3.Connection | None = sqlite3.connect(
+            uri, uri=True, check_same_thread=False
+        )
+
+    @property
+    def is_open(self) -> bool:
+        return self.conn is not None
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def load_movies(self) -> list[tuple]:
+        assert self.conn is not None
+        return self.conn.execute(f"SELECT {SERVED_COLUMNS} FROM movies").fetchall()
+
+    async def match(
+        self, words: list[str], genre: str | None, limit: int, offset: int, weight: float
+    ) -> tuple[list[int], int]:
+        """Ids of the titles matching every word, best first (bm25 boosted by popularity:
+        ``bm25 * (1 + weight * ln(1 + ratings))``), and how many match in all."""
+        expression = match_expression(words)
+        if expression is None or self.conn is None:
+            return [], 0
+        where = "movies_fts MATCH ?"
+        args: list[object] = [expression]
+        if genre is not None:
+            where += " AND m.id IN (SELECT movie_id FROM movie_genres WHERE genre = ?)"
+            args.append(genre)
+        source = f"FROM movies_fts JOIN movies m ON m.id = movies_fts.rowid WHERE {where}"
+        total = self.conn.execute(f"SELECT count(*) {source}", args).fetchone()[0]
+        rows = self.conn.execute(
+            f"SELECT m.id {source} ORDER BY bm25(movies_fts) * (1 + ? * m.log_count), "
+            "m.rating_count DESC, m.rating_mean DESC, m.id LIMIT ? OFFSET ?",
+            [*args, weight, limit, offset],
+        ).fetchall()
+        return [r[0] for r in rows], total

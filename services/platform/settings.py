@@ -48,6 +48,7 @@ class Settings:
     var_dir: Path = PROJECT_ROOT / "var"
     catalog_db: Path | None = None  # default: var_dir / "catalog.sqlite3"
     subscription_db: Path | None = None  # default: var_dir / "subscriptions.sqlite3"
+    database_url: str = ""  # postgresql://... : stores every replica shares; "" = SQLite in var_dir
     model_dir: Path | None = None  # default: var_dir / "models"
     templates_dir: Path = PROJECT_ROOT / "templates"
     secret_key: str = ""  # signs sessions and CSRF tokens; shared by web and subscription

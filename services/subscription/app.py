@@ -7,7 +7,6 @@ token); in the monolith the web server checks the session itself and calls the c
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -18,6 +17,7 @@ from services.platform.errors import BadRequest, Forbidden, PayloadTooLarge, Una
 from services.platform.jsonutil import json_response, read_json
 from services.platform.openapi import operation, path_param
 from services.platform.params import path_id
+from services.platform.postgres import retry_later
 from services.platform.runner import run_service
 from services.platform.settings import Settings
 from services.subscription.subscriptions import Subscriptions
@@ -27,12 +27,13 @@ IDEMPOTENCY_KEY = "Idempotency-Key"
 
 
 async def subscriptions_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Open (creating if needed) the store at settings.subscription_db; close it on shutdown."""
-    app[SUBSCRIPTIONS] = await asyncio.to_thread(Subscriptions, app[SETTINGS].subscription_db)
+    """Open the store (PostgreSQL at settings.database_url, else the SQLite file
+    settings.subscription_db), migrating it if needed; close it on shutdown."""
+    app[SUBSCRIPTIONS] = await Subscriptions.open(app[SETTINGS])
     try:
         yield
     finally:
-        app[SUBSCRIPTIONS].close()
+        await app[SUBSCRIPTIONS].close()
 
 
 def authorize(request: web.Request, user_id: int) -> None:
@@ -78,20 +79,20 @@ async def list_plans(request: web.Request) -> web.Response:
 
 async def get_subscription(request: web.Request) -> web.Response:
     user_id = _user(request)
-    return json_response(request.app[SUBSCRIPTIONS].get(user_id))
+    return json_response(await request.app[SUBSCRIPTIONS].get(user_id))
 
 
 async def put_subscription(request: web.Request) -> web.Response:
     user_id = _user(request)
     key = request.headers.get(IDEMPOTENCY_KEY)
     plan = await _plan_from_body(request)
-    return json_response(request.app[SUBSCRIPTIONS].put(user_id, plan, key))
+    return json_response(await request.app[SUBSCRIPTIONS].put(user_id, plan, key))
 
 
 async def delete_subscription(request: web.Request) -> web.Response:
     user_id = _user(request)
     key = request.headers.get(IDEMPOTENCY_KEY)
-    return json_response(request.app[SUBSCRIPTIONS].cancel(user_id, key))
+    return json_response(await request.app[SUBSCRIPTIONS].cancel(user_id, key))
 
 
 _USER = path_param("user_id", "the user whose subscription it is")
@@ -117,7 +118,7 @@ OPENAPI_PATHS = {
         "get": operation(
             "the user's subscription",
             parameters=[_USER, _SESSION],
-            errors=_AUTH_ERRORS,
+            errors=(*_AUTH_ERRORS, 503),
             security=True,
         ),
         "put": operation(
@@ -130,13 +131,13 @@ OPENAPI_PATHS = {
                     "plan": {"type": "string", "enum": ["basic", "standard", "premium"]}
                 },
             },
-            errors=(*_AUTH_ERRORS, 409, 413),
+            errors=(*_AUTH_ERRORS, 409, 413, 503),
             security=True,
         ),
         "delete": operation(
             "cancel the subscription (idempotent with Idempotency-Key)",
             parameters=[_USER, _KEY, _SESSION],
-            errors=(*_AUTH_ERRORS, 409),
+            errors=(*_AUTH_ERRORS, 409, 503),
             security=True,
         ),
     },
@@ -149,9 +150,9 @@ def setup_subscription(app: web.Application) -> None:
         app, "subscription", lambda: SUBSCRIPTIONS in app and app[SUBSCRIPTIONS].is_open
     )
     app.router.add_get("/v1/plans", list_plans)
-    app.router.add_get("/v1/users/{user_id}/subscription", get_subscription)
-    app.router.add_put("/v1/users/{user_id}/subscription", put_subscription)
-    app.router.add_delete("/v1/users/{user_id}/subscription", delete_subscription)
+    app.router.add_get("/v1/users/{user_id}/subscription", retry_later(get_subscription))
+    app.router.add_put("/v1/users/{user_id}/subscription", retry_later(put_subscription))
+    app.router.add_delete("/v1/users/{user_id}/subscription", retry_later(delete_subscription))
     add_openapi_paths(app, OPENAPI_PATHS)
 
 
@@ -164,3 +165,19 @@ def create_app(settings: Settings) -> web.Application:
 def main() -> None:
     settings = Settings.from_env()
     run_service(create_app, settings, "subscription", settings.subscription_port)
+
+
+def migrate_main() -> None:
+    """Bring the configured store's schema up to date; print what was applied."""
+    import asyncio
+
+    from services.subscription.store import open_store
+
+    async def run() -> None:
+        settings = Settings.from_env()
+        store = await open_store(settings)  # opening migrates (under an advisory lock)
+        await store.close()
+        where = "PostgreSQL" if settings.database_url else f"SQLite {settings.subscription_db}"
+        print(f"subscription store up to date ({where})")
+
+    asyncio.run(run())

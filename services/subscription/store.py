@@ -1,25 +1,39 @@
-"""The subscription service's SQLite store: schema, seeded plans, and write transactions.
+"""The subscription service's stores: what ``Subscriptions`` needs of one, and the SQLite one.
 
-Several processes (workers, the monolith, a CLI) may share one database file, so the store runs in
-WAL mode (readers never block the writer) with a busy timeout, and every write is one
-``BEGIN IMMEDIATE`` transaction: it takes the write lock first, so a check-then-write (the
-idempotency key lookup, then the change) never races another process.
+Two stores keep the same tables: SQLite (``SqliteStore``, the embedded default: one file in
+``var/``) and PostgreSQL (``services.subscription.pg_store``, chosen by ``MARQUEE_DATABASE_URL``,
+shared by every replica). ``Subscriptions`` holds the rules once and speaks to either through a
+write transaction (``WriteTransaction``): look up the key, change the row, record the key and
+the event, all or nothing.
+
+SQLite: several processes (workers, the monolith, a CLI) may share one file, so it runs in WAL
+mode (readers never block the writer) with a busy timeout, and every write is one
+``BEGIN IMMEDIATE`` transaction: it takes the write lock first, so a check-then-write never races
+another process. Reads are fast and run inline on the event loop through their own connection;
+writes may wait for another process's lock, so they run on one writer thread.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 import sqlite3
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import orjson
 
+from services.platform.settings import Settings
+
 BUSY_TIMEOUT_MS = 5000
 IDEMPOTENCY_TTL = 24 * 3600
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -58,39 +72,65 @@ PLANS = (
     ),
 )
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS plans (
-    id TEXT PRIMARY KEY,
-    position INTEGER NOT NULL,
-    name TEXT NOT NULL,
-    price_cents INTEGER NOT NULL,
-    currency TEXT NOT NULL,
-    features TEXT NOT NULL           -- JSON list
-);
-CREATE TABLE IF NOT EXISTS subscriptions (
-    user_id INTEGER PRIMARY KEY,
-    plan_id TEXT REFERENCES plans(id),
-    status TEXT NOT NULL,            -- active | none
-    updated_at TEXT NOT NULL         -- ISO 8601, UTC
-);
-CREATE TABLE IF NOT EXISTS idempotency_keys (
-    key TEXT PRIMARY KEY,
-    user_id INTEGER NOT NULL,
-    method TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,       -- of the request: a reused key must carry the same request
-    response TEXT NOT NULL,          -- JSON answered the first time, answered again on retries
-    created_at REAL NOT NULL         -- unix seconds
-);
-CREATE INDEX IF NOT EXISTS idempotency_keys_created ON idempotency_keys(created_at);
-"""
+
+@dataclass(frozen=True)
+class Row:
+    """A user's subscription as stored."""
+
+    plan_id: str | None
+    status: str  # active | none
+    updated_at: str  # ISO 8601, UTC, milliseconds
 
 
 @dataclass(frozen=True)
 class StoredKey:
-    user_id: int
     method: str
     fingerprint: str
     response: dict
+
+
+class WriteTransaction(Protocol):
+    """One write of one user, all or nothing; no other write of that user runs meanwhile."""
+
+    async def load_key(self, key: str, now: float) -> StoredKey | None: ...
+
+    async def save(self, key: str, stored: StoredKey, row: Row, now: float) -> None:
+        """The new row, the key with its response, and the event, in the transaction."""
+        ...
+
+
+class Store(Protocol):
+    @property
+    def is_open(self) -> bool: ...
+
+    async def load_plans(self) -> list[Plan]: ...
+
+    async def load(self, user_id: int) -> Row | None: ...
+
+    def write(self, user_id: int) -> AbstractAsyncContextManager[WriteTransaction]: ...
+
+    async def close(self) -> None: ...
+
+
+async def open_store(settings: Settings) -> Store:
+    """PostgreSQL when ``database_url`` is set, else the SQLite file ``subscription_db``."""
+    if settings.database_url:
+        from services.subscription.pg_store import PostgresStore
+
+        return await PostgresStore.open(settings.database_url)
+    assert settings.subscription_db is not None
+    return await asyncio.to_thread(SqliteStore, settings.subscription_db)
+
+
+# ---- SQLite -----------------------------------------------------------------------------------
+def _create_private(path: Path) -> None:
+    """Create the database file readable by its owner only (0600): it holds who pays for what.
+    SQLite gives its -wal and -shm files the same mode. A file made earlier is tightened."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    if path.stat().st_mode & 0o077:
+        os.chmod(path, 0o600)
 
 
 def _enable_wal(conn: sqlite3.Connection) -> None:
@@ -107,124 +147,167 @@ def _enable_wal(conn: sqlite3.Connection) -> None:
             time.sleep(0.005)
 
 
-class SubscriptionStore:
-    """One SQLite connection; callers group statements with ``write()`` or ``read()``."""
+def _connect(path: Path) -> sqlite3.Connection:
+    # Autocommit mode: transactions are begun explicitly, so their kind (IMMEDIATE) is ours.
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    _enable_wal(conn)
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def migrate_sqlite(conn: sqlite3.Connection) -> list[int]:
+    """Apply the SQLite migrations the file lacks (its ``user_version`` is the last applied),
+    each with the version bump in one write transaction; returns the versions applied."""
+    from services.platform.postgres import migrations
+
+    applied = []
+    for migration in migrations(MIGRATIONS / "sqlite"):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute("PRAGMA user_version").fetchone()[0] < migration.version:
+                for statement in migration.sql.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {migration.version:d}")
+                applied.append(migration.version)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return applied
+
+
+def plan_rows(plans: tuple[Plan, ...]) -> list[tuple]:
+    return [
+        (p.id, i, p.name, p.price_cents, p.currency, orjson.dumps(p.features).decode())
+        for i, p in enumerate(plans)
+    ]
+
+
+class SqliteStore:
+    """A reader connection used on the event loop and a writer connection on one thread."""
 
     def __init__(self, path: Path) -> None:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Autocommit mode: transactions are begun explicitly, so their kind (IMMEDIATE) is ours.
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._lock = threading.Lock()
-        self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        _enable_wal(self._conn)
-        self._conn.execute("PRAGMA synchronous = NORMAL")
-        self._conn.execute("PRAGMA foreign_keys = ON")
-        with self.write() as conn:
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.executemany(
-                "INSERT INTO plans VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
-                "position = excluded.position, name = excluded.name, "
-                "price_cents = excluded.price_cents, currency = excluded.currency, "
-                "features = excluded.features",
-                [
-                    (p.id, i, p.name, p.price_cents, p.currency, orjson.dumps(p.features).decode())
-                    for i, p in enumerate(PLANS)
-                ],
-            )
+        _create_private(path)
+        self._writer = _connect(path)
+        migrate_sqlite(self._writer)
+        self._writer.execute("BEGIN IMMEDIATE")
+        self._writer.executemany(
+            "INSERT INTO plans VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+            "position = excluded.position, name = excluded.name, "
+            "price_cents = excluded.price_cents, currency = excluded.currency, "
+            "features = excluded.features",
+            plan_rows(PLANS),
+        )
+        self._writer.execute("COMMIT")
+        self._reader: sqlite3.Connection | None = _connect(path)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        self._lock = asyncio.Lock()
 
     @property
     def is_open(self) -> bool:
-        return self._conn is not None
+        return self._reader is not None
 
-    def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+    async def close(self) -> None:
+        if self._reader is None:
+            return
+        async with self._lock:
+            self._reader.close()
+            self._reader = None
+            await self._run(self._writer.close)
+            self._thread.shutdown(wait=True)
 
-    @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction holding the database's write lock from its first statement."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-                self._conn.execute("COMMIT")
-            except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
 
-    @contextmanager
-    def read(self) -> Iterator[sqlite3.Connection]:
-        """A consistent snapshot for several reads."""
-        with self._lock:
-            self._conn.execute("BEGIN")
-            try:
-                yield self._conn
-            finally:
-                self._conn.execute("COMMIT")
+    def _read(self) -> sqlite3.Connection:
+        if self._reader is None:
+            raise RuntimeError("the subscription store is closed")
+        return self._reader
 
-    def load_plans(self) -> list[Plan]:
-        with self.read() as conn:
-            rows = conn.execute(
-                "SELECT id, name, price_cents, currency, features FROM plans ORDER BY position"
-            ).fetchall()
+    async def load_plans(self) -> list[Plan]:
+        rows = self._read().execute(
+            "SELECT id, name, price_cents, currency, features FROM plans ORDER BY position"
+        )
         return [Plan(r[0], r[1], r[2], r[3], tuple(orjson.loads(r[4]))) for r in rows]
 
+    async def load(self, user_id: int) -> Row | None:
+        row = (
+            self._read()
+            .execute(
+                "SELECT plan_id, status, updated_at FROM subscriptions WHERE user_id = ?",
+                (user_id,),
+            )
+            .fetchone()
+        )
+        return None if row is None else Row(row[0], row[1], row[2])
 
-def load_subscription(conn: sqlite3.Connection, user_id: int) -> tuple[str | None, str, str] | None:
-    """(plan_id, status, updated_at) of a user, or None if they never had one."""
-    row = conn.execute(
-        "SELECT plan_id, status, updated_at FROM subscriptions WHERE user_id = ?", (user_id,)
-    ).fetchone()
-    return None if row is None else (row[0], row[1], row[2])
+    @asynccontextmanager
+    async def write(self, user_id: int) -> AsyncIterator[WriteTransaction]:
+        async with self._lock:
+            self._read()
+            await self._run(lambda: self._writer.execute("BEGIN IMMEDIATE"))
+            try:
+                yield _SqliteWrite(self, user_id)
+            except BaseException:
+                await self._run(self._rollback)
+                raise
+            await self._run(lambda: self._writer.execute("COMMIT"))
 
-
-def save_subscription(
-    conn: sqlite3.Connection, user_id: int, plan_id: str | None, status: str, updated_at: str
-) -> None:
-    conn.execute(
-        "INSERT INTO subscriptions VALUES (?, ?, ?, ?) ON CONFLICT(user_id) DO UPDATE SET "
-        "plan_id = excluded.plan_id, status = excluded.status, updated_at = excluded.updated_at",
-        (user_id, plan_id, status, updated_at),
-    )
-
-
-def load_key(conn: sqlite3.Connection, key: str, now: float) -> StoredKey | None:
-    row = conn.execute(
-        "SELECT user_id, method, fingerprint, response FROM idempotency_keys "
-        "WHERE key = ? AND created_at >= ?",
-        (key, now - IDEMPOTENCY_TTL),
-    ).fetchone()
-    return None if row is None else StoredKey(row[0], row[1], row[2], orjson.loads(row[3]))
-
-
-def save_key(
-    conn: sqlite3.Connection,
-    key: str,
-    stored: StoredKey,
-    now: float,
-) -> None:
-    # REPLACE: an expired key (older than the TTL, not yet purged) may be used afresh.
-    conn.execute(
-        "INSERT OR REPLACE INTO idempotency_keys VALUES (?, ?, ?, ?, ?, ?)",
-        (
-            key,
-            stored.user_id,
-            stored.method,
-            stored.fingerprint,
-            orjson.dumps(stored.response).decode(),
-            now,
-        ),
-    )
+    def _rollback(self) -> None:
+        if self._writer.in_transaction:
+            self._writer.execute("ROLLBACK")
 
 
-def purge_keys(conn: sqlite3.Connection, now: float) -> int:
-    """Forget keys past their TTL: a retry a day later is a new request."""
-    return conn.execute(
-        "DELETE FROM idempotency_keys WHERE created_at < ?", (now - IDEMPOTENCY_TTL,)
-    ).rowcount
+class _SqliteWrite:
+    def __init__(self, store: SqliteStore, user_id: int) -> None:
+        self.store = store
+        self.user_id = user_id
+
+    async def load_key(self, key: str, now: float) -> StoredKey | None:
+        def load() -> tuple | None:
+            return self.store._writer.execute(
+                "SELECT method, fingerprint, response FROM idempotency_keys "
+                "WHERE user_id = ? AND key = ? AND created_at >= ?",
+                (self.user_id, key, now - IDEMPOTENCY_TTL),
+            ).fetchone()
+
+        row = await self.store._run(load)
+        return None if row is None else StoredKey(row[0], row[1], orjson.loads(row[2]))
+
+    async def save(self, key: str, stored: StoredKey, row: Row, now: float) -> None:
+        def save() -> None:
+            conn = self.store._writer
+            conn.execute(
+                "INSERT INTO subscriptions VALUES (?, ?, ?, ?) ON CONFLICT(user_id) DO UPDATE SET "
+                "plan_id = excluded.plan_id, status = excluded.status, "
+                "updated_at = excluded.updated_at",
+                (self.user_id, row.plan_id, row.status, row.updated_at),
+            )
+            # REPLACE: an expired key (older than the TTL, not yet purged) may be used afresh.
+            conn.execute(
+                "INSERT OR REPLACE INTO idempotency_keys VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    self.user_id,
+                    key,
+                    stored.method,
+                    stored.fingerprint,
+                    orjson.dumps(stored.response).decode(),
+                    now,
+                ),
+            )
+            conn.execute(
+                "INSERT INTO subscription_events "
+                "(user_id, idempotency_key, method, plan_id, status, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (self.user_id, key, stored.method, row.plan_id, row.status, now),
+            )
+            # Forget keys past their TTL: a retry a day later is a new request.
+            conn.execute(
+                "DELETE FROM idempotency_keys WHERE created_at < ?", (now - IDEMPOTENCY_TTL,)
+            )
+
+        await self.store._run(save)

@@ -2,9 +2,11 @@
 
 This class is the one home of the behaviour: the HTTP routes (which check who may call) and the
 monolith's in-process client (whose web server checks the session itself) both call it, so it takes
-no credentials. A write is one transaction: look up its Idempotency-Key, apply it, record the
-response. A retry with the same key answers the recorded response and changes nothing, even when
-the state has moved on since; a key reused for a different request is refused with 409.
+no credentials. It runs the same over either store (SQLite or PostgreSQL, ``store.py``). A write
+is one transaction: look up the user's Idempotency-Key, apply the change, record the key with its
+response and the event. A retry with the same key answers the recorded response and changes
+nothing, even when the state has moved on since; a key reused for a different request is refused
+with 409. Keys belong to a user: two users may use the same key without meeting.
 """
 
 from __future__ import annotations
@@ -13,21 +15,13 @@ import hashlib
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 import orjson
 
 from services.platform.errors import BadRequest, Conflict
 from services.platform.params import MAX_ID
-from services.subscription.store import (
-    StoredKey,
-    SubscriptionStore,
-    load_key,
-    load_subscription,
-    purge_keys,
-    save_key,
-    save_subscription,
-)
+from services.platform.settings import Settings
+from services.subscription.store import Plan, Row, Store, StoredKey, open_store
 
 MAX_KEY_LENGTH = 200
 ACTIVE = "active"
@@ -69,19 +63,38 @@ def iso_now(now: float) -> str:
 
 
 class Subscriptions:
-    """Plans and subscriptions over a SQLite file that several processes may share."""
+    """Plans and subscriptions over a store; open one with ``await Subscriptions.open(...)``."""
 
-    def __init__(self, db_path: Path, *, clock: Callable[[], float] = time.time) -> None:
-        self._store = SubscriptionStore(db_path)
+    def __init__(
+        self, store: Store, plans: list[Plan], *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._store = store
         self._clock = clock
-        self._plans = {p.id: p.to_dict() for p in self._store.load_plans()}
+        self._plans = {p.id: p.to_dict() for p in plans}
+
+    @classmethod
+    async def open(
+        cls, settings: Settings, *, clock: Callable[[], float] = time.time
+    ) -> Subscriptions:
+        """The store ``settings`` choose (PostgreSQL by ``database_url``, else SQLite)."""
+        store = await open_store(settings)
+        try:
+            plans = await store.load_plans()
+        except BaseException:
+            await store.close()
+            raise
+        return cls(store, plans, clock=clock)
+
+    @property
+    def store(self) -> Store:
+        return self._store
 
     @property
     def is_open(self) -> bool:
         return self._store.is_open
 
-    def close(self) -> None:
-        self._store.close()
+    async def close(self) -> None:
+        await self._store.close()
 
     def plans(self) -> list[dict]:
         return [dict(p, features=list(p["features"])) for p in self._plans.values()]
@@ -93,31 +106,29 @@ class Subscriptions:
         plan = self._plans[plan_id]
         return dict(plan, features=list(plan["features"]))
 
-    def get(self, user_id: int) -> dict:
+    async def get(self, user_id: int) -> dict:
         check_user_id(user_id)
-        with self._store.read() as conn:
-            row = load_subscription(conn, user_id)
-        return self._view(user_id, row)
+        return self._view(user_id, await self._store.load(user_id))
 
-    def put(self, user_id: int, plan_id: str, idempotency_key: str) -> dict:
+    async def put(self, user_id: int, plan_id: str, idempotency_key: str | None) -> dict:
         """Put the user on ``plan_id`` (subscribe or change plan)."""
         check_user_id(user_id)
         key = check_idempotency_key(idempotency_key)
         if not isinstance(plan_id, str):
             raise BadRequest('plan must be a string, e.g. "standard"', code="invalid_body")
-        return self._write(user_id, "PUT", plan_id, key)
+        return await self._write(user_id, "PUT", plan_id, key)
 
-    def cancel(self, user_id: int, idempotency_key: str) -> dict:
+    async def cancel(self, user_id: int, idempotency_key: str | None) -> dict:
         """End the user's subscription (a no-op answer for a user without one)."""
         check_user_id(user_id)
         key = check_idempotency_key(idempotency_key)
-        return self._write(user_id, "DELETE", None, key)
+        return await self._write(user_id, "DELETE", None, key)
 
-    def _write(self, user_id: int, method: str, plan_id: str | None, key: str) -> dict:
+    async def _write(self, user_id: int, method: str, plan_id: str | None, key: str) -> dict:
         fingerprint = request_fingerprint(method, user_id, plan_id)
         now = self._clock()
-        with self._store.write() as conn:
-            stored = load_key(conn, key, now)
+        async with self._store.write(user_id) as tx:
+            stored = await tx.load_key(key, now)
             if stored is not None:
                 if stored.fingerprint != fingerprint:
                     raise Conflict(
@@ -128,22 +139,18 @@ class Subscriptions:
                 return stored.response
             if plan_id is not None:
                 self.plan(plan_id)
-            status = ACTIVE if plan_id is not None else NONE
-            updated_at = iso_now(now)
-            save_subscription(conn, user_id, plan_id, status, updated_at)
-            response = self._view(user_id, (plan_id, status, updated_at))
-            save_key(conn, key, StoredKey(user_id, method, fingerprint, response), now)
-            purge_keys(conn, now)
+            row = Row(plan_id, ACTIVE if plan_id is not None else NONE, iso_now(now))
+            response = self._view(user_id, row)
+            await tx.save(key, StoredKey(method, fingerprint, response), row, now)
         return response
 
-    def _view(self, user_id: int, row: tuple[str | None, str, str] | None) -> dict:
+    def _view(self, user_id: int, row: Row | None) -> dict:
         if row is None:
             return {"user_id": user_id, "status": NONE, "plan": None, "updated_at": None}
-        plan_id, status, updated_at = row
-        active = status == ACTIVE and plan_id in self._plans
+        active = row.status == ACTIVE and row.plan_id in self._plans
         return {
             "user_id": user_id,
             "status": ACTIVE if active else NONE,
-            "plan": self.plan(plan_id) if active else None,
-            "updated_at": updated_at,
+            "plan": self.plan(row.plan_id) if active else None,
+            "updated_at": row.updated_at,
         }

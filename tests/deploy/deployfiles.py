@@ -34,7 +34,9 @@ KUSTOMIZATION = "kustomization.yaml"
 # 1.30) and the newest the bundled schemas know.
 K8S_VERSIONS = ("1.30.0", "1.37.0")
 
+# Compose services that are infrastructure (images of their own), not Marquee processes.
 TEST_SECRETS = {
+    "POSTGRES_PASSWORD": "deploy-test-database-password",
     "MARQUEE_SECRET_KEY": "deploy-test-secret",
     "MARQUEE_SERVICE_TOKEN": "deploy-test-service-token",
     "MARQUEE_ADMIN_TOKEN": "deploy-test-admin-token",
@@ -129,6 +131,18 @@ def pod_spec(doc: dict) -> dict | None:
 def workloads(docs: list[dict]) -> list[tuple[dict, dict]]:
     """(workload, pod spec) for every resource that runs pods."""
     return [(d, spec) for d in docs if (spec := pod_spec(d)) is not None]
+
+
+MARQUEE_IMAGE = "marquee"  # the name kustomization.yaml sets; other images are infrastructure
+
+
+def marquee_workloads(docs: list[dict]) -> list[tuple[dict, dict]]:
+    """The workloads that run Marquee's own image (not the development database)."""
+    return [
+        (d, spec)
+        for d, spec in workloads(docs)
+        if all(c["image"] == MARQUEE_IMAGE for c in spec["containers"])
+    ]
 
 
 def container_env_names(container: dict, docs: list[dict]) -> set[str]:

@@ -29,7 +29,7 @@ def test_compose_refuses_to_start_without_secrets(tmp_path: Path) -> None:
 
 def test_compose_config_resolves_with_secrets(model: dict) -> None:
     services = model["services"]
-    assert {"redis", "redis-state", "train", "catalog", "subscription", "worker", "web"} <= set(
+    assert {"redis", "redis-state", "postgres", "train", "catalog", "worker", "web"} <= set(
         services
     )
     assert not {"prometheus", "grafana"} & set(services)  # only with --profile observability
@@ -50,7 +50,7 @@ def test_recommenders_and_worker_wait_for_a_trained_model(model: dict) -> None:
     recommenders = [
         n
         for n, s in services.items()
-        if s.get("command", [])[:1] == ["recommender"] and s["command"][1] == "serve"
+        if (s.get("command") or [])[:1] == ["recommender"] and s["command"][1] == "serve"
     ]
     assert len(recommenders) >= 2
     for name in [*recommenders, "worker"]:
@@ -79,7 +79,7 @@ def test_web_runs_as_microservices_and_its_urls_name_compose_services(model: dic
     services = model["services"]
     env = services["web"]["environment"]
     assert env["MARQUEE_MODE"] == "microservices"
-    urls = [env["MARQUEE_CATALOG_URL"], env["MARQUEE_SUBSCRIPTION_URL"]]
+    urls = [env["MARQUEE_CATALOG_URL"], *env["MARQUEE_SUBSCRIPTION_URL"].split(",")]
     urls += env["MARQUEE_RECOMMENDER_URLS"].split(",")
     for url in urls:
         host, _ = url_host_port(url)
@@ -128,3 +128,21 @@ def test_the_observability_profile_adds_prometheus_and_grafana_on_loopback(
         observability / "grafana" / "dashboards",
     ):
         assert str(path) in mounted, path
+
+
+def test_subscription_runs_as_two_replicas_on_the_postgres_service(model: dict) -> None:
+    services = model["services"]
+    replicas = {
+        name: s for name, s in services.items() if s.get("command") == ["services.subscription"]
+    }
+    assert len(replicas) >= 2
+    web_urls = services["web"]["environment"]["MARQUEE_SUBSCRIPTION_URL"].split(",")
+    assert {url_host_port(u)[0] for u in web_urls} == set(replicas)
+    for name, service in replicas.items():
+        url = service["environment"]["MARQUEE_DATABASE_URL"]
+        assert url.startswith("postgresql://") and "@postgres:5432/" in url, name
+        assert TEST_SECRETS["POSTGRES_PASSWORD"] in url, name
+        assert service["depends_on"]["postgres"]["condition"] == "service_healthy", name
+    postgres = services["postgres"]
+    assert postgres["environment"]["POSTGRES_PASSWORD"] == TEST_SECRETS["POSTGRES_PASSWORD"]
+    assert any(v["source"] == "pgdata" for v in postgres["volumes"])  # data outlives the container

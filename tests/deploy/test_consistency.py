@@ -24,12 +24,12 @@ from tests.deploy.deployfiles import (
     dockerfile_exec_form,
     k8s_resources,
     marquee_services,
+    marquee_workloads,
     module_argv,
     module_runnable,
     services,
     settings_env_names,
     url_host_port,
-    workloads,
 )
 
 PROBE_PATHS = ("/healthz", "/readyz")
@@ -41,9 +41,10 @@ def compose(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def k8s_containers() -> list[tuple[str, dict]]:
+    """The containers of Marquee's own image (the development database's is not ours)."""
     return [
         (workload["metadata"]["name"], container)
-        for workload, spec in workloads(k8s_resources())
+        for workload, spec in marquee_workloads(k8s_resources())
         for container in spec["containers"]
     ]
 
@@ -69,8 +70,16 @@ def test_every_marquee_name_in_the_manifests_is_a_settings_field() -> None:
     for configmap in by_kind(docs, "ConfigMap").values():
         if configmap["metadata"]["name"] == "marquee-config":
             names |= set(configmap["data"])
-    for secret in by_kind(docs, "Secret").values():
-        names |= set(secret.get("stringData", {}))
+    # Secrets loaded whole (envFrom) name environment variables; others are read by key.
+    loaded = {
+        source["secretRef"]["name"]
+        for _, container in k8s_containers()
+        for source in container.get("envFrom", [])
+        if "secretRef" in source
+    }
+    for name, secret in by_kind(docs, "Secret").items():
+        if name in loaded:
+            names |= set(secret.get("stringData", {}))
     assert names, "no environment in the manifests"
     marquee = {n for n in names if n.startswith("MARQUEE_")}
     assert marquee <= known, f"not Settings fields: {sorted(marquee - known)}"
@@ -236,6 +245,7 @@ def test_settings_fields_exist_for_the_deployment_knobs() -> None:
         "var_dir",
         "recommender_urls",
         "subscription_db",
+        "database_url",
         "model_signing_key",
     ):
         assert name in fields, name
@@ -253,7 +263,8 @@ def test_env_files_set_only_settings_fields() -> None:
             if name.startswith("MARQUEE_"):
                 assert name in known, f"{path.name}: {name} is not a Settings field"
             else:
-                assert name == "IMAGE_TAG", f"{path.name}: unexpected {name}"
+                # compose's own variables: the image tag, the compose PostgreSQL's password
+                assert name in {"IMAGE_TAG", "POSTGRES_PASSWORD"}, f"{path.name}: unexpected {name}"
     env = dict(
         line.split("=", 1)
         for line in (ROOT / "deploy" / "microservices.env").read_text().splitlines()

@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from tests.deploy.deployfiles import (
+    K8S,
     K8S_BASE,
     K8S_VERSIONS,
     KUSTOMIZATION,
@@ -14,6 +15,7 @@ from tests.deploy.deployfiles import (
     k8s_resources,
     kustomization_dirs,
     manifest_files,
+    marquee_workloads,
     pod_spec,
     url_host_port,
     workloads,
@@ -79,7 +81,7 @@ def test_deployment_selectors_match_their_pods() -> None:
 
 def test_services_select_pods_and_target_named_container_ports() -> None:
     docs = k8s_resources()
-    deployments = by_kind(docs, "Deployment")
+    deployments = {**by_kind(docs, "Deployment"), **by_kind(docs, "StatefulSet")}
     for name, service in by_kind(docs, "Service").items():
         if service["spec"].get("type") == "ExternalName":
             continue
@@ -89,7 +91,7 @@ def test_services_select_pods_and_target_named_container_ports() -> None:
             for d in deployments.values()
             if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()
         ]
-        assert len(matches) == 1, f"service {name} selects {len(matches)} deployments"
+        assert len(matches) == 1, f"service {name} selects {len(matches)} workloads"
         container_ports = {
             p["name"]: p["containerPort"]
             for c in matches[0]["spec"]["template"]["spec"]["containers"]
@@ -125,13 +127,14 @@ def test_autoscalers_and_disruption_budgets_point_at_real_deployments() -> None:
 
 
 def test_pods_run_non_root_read_only_with_limits() -> None:
+    ours = {w["metadata"]["name"] for w, _ in marquee_workloads(k8s_resources())}
     for workload, spec in workloads(k8s_resources()):
         name = workload["metadata"]["name"]
         pod_security = spec["securityContext"]
         assert pod_security["runAsNonRoot"] is True, name
-        assert pod_security["runAsUser"] == 10001, name  # the Dockerfile's USER
         assert spec.get("automountServiceAccountToken") is False, name
-        mounts_needed = {"/app/var", "/tmp"}
+        if name in ours:
+            assert pod_security["runAsUser"] == 10001, name  # the Dockerfile's USER
         for container in spec["containers"]:
             security = container["securityContext"]
             assert security["readOnlyRootFilesystem"] is True, name
@@ -140,7 +143,8 @@ def test_pods_run_non_root_read_only_with_limits() -> None:
             for kind in ("requests", "limits"):
                 assert {"cpu", "memory"} <= set(container["resources"][kind]), (name, kind)
             mounted = {m["mountPath"] for m in container.get("volumeMounts", [])}
-            assert mounts_needed <= mounted, f"{name}: a read-only root needs {mounts_needed}"
+            needed = {"/app/var", "/tmp"} if name in ours else {"/tmp"}
+            assert needed <= mounted, f"{name}: a read-only root needs {needed}"
 
 
 def test_volumes_refer_to_existing_claims_and_models_are_read_only_for_servers() -> None:
@@ -151,8 +155,13 @@ def test_volumes_refer_to_existing_claims_and_models_are_read_only_for_servers()
     for workload, spec in workloads(docs):
         name = workload["metadata"]["name"]
         volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        templates = {
+            t["metadata"]["name"] for t in workload["spec"].get("volumeClaimTemplates", [])
+        }
         for container in spec["containers"]:
             for mount in container.get("volumeMounts", []):
+                if mount["name"] in templates:  # a StatefulSet's own claim per pod
+                    continue
                 volume = volumes[mount["name"]]
                 if "persistentVolumeClaim" in volume:
                     claim = volume["persistentVolumeClaim"]["claimName"]
@@ -168,11 +177,48 @@ def test_volumes_refer_to_existing_claims_and_models_are_read_only_for_servers()
     }
 
 
-def test_subscription_is_a_single_writer_on_its_own_volume() -> None:
-    deployment = by_kind(k8s_resources(), "Deployment")["subscription"]
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
-    assert "subscription" not in by_kind(k8s_resources(), "HorizontalPodAutoscaler")
+def test_subscription_runs_two_or_more_replicas_on_the_database_secret() -> None:
+    docs = k8s_resources()
+    deployment = by_kind(docs, "Deployment")["subscription"]
+    assert deployment["spec"]["replicas"] >= 2
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert "subscription" in by_kind(docs, "PodDisruptionBudget")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    (url,) = [e for e in container["env"] if e["name"] == "MARQUEE_DATABASE_URL"]
+    ref = url["valueFrom"]["secretKeyRef"]
+    secret = by_kind(docs, "Secret")[ref["name"]]
+    assert secret["stringData"][ref["key"]].startswith("postgresql://")
+    assert "persistentVolumeClaim" not in str(deployment)  # no local state any more
+
+
+def test_development_database_is_a_statefulset_the_url_names() -> None:
+    docs = k8s_resources()
+    statefulset = by_kind(docs, "StatefulSet")["postgres"]
+    assert statefulset["spec"]["replicas"] == 1
+    (claim,) = statefulset["spec"]["volumeClaimTemplates"]
+    (container,) = pod_spec(statefulset)["containers"]
+    assert claim["metadata"]["name"] in {m["name"] for m in container["volumeMounts"]}
+    secret = by_kind(docs, "Secret")["marquee-database"]["stringData"]
+    host, port = url_host_port(secret["url"])
+    service = by_kind(docs, "Service")[host]
+    assert service["spec"]["selector"] == statefulset["spec"]["selector"]["matchLabels"]
+    assert port in {p["port"] for p in service["spec"]["ports"]}
+    assert secret["password"] in secret["url"]  # the database and its clients agree
+
+
+def test_production_overlay_replaces_the_development_database() -> None:
+    overlay = K8S / "overlays" / "production"
+    kustomization = yaml_documents(overlay / KUSTOMIZATION)[0]
+    deleted = set()
+    for patch in kustomization.get("patches", []):
+        doc = yaml.safe_load(patch["patch"])
+        if isinstance(doc, dict) and doc.get("$patch") == "delete":
+            deleted.add((doc["kind"], doc["metadata"]["name"]))
+    assert {
+        ("StatefulSet", "postgres"),
+        ("Service", "postgres"),
+        ("Secret", "marquee-database"),
+    } <= deleted
 
 
 def test_http_deployments_have_liveness_and_readiness_probes_on_their_port() -> None:
@@ -209,10 +255,12 @@ def test_backend_urls_name_services_on_their_ports() -> None:
     assert services[redis_host]["spec"]["type"] == "ExternalName"
 
 
-def test_secret_holds_only_placeholders() -> None:
-    (secret,) = by_kind(k8s_resources(), "Secret").values()
-    assert secret["stringData"]
-    assert all(v.startswith("replace-me") for v in secret["stringData"].values())
+def test_secrets_hold_only_placeholders() -> None:
+    secrets = by_kind(k8s_resources(), "Secret")
+    assert {"marquee-secrets", "marquee-database"} <= set(secrets)
+    for name, secret in secrets.items():
+        assert secret["stringData"], name
+        assert all("replace-me" in v for v in secret["stringData"].values()), name
 
 
 def test_overlay_patches_target_base_resources() -> None:

@@ -10,17 +10,35 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from services.platform.settings import Settings
-from tests.services.helpers import SECRET, SERVICE_TOKEN
+from tests.pg import truncate
+from tests.services.helpers import SECRET, SERVICE_TOKEN, SUBSCRIPTION_TABLES
 
 Serve = Callable[[web.Application], Awaitable[TestServer]]
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest) -> str:
+    """Every test here runs against both stores: the embedded SQLite and PostgreSQL."""
+    return request.param
+
+
 @pytest.fixture
-def settings(tmp_path: Path, catalog_db: Path) -> Settings:
+async def database_url(store: str, request: pytest.FixtureRequest) -> str:
+    """ "" for SQLite; for PostgreSQL the session's database, its subscription rows emptied."""
+    if store == "sqlite":
+        return ""
+    url = request.getfixturevalue("postgres_url")
+    await truncate(url, SUBSCRIPTION_TABLES)
+    return url
+
+
+@pytest.fixture
+def settings(tmp_path: Path, catalog_db: Path, database_url: str) -> Settings:
     """Settings for one test; these services need neither the model nor Redis."""
     return Settings(
         var_dir=tmp_path,
         catalog_db=catalog_db,
+        database_url=database_url,
         redis_url="",
         secret_key=SECRET,
         service_token=SERVICE_TOKEN,

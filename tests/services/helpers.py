@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import sqlite3
+
+import asyncpg
 from aiohttp import web
 
 from services.platform.auth import session_token
+from services.platform.settings import Settings
 
 SECRET = "test-secret"
 SERVICE_TOKEN = "test-service-token"
+# The subscription tables a test empties before it starts (plans and migrations stay).
+SUBSCRIPTION_TABLES = ("subscriptions", "idempotency_keys", "subscription_events")
 
 
 def service_headers(key: str | None = None) -> dict[str, str]:
@@ -31,3 +37,18 @@ def router_routes(app: web.Application) -> set[tuple[str, str]]:
         for route in app.router.routes()
         if route.method != "HEAD" and route.resource is not None
     }
+
+
+async def query(settings: Settings, sql: str) -> list[tuple]:
+    """Rows of ``sql`` (plain SQL both dialects read alike) from the store ``settings`` use."""
+    if settings.database_url:
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            return [tuple(r) for r in await conn.fetch(sql)]
+        finally:
+            await conn.close()
+    db = sqlite3.connect(settings.subscription_db)
+    try:
+        return db.execute(sql).fetchall()
+    finally:
+        db.close()

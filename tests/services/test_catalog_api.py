@@ -62,6 +62,22 @@ async def test_search_matrix_finds_the_matrix_first(
     assert (body["limit"], body["offset"]) == (20, 0)
 
 
+@pytest.mark.parametrize(
+    ("q", "title"),
+    [
+        ("star wars", "Star Wars: Episode IV - A New Hope"),
+        ("toy", "Toy Story"),
+        ("godfather", "The Godfather"),
+        ("amélie", "Amelie"),  # diacritics are ignored: "amélie" finds "Amelie" too
+    ],
+)
+async def test_search_ranks_the_best_known_whole_word_match_first(
+    http: aiohttp.ClientSession, catalog_url: str, q: str, title: str
+) -> None:
+    _, body = await get_json(http, f"{catalog_url}/v1/movies/search", params={"q": q})
+    assert body["items"][0]["title"].startswith(title)
+
+
 async def test_search_matches_word_prefixes(http: aiohttp.ClientSession, catalog_url: str) -> None:
     _, body = await get_json(http, f"{catalog_url}/v1/movies/search", params={"q": "matri"})
     assert body["items"][0]["id"] == MATRIX

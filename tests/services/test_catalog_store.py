@@ -1,18 +1,24 @@
-"""Building the catalog store: title parsing, idempotence, rebuilds, concurrent builders, speed."""
+"""Building the catalog stores (SQLite and PostgreSQL): title parsing, idempotence, rebuilds,
+concurrent builders, speed."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import sqlite3
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import asyncpg
 import pytest
 
-from services.catalog.catalog import Catalog
-from services.catalog.store import build_catalog_db, parse_title
+from services.catalog.catalog import Catalog, open_catalog
+from services.catalog.store import SqliteCatalogStore, build_catalog_db, parse_title
+from services.platform.settings import Settings
 from tests.conftest import DATA_DIR
+from tests.pg import PostgresServer
 
 
 @pytest.mark.parametrize(
@@ -66,11 +72,8 @@ def test_changed_data_rebuilds_the_store(data_copy: Path, tmp_path: Path) -> Non
     with (data_copy / "movies.csv").open("a", newline="", encoding="utf-8") as fh:
         fh.write("999999,Brand New Film (2030),Comedy\r\n")
     build_catalog_db(data_copy, db)
-    catalog = Catalog(db)
-    try:
-        assert catalog.movie(999999).title == "Brand New Film"
-    finally:
-        catalog.close()
+    store = SqliteCatalogStore(db)
+    assert Catalog(store.load_movies(), store).movie(999999).title == "Brand New Film"
 
 
 def test_concurrent_builders_leave_one_complete_store(data_copy: Path, tmp_path: Path) -> None:
@@ -85,10 +88,65 @@ def test_concurrent_builders_leave_one_complete_store(data_copy: Path, tmp_path:
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
 
-def test_catalog_connection_is_read_only(catalog_db: Path) -> None:
-    catalog = Catalog(catalog_db)
+async def test_catalog_connection_is_read_only(catalog_db: Path) -> None:
+    store = SqliteCatalogStore(catalog_db)
     try:
         with pytest.raises(sqlite3.OperationalError):
-            catalog._conn.execute("DELETE FROM movies")
+            store.conn.execute("DELETE FROM movies")
     finally:
-        catalog.close()
+        await store.close()
+
+
+# ---- PostgreSQL -------------------------------------------------------------------------------
+@pytest.fixture
+def pg_settings(postgres: PostgresServer, tmp_path: Path, data_copy: Path) -> Iterator[Settings]:
+    """Settings on a database of its own (the catalog tables start absent)."""
+    url = postgres.create_database()
+    yield Settings(
+        var_dir=tmp_path,
+        data_dir=data_copy,
+        database_url=url,
+        redis_url="",
+        secret_key="s",
+        service_token="t",
+        admin_token="a",
+    )
+    postgres.drop_database(url)
+
+
+async def _count(url: str, sql: str) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetchval(sql)
+    finally:
+        await conn.close()
+
+
+async def test_replicas_starting_together_build_the_postgres_catalog_once(
+    pg_settings: Settings,
+) -> None:
+    catalogs = await asyncio.gather(*(open_catalog(pg_settings) for _ in range(3)))
+    try:
+        assert [len(c) for c in catalogs] == [9742] * 3
+    finally:
+        for catalog in catalogs:
+            await catalog.close()
+    url = pg_settings.database_url
+    assert await _count(url, "SELECT count(*) FROM catalog_movies") == 9742
+    migrated = "SELECT count(*) FROM schema_migrations WHERE component = 'catalog'"
+    assert await _count(url, migrated) == 1
+
+
+async def test_changed_data_rebuilds_the_postgres_catalog(
+    pg_settings: Settings, data_copy: Path
+) -> None:
+    await (await open_catalog(pg_settings)).close()
+    with (data_copy / "movies.csv").open("a", newline="", encoding="utf-8") as fh:
+        fh.write("999999,Brand New Film (2030),Comedy\r\n")
+    catalog = await open_catalog(pg_settings)
+    try:
+        assert catalog.movie(999999).title == "Brand New Film"
+        found = await catalog.search("brand new film")
+        assert [m.id for m in found.items] == [999999]
+    finally:
+        await catalog.close()

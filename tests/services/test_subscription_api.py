@@ -126,15 +126,18 @@ async def test_key_reused_for_a_different_body_is_409(
     assert (await current(http, subscription_url))["plan"]["id"] == "standard"
 
 
-async def test_key_reused_for_another_user_is_409(
+async def test_key_used_by_another_user_is_their_own_new_request(
     http: aiohttp.ClientSession, subscription_url: str
 ) -> None:
-    await put_plan(http, subscription_url, "standard", service_headers("key-a"))
+    """Keys are scoped per user: user B is never refused (409) for a key user A happened to use."""
+    await put_plan(http, subscription_url, "standard", session_headers(USER, "key-a"))
+    other = USER + 1
     status, body = await put_plan(
-        http, subscription_url, "standard", service_headers("key-a"), user_id=USER + 1
+        http, subscription_url, "premium", session_headers(other, "key-a"), user_id=other
     )
-    assert (status, body["error"]["code"]) == (409, "idempotency_key_reused")
-    assert (await current(http, subscription_url, USER + 1))["status"] == "none"
+    assert (status, body["plan"]["id"]) == (200, "premium")
+    assert (await current(http, subscription_url))["plan"]["id"] == "standard"
+    assert (await current(http, subscription_url, other))["plan"]["id"] == "premium"
 
 
 async def test_write_without_idempotency_key_is_400(

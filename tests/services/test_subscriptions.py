@@ -1,16 +1,22 @@
-"""``Subscriptions`` called in-process (as the monolith does): idempotency, expiry, concurrency."""
+"""``Subscriptions`` called in-process (as the monolith does), on SQLite and on PostgreSQL:
+idempotency, keys per user, expiry, concurrent writers, migrations, the file's permissions."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import sqlite3
-from collections.abc import Iterator
+import stat
+from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from services.platform.errors import BadRequest, Conflict
-from services.subscription.subscriptions import Subscriptions
+from services.platform.settings import Settings
+from services.subscription.subscriptions import Subscriptions, request_fingerprint
+from tests.services.helpers import query
 
 DAY = 24 * 3600
 
@@ -29,92 +35,212 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def subs(tmp_path: Path, clock: Clock) -> Iterator[Subscriptions]:
-    store = Subscriptions(tmp_path / "subs.sqlite3", clock=clock)
+async def subs(settings: Settings, clock: Clock) -> AsyncIterator[Subscriptions]:
+    store = await Subscriptions.open(settings, clock=clock)
     yield store
-    store.close()
+    await store.close()
 
 
-def test_put_then_get_returns_the_plan(subs: Subscriptions) -> None:
-    written = subs.put(5, "premium", "k1")
-    assert subs.get(5) == written
+async def test_put_then_get_returns_the_plan(subs: Subscriptions) -> None:
+    written = await subs.put(5, "premium", "k1")
+    assert await subs.get(5) == written
     assert written["plan"]["price_cents"] == 1799
 
 
-def test_cancel_of_a_user_without_subscription_answers_none(subs: Subscriptions) -> None:
-    assert subs.cancel(5, "k1")["status"] == "none"
+async def test_cancel_of_a_user_without_subscription_answers_none(subs: Subscriptions) -> None:
+    assert (await subs.cancel(5, "k1"))["status"] == "none"
 
 
-def test_same_key_for_cancel_and_put_is_409(subs: Subscriptions) -> None:
-    subs.put(5, "basic", "k1")
+async def test_same_key_for_cancel_and_put_is_409(subs: Subscriptions) -> None:
+    await subs.put(5, "basic", "k1")
     with pytest.raises(Conflict):
-        subs.cancel(5, "k1")
+        await subs.cancel(5, "k1")
 
 
-def test_key_older_than_a_day_is_forgotten(subs: Subscriptions, clock: Clock) -> None:
-    subs.put(5, "basic", "k1")
+async def test_two_users_may_use_the_same_key(subs: Subscriptions) -> None:
+    """Keys are scoped per user: user 6 reusing user 5's key is a new request of user 6."""
+    await subs.put(5, "basic", "shared-key")
+    assert (await subs.put(6, "premium", "shared-key"))["plan"]["id"] == "premium"
+    assert (await subs.cancel(7, "shared-key"))["status"] == "none"
+    assert (await subs.get(5))["plan"]["id"] == "basic"
+    assert (await subs.get(6))["plan"]["id"] == "premium"
+
+
+async def test_key_older_than_a_day_is_forgotten(subs: Subscriptions, clock: Clock) -> None:
+    await subs.put(5, "basic", "k1")
     clock.now += DAY + 1
-    assert subs.put(5, "premium", "k1")["plan"]["id"] == "premium"
+    assert (await subs.put(5, "premium", "k1"))["plan"]["id"] == "premium"
 
 
-def test_expired_keys_are_purged(subs: Subscriptions, clock: Clock, tmp_path: Path) -> None:
-    subs.put(5, "basic", "old")
+async def test_expired_keys_are_purged(
+    subs: Subscriptions, clock: Clock, settings: Settings
+) -> None:
+    await subs.put(5, "basic", "old")
     clock.now += DAY + 1
-    subs.put(6, "basic", "new")
-    conn = sqlite3.connect(tmp_path / "subs.sqlite3")
-    try:
-        keys = [r[0] for r in conn.execute("SELECT key FROM idempotency_keys")]
-    finally:
-        conn.close()
-    assert keys == ["new"]
+    await subs.put(6, "basic", "new")
+    assert await query(settings, "SELECT key FROM idempotency_keys") == [("new",)]
+
+
+async def test_every_applied_write_is_one_event_and_a_retry_adds_none(
+    subs: Subscriptions, settings: Settings
+) -> None:
+    await subs.put(5, "basic", "k1")
+    await subs.put(5, "basic", "k1")  # a retry
+    await subs.put(5, "premium", "k2")
+    await subs.cancel(5, "k3")
+    events = await query(
+        settings,
+        "SELECT idempotency_key, method, plan_id, status FROM subscription_events ORDER BY id",
+    )
+    assert events == [
+        ("k1", "PUT", "basic", "active"),
+        ("k2", "PUT", "premium", "active"),
+        ("k3", "DELETE", None, "none"),
+    ]
+
+
+async def test_refused_write_records_nothing(subs: Subscriptions, settings: Settings) -> None:
+    with pytest.raises(BadRequest):
+        await subs.put(5, "gold", "k1")
+    assert await query(settings, "SELECT count(*) FROM idempotency_keys") == [(0,)]
+    assert await query(settings, "SELECT count(*) FROM subscription_events") == [(0,)]
+    assert (await subs.get(5))["status"] == "none"
 
 
 @pytest.mark.parametrize("user_id", [0, -1, 2**40, True, "5"])
-def test_bad_user_id_is_rejected(subs: Subscriptions, user_id: object) -> None:
+async def test_bad_user_id_is_rejected(subs: Subscriptions, user_id: object) -> None:
     with pytest.raises(BadRequest):
-        subs.get(user_id)  # type: ignore[arg-type]
+        await subs.get(user_id)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("key", ["", None, "x" * 201, "ключ", "a\nb"])
-def test_bad_idempotency_key_is_rejected(subs: Subscriptions, key: object) -> None:
+async def test_bad_idempotency_key_is_rejected(subs: Subscriptions, key: object) -> None:
     with pytest.raises(BadRequest):
-        subs.put(5, "basic", key)  # type: ignore[arg-type]
+        await subs.put(5, "basic", key)  # type: ignore[arg-type]
 
 
-def test_plans_are_copies_callers_may_change(subs: Subscriptions) -> None:
+async def test_plans_are_copies_callers_may_change(subs: Subscriptions) -> None:
     subs.plans()[0]["features"].append("free popcorn")
     assert "free popcorn" not in subs.plans()[0]["features"]
 
 
-def _writer(db: Path, users: range) -> list[str]:
-    """One process's writes; every request is sent twice, as a retrying client would."""
-    store = Subscriptions(db)
+async def test_same_key_sent_to_two_replicas_at_once_applies_once(settings: Settings) -> None:
+    """Two stores (two pools, or two SQLite connections) racing on the same users' keys."""
+    replicas = [await Subscriptions.open(settings) for _ in range(2)]
     try:
-        plans = []
-        for user in users:
-            for _ in range(2):
-                plans.append(store.put(user, "standard", f"put-{user}")["plan"]["id"])
-            store.put(user, "premium", f"upgrade-{user}")
-        return plans
+        users = range(1, 31)
+        answers = await asyncio.gather(
+            *(r.put(u, "standard", f"race-{u}") for u in users for r in replicas)
+        )
     finally:
-        store.close()
+        for replica in replicas:
+            await replica.close()
+    by_user: dict[int, list[dict]] = {}
+    for answer in answers:
+        by_user.setdefault(answer["user_id"], []).append(answer)
+    assert all(a == b for a, b in by_user.values())  # the second got the first's response
+    events = await query(
+        settings, "SELECT user_id, count(*) FROM subscription_events GROUP BY user_id"
+    )
+    assert sorted(events) == [(u, 1) for u in users]
 
 
-def test_writers_in_several_processes_each_apply_once(tmp_path: Path) -> None:
-    db = tmp_path / "subs.sqlite3"
+def _writer(settings: Settings, users: range) -> list[str]:
+    """One process's writes; every request is sent twice, as a retrying client would."""
+
+    async def run() -> list[str]:
+        store = await Subscriptions.open(settings)
+        try:
+            plans = []
+            for user in users:
+                for _ in range(2):
+                    plans.append((await store.put(user, "standard", f"put-{user}"))["plan"]["id"])
+                await store.put(user, "premium", f"upgrade-{user}")
+            return plans
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+async def test_writers_in_several_processes_each_apply_once(settings: Settings) -> None:
     users = range(1, 41)
     with ProcessPoolExecutor(max_workers=2) as pool:
         # Both processes send the same requests with the same keys, interleaved.
-        results = list(pool.map(_writer, [db, db], [users, users]))
+        results = await asyncio.gather(
+            *(
+                asyncio.get_running_loop().run_in_executor(pool, _writer, settings, users)
+                for _ in range(2)
+            )
+        )
     assert all(plan == "standard" for plans in results for plan in plans)
-    store = Subscriptions(db)
+    store = await Subscriptions.open(settings)
     try:
-        assert {store.get(u)["plan"]["id"] for u in users} == {"premium"}
+        assert {(await store.get(u))["plan"]["id"] for u in users} == {"premium"}
     finally:
-        store.close()
-    conn = sqlite3.connect(db)
+        await store.close()
+    assert await query(settings, "SELECT count(*) FROM idempotency_keys") == [(80,)]
+    assert await query(settings, "SELECT count(*) FROM subscription_events") == [(80,)]
+
+
+# ---- SQLite only: the file ----------------------------------------------------------------
+@pytest.fixture
+def sqlite_settings(settings: Settings) -> Settings:
+    return dataclasses.replace(settings, database_url="")
+
+
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+async def test_sqlite_file_is_readable_by_its_owner_only(sqlite_settings: Settings) -> None:
+    subs = await Subscriptions.open(sqlite_settings)
     try:
-        assert conn.execute("SELECT count(*) FROM idempotency_keys").fetchone()[0] == 80
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        await subs.put(5, "basic", "k1")
+        db = Path(sqlite_settings.subscription_db)
+        files = [db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")]
+        modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in files if f.exists()}
     finally:
-        conn.close()
+        await subs.close()
+    assert modes[db.name] == 0o600
+    assert set(modes.values()) == {0o600}, modes
+
+
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+async def test_sqlite_file_made_readable_by_others_is_tightened(sqlite_settings: Settings) -> None:
+    db = Path(sqlite_settings.subscription_db)
+    sqlite3.connect(db).close()
+    db.chmod(0o644)
+    subs = await Subscriptions.open(sqlite_settings)
+    await subs.close()
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+
+
+LEGACY_SCHEMA = """
+CREATE TABLE plans (id TEXT PRIMARY KEY, position INTEGER NOT NULL, name TEXT NOT NULL,
+    price_cents INTEGER NOT NULL, currency TEXT NOT NULL, features TEXT NOT NULL);
+CREATE TABLE subscriptions (user_id INTEGER PRIMARY KEY, plan_id TEXT REFERENCES plans(id),
+    status TEXT NOT NULL, updated_at TEXT NOT NULL);
+CREATE TABLE idempotency_keys (key TEXT PRIMARY KEY, user_id INTEGER NOT NULL,
+    method TEXT NOT NULL, fingerprint TEXT NOT NULL, response TEXT NOT NULL,
+    created_at REAL NOT NULL);
+"""
+
+
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+async def test_store_made_before_migrations_is_migrated_keeping_its_keys(
+    sqlite_settings: Settings, clock: Clock
+) -> None:
+    db = sqlite3.connect(sqlite_settings.subscription_db)
+    db.executescript(LEGACY_SCHEMA)
+    db.execute(
+        "INSERT INTO idempotency_keys VALUES ('k1', 5, 'PUT', ?, '{\"old\": true}', ?)",
+        (request_fingerprint("PUT", 5, "basic"), clock.now),
+    )
+    db.commit()
+    db.close()
+    subs = await Subscriptions.open(sqlite_settings, clock=clock)
+    try:
+        assert await subs.put(5, "basic", "k1") == {"old": True}  # the recorded response
+        assert (await subs.put(6, "basic", "k1"))["plan"]["id"] == "basic"  # per user now
+    finally:
+        await subs.close()
+    version = await query(sqlite_settings, "PRAGMA user_version")
+    assert version == [(2,)]
