@@ -204,3 +204,46 @@ async def test_queue_depth_follows_a_separate_worker_process(
         await async_wait_until(drained, 30, "the worker process to drain the queue")
     finally:
         worker.stop()
+
+
+def test_tallied_requests_expose_exactly_what_observe_would() -> None:
+    """Requests are tallied and added to the Prometheus values in batches; the exposition must be
+    the one ``Counter.inc`` and ``Histogram.observe`` give for the same requests, bucket by
+    bucket (this also guards the histogram internals the batching writes to)."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from services.platform.metrics import LATENCY_BUCKETS, Metrics
+
+    seconds = [0.0001, 0.0005, 0.0007, 0.003, 0.2, 0.2, 7.0, 42.0]
+    batched = Metrics("web")
+    for spent in seconds:
+        batched.observe_request("/movies/{id}", "GET", 200, spent)
+    batched.observe_request("/movies/{id}", "GET", 404, 0.001)
+
+    registry = CollectorRegistry()
+    requests = Counter(
+        "marquee_http_requests", "", ["route", "method", "status"], registry=registry
+    )
+    latency = Histogram(
+        "marquee_http_request_duration_seconds",
+        "",
+        ["route", "method"],
+        buckets=LATENCY_BUCKETS,
+        registry=registry,
+    )
+    for spent in seconds:
+        requests.labels("/movies/{id}", "GET", "200").inc()
+        latency.labels("/movies/{id}", "GET").observe(spent)
+    requests.labels("/movies/{id}", "GET", "404").inc()
+    latency.labels("/movies/{id}", "GET").observe(0.001)
+
+    def request_samples(text: bytes) -> set[tuple[str, tuple, float]]:
+        return {
+            (n, tuple(sorted(labels.items())), v)
+            for n, labels, v in samples(text.decode())
+            if n.startswith(("marquee_http_requests_total", "marquee_http_request_duration"))
+            and not n.endswith("_created")  # when each series began: not a count
+        }
+
+    expected = request_samples(generate_latest(registry))
+    assert expected and request_samples(batched.exposition()) == expected
