@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import secrets
 import socket
+import sys
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -20,6 +23,7 @@ from loadtest.config import build_config
 from loadtest.workload import Movie, Workload, build_workload
 
 HITS = web.AppKey("hits", Counter)
+ROOT = Path(__file__).resolve().parents[2]
 
 MOVIES = [
     Movie(
@@ -205,3 +209,48 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def freezing_app(service: float, freeze: float, period: float) -> web.Application:
+    """Every route answers after ``service`` seconds, except that the whole server is frozen
+    for the first ``freeze`` seconds of every ``period`` (from when the app starts): a request
+    arriving during a freeze is held until it ends, then served.
+
+    For an open-model run of whole periods at a constant rate the latency is ``service`` for a
+    fraction ``1 - freeze / period`` of requests and uniform on ``(service, service + freeze]``
+    for the rest, so ``P(latency > x) = (service + freeze - x) / period`` there, and the
+    percentile ``p`` is ``service + freeze - (1 - p / 100) * period``.
+    """
+    started = time.perf_counter()
+
+    async def handler(request: web.Request) -> web.Response:
+        phase = (time.perf_counter() - started) % period
+        if phase < freeze:
+            await asyncio.sleep(freeze - phase)
+        await asyncio.sleep(service)
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    return app
+
+
+@pytest.fixture
+def cli() -> Callable[..., Awaitable[tuple[int, str, str]]]:
+    """Run ``python -m loadtest ARGS`` as a user would, while the test's loop keeps serving."""
+
+    async def run(*args: str, cwd: Path = ROOT, timeout: float = 60) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "loadtest",
+            *args,
+            cwd=cwd,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=timeout)
+        assert proc.returncode is not None
+        return proc.returncode, out.decode(), err.decode()
+
+    return run
