@@ -213,8 +213,11 @@ def closed_port() -> int:
 
 def freezing_app(service: float, freeze: float, period: float) -> web.Application:
     """Every route answers after ``service`` seconds, except that the whole server is frozen
-    for the first ``freeze`` seconds of every ``period`` (from when the app starts): a request
-    arriving during a freeze is held until it ends, then served.
+    for ``freeze`` seconds in the middle of every ``period`` (counted from when the app is
+    made): a request arriving during a freeze is held until it ends, then served; held
+    requests are released in arrival order (an event's waiters wake first-come, first-served;
+    equal timer deadlines would wake in any order). In the middle of the period, so a run that
+    starts with the app has warmed up its connections before the first freeze.
 
     For an open-model run of whole periods at a constant rate the latency is ``service`` for a
     fraction ``1 - freeze / period`` of requests and uniform on ``(service, service + freeze]``
@@ -223,10 +226,18 @@ def freezing_app(service: float, freeze: float, period: float) -> web.Applicatio
     """
     started = time.perf_counter()
 
+    thaw = (period + freeze) / 2  # the freeze is [thaw - freeze, thaw) within each period
+    thaws: dict[int, asyncio.Event] = {}
+
     async def handler(request: web.Request) -> web.Response:
-        phase = (time.perf_counter() - started) % period
-        if phase < freeze:
-            await asyncio.sleep(freeze - phase)
+        elapsed = time.perf_counter() - started
+        cycle, phase = divmod(elapsed, period)
+        if thaw - freeze <= phase < thaw:
+            event = thaws.get(int(cycle))
+            if event is None:
+                event = thaws[int(cycle)] = asyncio.Event()
+                asyncio.get_running_loop().call_later(thaw - phase, event.set)
+            await event.wait()
         await asyncio.sleep(service)
         return web.json_response({"ok": True})
 
