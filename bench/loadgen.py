@@ -2,7 +2,8 @@
 
 A load generator's CPU comes out of the machine it measures (here, the other core of two), so it
 must be cheap. Same run, same server (the bare aiohttp ``baseline``, pinned to the server CPU),
-same request targets, generator pinned to the load CPU, at 1,000 and 3,000 req/s:
+same request targets, generator pinned to the load CPU, at 1,000 and 3,000 req/s; each generator
+runs three times per rate, interleaved, and the table shows medians (a shared machine drifts):
 
 - ``wrk``: C and epoll. It has no rate control (wrk2 does, but wrk2 is not packaged for Debian and
   its source cannot be fetched here), so each connection waits a fixed think time between
@@ -20,6 +21,7 @@ whole-process figure is shown beside it.
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -33,6 +35,7 @@ from bench.report import BenchResult, Column, Target
 from bench.workload import movies_by_popularity, zipf_ids
 
 RATES = (1000, 3000)
+ROUNDS = 3  # each generator runs this many times per rate; the table shows medians
 TARGET_RATE = 3000
 CPU_RATIO_LIMIT = 2.0
 THINK_MS = 10
@@ -181,10 +184,22 @@ def open_loop(
     }
 
 
+def _median(runs: list[dict]) -> dict:
+    """Per figure, the median over the rounds (errors: the sum)."""
+    out: dict = {}
+    for key in runs[0]:
+        values = [r[key] for r in runs if r[key] is not None]
+        if key == "errors":
+            out[key] = sum(values)
+        else:
+            out[key] = statistics.median(values) if values else None
+    return out
+
+
 def run(ctx: Context) -> BenchResult:
     started = time.perf_counter()
     result = BenchResult("loadgen", "Load generator CPU per request: loadtest vs wrk", COLUMNS)
-    seconds = ctx.duration(10.0)
+    seconds = ctx.duration(6.0)
     ranked = movies_by_popularity(DATA_DIR / "ratings.csv")
     paths = [f"/v1/similar/{int(m)}?k=10" for m in zipf_ids(ranked, 20_000)]
     paths_file = ctx.workdir / "loadgen.paths"
@@ -201,32 +216,24 @@ def run(ctx: Context) -> BenchResult:
         cpus=ctx.cpus.server,
     ).start()
     rows = []
+    tools = (
+        ("loadtest --paths", ["--paths", str(paths_file)]),
+        ("loadtest --mix similar", ["--mix", "similar=1"]),
+    )
+    rounds = 1 if ctx.quick else ROUNDS
     try:
         for rate in RATES:
             conns = calibrate(ctx, url, script, rate)
-            w = run_wrk(ctx, url, script, conns, seconds)
-            rows.append(
-                {
-                    "generator": f"wrk, c={conns}, {THINK_MS} ms think",
-                    "rate": rate,
-                    **w,
-                    "ratio": 1.0,
-                    "lag_p99_ms": None,
-                }
-            )
-            for label, extra in (
-                ("loadtest --paths", ["--paths", str(paths_file)]),
-                ("loadtest --mix similar", ["--mix", "similar=1"]),
-            ):
-                t = run_tool(ctx, url, extra, rate, seconds)
-                rows.append(
-                    {
-                        "generator": label,
-                        "rate": rate,
-                        **t,
-                        "ratio": t["cpu_us"] / w["cpu_us"] if w["cpu_us"] else None,
-                    }
-                )
+            runs: dict[str, list[dict]] = {"wrk": [], **{label: [] for label, _ in tools}}
+            for _ in range(rounds):  # interleaved, so drift on a shared machine hits all alike
+                w = run_wrk(ctx, url, script, conns, seconds)
+                runs["wrk"].append({**w, "ratio": 1.0, "lag_p99_ms": None})
+                for label, extra in tools:
+                    t = run_tool(ctx, url, extra, rate, seconds)
+                    runs[label].append({**t, "ratio": t["cpu_us"] / w["cpu_us"]})
+            for label, measured_runs in runs.items():
+                name = f"wrk, c={conns}, {THINK_MS} ms think" if label == "wrk" else label
+                rows.append({"generator": name, "rate": rate, **_median(measured_runs)})
     finally:
         server.stop()
     result.rows = rows
@@ -242,7 +249,8 @@ def run(ctx: Context) -> BenchResult:
         ),
     ]
     result.notes += [
-        f"{ctx.cpus.describe()}; {seconds:g} s per run; server: bare aiohttp baseline",
+        f"{ctx.cpus.describe()}; {seconds:g} s per run, {rounds} interleaved rounds per rate, "
+        "medians (ratio: median of the rounds' ratios); server: bare aiohttp baseline",
         "wrk (not wrk2: no Debian package, and its source cannot be downloaded here) is closed "
         f"loop with a {THINK_MS} ms think time per connection, connections calibrated to the "
         "rate; loadtest is open loop (constant arrivals, latency from the intended time)",
