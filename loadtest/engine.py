@@ -365,6 +365,9 @@ class Pool:
             self._grow()
             return
         self.opening -= 1
+        if engine.closed:  # the run ended while this connection was being opened
+            conn.abort()
+            return
         if conn.lost:  # closed between connect and now
             self._grow()
             return

@@ -58,10 +58,11 @@ from loadtest.stats import Recorder, percentile
 from loadtest.workload import Movie, Workload, build_workload, load_workload
 
 USER_AGENT = "marquee-loadtest/2"
-EARLY = 0.001  # seconds: an arrival this close to due is sent now (timers fire ~1 ms late)
-# awake anyway for a response: send an arrival due within this long now, instead of waking
-# again for it (a wake-up costs ~30 µs of CPU on a VM; at high rates most arrivals ride along)
-RIDE_ALONG = 0.0005
+# seconds: an arrival this close to due is sent now: by the scheduler (its timers fire up to
+# ~1 ms late), and when the generator is awake anyway for a response (a wake-up costs ~20-35 µs
+# of CPU on a VM, more than the rest of a request). So an arrival may leave up to 1 ms early
+# (its latency then counts from the actual send), never late because of this.
+EARLY = 0.001
 MAX_PER_TICK = 256  # arrivals handed over per scheduler wake-up before I/O gets a turn
 DRAIN_GRACE = 0.5  # seconds past the last timeout, so a timeout is seen as one
 REC_SCENARIOS = frozenset({"similar", "user_recs", "batch_similar", "history_recs"})
@@ -241,7 +242,7 @@ class Run:
             self._fail(ex.index, req, ex, now, now - ex.start)
         if ex.user < 0 and self.sending:  # the open model's common case, inline
             self.rec.in_flight -= 1
-            if now + RIDE_ALONG >= self.next_due:
+            if now + EARLY >= self.next_due:
                 if self.timer is not None:
                     self.timer.cancel()
                 self._tick()

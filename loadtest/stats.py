@@ -143,14 +143,16 @@ class Recorder:
     # ---- live figures (progress line) -----------------------------------------------------
     def window_summary(self, idx: int) -> dict[str, Any]:
         """One second's completions, found by bisecting each scenario's sorted time array."""
-        parts, errors = [], 0
+        parts, errors, timeouts = [], 0, 0
         for s in self.series:
             lo, hi = bisect.bisect_left(s.at, idx), bisect.bisect_left(s.at, idx + 1)
             if hi > lo:
                 parts.append(np.frombuffer(s.lat, dtype=np.uint32)[lo:hi])
-            errors += bisect.bisect_left(s.err_at, idx + 1) - bisect.bisect_left(s.err_at, idx)
+            elo, ehi = bisect.bisect_left(s.err_at, idx), bisect.bisect_left(s.err_at, idx + 1)
+            errors += ehi - elo
+            timeouts += s.err_kind[elo:ehi].count("timeout")
         values = np.concatenate(parts) if parts else np.empty(0, np.uint32)
-        out: dict[str, Any] = {"t": idx, "ok": len(values), "errors": errors}
+        out: dict[str, Any] = {"t": idx, "ok": len(values) - timeouts, "errors": errors}
         out.update(_window_percentiles(values))
         return out
 
@@ -231,7 +233,7 @@ class Recorder:
                 "t": idx,
                 "due": self.due[idx] if idx < len(self.due) else None,
                 "sent": int(sent_counts[idx]),
-                "ok": int(len(values)) - sum(c for k, c in kinds[idx].items() if k == "timeout"),
+                "ok": int(len(values)) - kinds[idx].get("timeout", 0),
                 "errors": int(err_counts[idx]),
             }
             w.update(_window_percentiles(values))
