@@ -1,8 +1,11 @@
 """The measurements against servers whose behaviour is known.
 
-The freeze tests compare with an analytic truth (see ``freezing_app``): a 5 ms server frozen for
-1 s every 5 s, one whole period at 200 req/s. The freeze dominates the tail, so scheduling noise
-on a busy machine (a few ms) stays far inside the 5 % allowed.
+The freeze tests compare with an analytic truth (see ``FreezingServer``): a 5 ms server frozen
+for 1 s every 5 s, one whole period at 200 req/s. The freeze dominates the tail, so scheduling
+noise of a few ms stays far inside the 5 % allowed. A test process starved of CPU for longer
+(a machine with many times more runnable processes than cores) cannot measure any latency
+truly, and the tool says so: its send lag passes the limit and the run is invalid. So the
+accuracy test allows the tool to decline, up to three times, and holds every valid run to 5 %.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import asyncio
 import pytest
 
 from loadtest.runner import run_load
-from tests.loadtest.conftest import freezing_app
 
 # The server's delay is a timer in an event loop shared with the client, on a 2-core machine
 # shared with other test runs: it overshoots by a few milliseconds under contention, so the
@@ -27,23 +29,33 @@ def truth_ms(p: float) -> float:
     return (SERVICE + FREEZE - (1 - p / 100.0) * PERIOD) * 1000.0
 
 
-async def freeze_run(serve, config, workload, **overrides):
-    url = await serve(freezing_app(SERVICE, FREEZE, PERIOD))
+async def freeze_run(freezing_server, config, workload, **overrides):
+    url = await freezing_server(SERVICE, FREEZE, PERIOD)
+    values = {"max_send_lag": 3600.0, **overrides}
     cfg = config(
         base_url=url,
         rate=RATE,
         duration=PERIOD,
         mix={"home": 1},
         connections=1000,  # more than a freeze's arrivals: the client never queues
-        max_send_lag=3600.0,
-        **overrides,
+        **values,
     )
     return await run_load(cfg, workload=workload)
 
 
-async def test_p99_and_p999_match_the_analytic_truth_of_a_freezing_server(serve, config, workload):
-    res = await freeze_run(serve, config, workload)
-    lat = res["total"]["latency_ms"]
+async def test_p99_and_p999_match_the_analytic_truth_of_a_freezing_server(
+    freezing_server, config, workload
+):
+    lags = []
+    for _ in range(3):
+        # a send lag p99 under 5 % of the truth cannot by itself push p99 out of tolerance
+        res = await freeze_run(freezing_server, config, workload, max_send_lag=0.045)
+        lags.append(res["generator"]["send_lag_ms"])
+        if res["valid"]:
+            break
+        assert "fell behind" in res["invalid_reasons"][0]  # it declined, and said why
+    assert res["valid"], f"the test process was starved of CPU in every attempt: {lags}"
+    lat = {**res["total"]["latency_ms"], "send_lag": res["generator"]["send_lag_ms"]}
     assert res["total"]["error_count"] == 0 and res["total"]["ok"] == RATE * PERIOD
     assert lat["p99"] == pytest.approx(truth_ms(99), rel=0.05), lat  # 955 ms
     assert lat["p99_9"] == pytest.approx(truth_ms(99.9), rel=0.05), lat  # 1000 ms
@@ -51,10 +63,10 @@ async def test_p99_and_p999_match_the_analytic_truth_of_a_freezing_server(serve,
     assert res["total"]["timeouts"] == 0
 
 
-async def test_a_timed_out_request_counts_at_its_full_wait(serve, config, workload):
+async def test_a_timed_out_request_counts_at_its_full_wait(freezing_server, config, workload):
     """With --timeout 0.3 s, 14 % of the requests wait past it: the headline p99 is the wait
     they were given up after (>= 300 ms), not the 5 ms of the requests that succeeded."""
-    res = await freeze_run(serve, config, workload, timeout=0.3)
+    res = await freeze_run(freezing_server, config, workload, timeout=0.3)
     total = res["total"]
     expected = RATE * PERIOD * (SERVICE + FREEZE - 0.3) / PERIOD  # ~141 requests
     assert total["timeouts"] == total["errors"]["timeout"]
