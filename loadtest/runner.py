@@ -250,11 +250,12 @@ class Run:
             self._after(ex.user)
 
     def _fail(self, index: int, req: Request, ex: Exchange, now: float, waited: float) -> None:
+        status: int | None = ex.status or None
         if ex.error is None:
-            kind, status = f"http_{ex.status}", ex.status
+            kind = f"http_{ex.status}"
             message = f"HTTP {ex.status}: " + ex.body[:200].decode("utf-8", "replace")
         else:
-            kind, status, message = ex.error, (ex.status or None), ex.message
+            kind, message = ex.error, ex.message
         self.rec.error(
             index,
             kind,
@@ -707,6 +708,7 @@ async def run_load(
             if warning:
                 warnings.append(warning)
                 warn(warning)
+    assert workload is not None
     engine = Engine(loop, limit=cfg.connections, timeout=cfg.timeout, user_agent=USER_AGENT)
     pools = {WEB: engine.origin(cfg.web_base), REC: engine.origin(cfg.recommender_base)}
     run = Run(cfg, engine, pools, Mix(cfg.mix, funcs), workload, loop)
