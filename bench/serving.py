@@ -194,6 +194,9 @@ def run(ctx: Context) -> BenchResult:
         f"hit = in-process LRU in front of Redis after one warm-up pass; answers were "
         f"{sorted(sources)} during warm-up, 'cache' after; miss = every request a new (id, k)",
         f"body {len(orjson.dumps(sample))} bytes; model {sample['model_version']}",
+        f"open-loop generator (python -m loadtest): send lag p99 {hit_half['send_lag_p99_ms']} / "
+        f"{base_half['send_lag_p99_ms']} ms (hit / baseline runs); "
+        + ("it kept up" if hit_half["valid"] and base_half["valid"] else "it FELL BEHIND"),
     ]
     result.extra["ratios"] = {
         "hit": round(hit.rps / base.rps, 4),
