@@ -1,9 +1,14 @@
 """Locust version of Marquee's load-test scenarios (``python -m loadtest`` is the main tool).
 
-Locust is not a Marquee dependency; install it yourself to use this file:
+Needs Locust and nothing else (not Marquee's dependencies):
 
     pip install locust
     locust -f locustfile.py --host http://127.0.0.1:8080
+
+The scenarios are the tool's own (``loadtest/scenarios.py``: requests described as data, standard
+library only), so Locust sends exactly what ``python -m loadtest`` sends; this file only drives
+them with Locust's client. The popular-movie list is fetched once per process (paged, 100 at a
+time, as the catalog allows), before the users start, and shared by all of them.
 
 Environment: ``MARQUEE_RECOMMENDER_URL`` (recommender API base, default: the host),
 ``MARQUEE_CATALOG_URL`` (for the popular list, default: the host) and ``LOADTEST_MIX``
@@ -13,119 +18,80 @@ generator: under overload it under-reports latency (see docs/loadtest.md).
 
 from __future__ import annotations
 
-import functools
-import json
+import logging
 import os
 import random
-import urllib.request
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
 
-from locust import HttpUser, between
+from locust import HttpUser, between, events
 
-from loadtest.config import DEFAULT_DATA_DIR, DEFAULT_MIX, parse_mix
-from loadtest.scenarios import PLANS, REDIRECTS, extract_csrf, plan_form
-from loadtest.workload import Workload, build_workload, movies_from_files, movies_from_popular
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the repository: loadtest/ is here
 
+from loadtest.config import DEFAULT_DATA_DIR, DEFAULT_MIX, parse_mix  # noqa: E402
+from loadtest.scenarios import (  # noqa: E402
+    REC,
+    REGISTRY,
+    WEB,
+    BadResponse,
+    Flow,
+    Request,
+    Response,
+)
+from loadtest.workload import Workload, load_workload  # noqa: E402
 
-@functools.cache
-def workload(catalog: str) -> Workload:
-    """Popular movies from the catalog, or the bundled ratings when it is unreachable."""
-    try:
-        url = f"{catalog}/v1/movies/popular?limit=2000"
-        with urllib.request.urlopen(url, timeout=3) as resp:  # noqa: S310 - operator's URL
-            movies = movies_from_popular(json.load(resp))
-        source = f"catalog {catalog}"
-    except (OSError, ValueError):
-        movies, source = movies_from_files(DEFAULT_DATA_DIR, 2000), "file"
-    return build_workload(movies, popularity="counts", zipf_s=1.0, user_ids=(1, 610), source=source)
-
-
-def page(user: MarqueeUser) -> None:
-    user.client.get(f"/movies/{user.wl.movie(user.rng)}", name="/movies/[id]")
-
-
-def page_json(user: MarqueeUser) -> None:
-    user.client.get(f"/api/pages/movies/{user.wl.movie(user.rng)}", name="/api/pages/movies/[id]")
+_workloads: dict[str, Workload] = {}
+_lock = threading.Lock()  # a gevent lock once Locust has patched threading
 
 
-def similar(user: MarqueeUser) -> None:
-    user.client.get(
-        f"{user.rec}/v1/similar/{user.wl.movie(user.rng)}?k=10", name="/v1/similar/[id]"
-    )
+def bases(host: str | None) -> dict[str, str]:
+    web = (host or "http://127.0.0.1:8080").rstrip("/")
+    return {
+        WEB: web,
+        REC: os.environ.get("MARQUEE_RECOMMENDER_URL", web).rstrip("/"),
+        "catalog": os.environ.get("MARQUEE_CATALOG_URL", web).rstrip("/"),
+    }
 
 
-def user_recs(user: MarqueeUser) -> None:
-    user.client.get(
-        f"{user.rec}/v1/users/{user.wl.user(user.rng)}/recommendations?k=10",
-        name="/v1/users/[id]/recommendations",
-    )
+def shared_workload(host: str | None) -> Workload:
+    """The popular movies, loaded once per process however many users start at once."""
+    urls = bases(host)
+    with _lock:
+        wl = _workloads.get(urls["catalog"])
+        if wl is None:
+            wl, warning = load_workload(
+                catalog_base=urls["catalog"],
+                limit=2000,
+                popularity="counts",
+                zipf_s=1.0,
+                user_ids=(1, 610),
+                data_dir=DEFAULT_DATA_DIR,
+                recommender_base=urls[REC],
+            )
+            if warning:
+                logging.warning("marquee: %s", warning)
+            _workloads[urls["catalog"]] = wl
+    return wl
 
 
-def batch_similar(user: MarqueeUser) -> None:
-    ids = ",".join(map(str, user.wl.movies(user.rng, user.rng.randint(3, 10))))
-    user.client.get(f"{user.rec}/v1/similar?ids={ids}&k=10", name="/v1/similar?ids")
+@events.test_start.add_listener
+def _load_once(environment, **_kwargs) -> None:  # noqa: ANN001 - Locust's signature
+    shared_workload(environment.host)
 
 
-def history_recs(user: MarqueeUser) -> None:
-    history = user.wl.movies(user.rng, user.rng.randint(5, 20))
-    user.client.post(
-        f"{user.rec}/v1/recommendations",
-        json={"history": history, "k": 10},
-        name="/v1/recommendations",
-    )
+def _task(name: str) -> Callable[[MarqueeUser], None]:
+    def run(user: MarqueeUser) -> None:
+        user.visit(name)
+
+    run.__name__ = name
+    return run
 
 
-def search(user: MarqueeUser) -> None:
-    word, genre = user.wl.search(user.rng)
-    params = {"q": word} if genre is None else {"q": word, "genre": genre}
-    user.client.get("/search", params=params, name="/search")
-
-
-def home(user: MarqueeUser) -> None:
-    user.client.get("/", name="/")
-
-
-def session(user: MarqueeUser) -> None:
-    """Log in, view a movie page, then subscribe / change plan / cancel (own cookie jar)."""
-    user.client.cookies.clear()
-    token = extract_csrf(user.client.get("/login", name="/login").content)
-    if token is None:
-        return
-    form = {"user_id": str(user.wl.user(user.rng)), "csrf_token": token}
-    with user.client.post(
-        "/login", data=form, allow_redirects=False, name="POST /login", catch_response=True
-    ) as resp:
-        if resp.status_code not in REDIRECTS:
-            resp.failure(f"login answered {resp.status_code}")
-            return
-    html = user.client.get(f"/movies/{user.wl.movie(user.rng)}", name="/movies/[id]").content
-    form = plan_form(html, user.rng.choice((*PLANS, "cancel")), token)
-    with user.client.post(
-        "/subscription",
-        data=form,
-        allow_redirects=False,
-        name="POST /subscription",
-        catch_response=True,
-    ) as resp:
-        if resp.status_code not in REDIRECTS:
-            resp.failure(f"subscription answered {resp.status_code}")
-
-
-SCENARIO_FUNCTIONS = {
-    "page": page,
-    "page_json": page_json,
-    "similar": similar,
-    "user_recs": user_recs,
-    "batch_similar": batch_similar,
-    "history_recs": history_recs,
-    "session": session,
-    "search": search,
-    "home": home,
-}
-
-
-def task_weights() -> dict:
+def task_weights() -> dict[Callable[[MarqueeUser], None], int]:
     mix = parse_mix(os.environ["LOADTEST_MIX"]) if "LOADTEST_MIX" in os.environ else DEFAULT_MIX
-    return {SCENARIO_FUNCTIONS[name]: max(1, round(w)) for name, w in mix.items() if w > 0}
+    return {_task(name): max(1, round(w)) for name, w in mix.items() if w > 0}
 
 
 class MarqueeUser(HttpUser):
@@ -135,7 +101,44 @@ class MarqueeUser(HttpUser):
     tasks = task_weights()
 
     def on_start(self) -> None:
-        host = (self.host or "http://127.0.0.1:8080").rstrip("/")
-        self.rec = os.environ.get("MARQUEE_RECOMMENDER_URL", host).rstrip("/")
-        self.wl = workload(os.environ.get("MARQUEE_CATALOG_URL", host).rstrip("/"))
+        self.urls = bases(self.host)
+        self.wl = shared_workload(self.host)
         self.rng = random.Random()
+
+    def visit(self, name: str) -> None:
+        item = REGISTRY[name](self.wl, self.rng)
+        if isinstance(item, Request):
+            self.send(item, None)
+        else:
+            self.client.cookies.clear()  # each logged-in visit is a new simulated user
+            self.send(next(item), item)
+
+    def send(self, req: Request, flow: Flow | None) -> None:
+        """One request; for a flow, feed the response back and go on to its next request."""
+        while True:
+            with self.client.request(
+                req.method,
+                self.urls[req.origin] + req.target,
+                data=req.body or None,
+                headers={"Content-Type": req.content_type} if req.content_type else None,
+                name=req.template,
+                allow_redirects=False,
+                catch_response=True,
+            ) as resp:
+                if resp.status_code == 0 or resp.status_code >= 400:
+                    resp.failure(f"HTTP {resp.status_code}")
+                    if flow is not None:
+                        flow.close()
+                    return
+                if flow is None:
+                    resp.success()
+                    return
+                try:
+                    req = flow.send(Response(resp.status_code, resp.content))
+                except StopIteration:
+                    resp.success()
+                    return
+                except BadResponse as exc:
+                    resp.failure(str(exc))
+                    return
+                resp.success()

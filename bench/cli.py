@@ -24,6 +24,7 @@ BENCHMARKS = {
     "composition": "bench.composition",
     "deployment": "bench.deployment",
     "scaling": "bench.scaling",
+    "loadgen": "bench.loadgen",
     "training": "bench.training",
 }
 LATEST = PROJECT_ROOT / "var" / "bench" / "latest.json"

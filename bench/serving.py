@@ -8,23 +8,23 @@ Cases, all on the same Zipf id sequence, server pinned to one CPU and wrk to the
 - ``cache miss``: every request a distinct (id, k) key, so each one misses both cache tiers,
   computes from the memory-mapped model and writes Redis.
 
-Then latency at half the measured hit throughput, open loop (constant rate, latency from each
-request's due time), for the recommender and for the baseline at the same rate.
+Then latency at half the measured hit throughput, open loop (``python -m loadtest --paths``:
+constant rate, latency from each request's due time), for the recommender and for the baseline
+at the same rate.
 """
 
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
-from pathlib import Path
 
 import aiohttp
 import orjson
 
 from bench import wrk
 from bench.context import Context, ranked_movies
-from bench.procs import PYTHON, free_port, pinned, python_server
+from bench.loadgen import open_loop
+from bench.procs import free_port, python_server
 from bench.report import BenchResult, Column, Target
 from bench.workload import unique_keys, zipf_ids
 
@@ -60,40 +60,6 @@ async def _fetch_all(base: str, paths: list[str], concurrency: int = 16) -> dict
 
         await asyncio.gather(*(one(p) for p in paths))
     return out
-
-
-def open_loop(
-    ctx: Context,
-    port: int,
-    paths_file: Path,
-    rate: float,
-    duration: float,
-    headers: dict[str, str] | None = None,
-) -> dict:
-    """One open-loop run in a child process pinned to the load generator's CPU."""
-    args = [
-        PYTHON,
-        "-m",
-        "bench.openloop",
-        "--port",
-        str(port),
-        "--rate",
-        f"{rate:.0f}",
-        "--duration",
-        f"{duration:g}",
-        "--paths",
-        str(paths_file),
-        "--connections",
-        str(CONNECTIONS),
-    ]
-    for name, value in (headers or {}).items():
-        args += ["--header", f"{name}: {value}"]
-    proc = subprocess.run(
-        pinned(args, ctx.cpus.load), capture_output=True, text=True, timeout=duration + 60
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"open-loop generator failed: {proc.stderr[-2000:]}")
-    return orjson.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def run(ctx: Context) -> BenchResult:
@@ -172,8 +138,22 @@ def run(ctx: Context) -> BenchResult:
             )
             half = hit.rps / 2
             paths_file = ctx.workdir / "similar-hot.paths"
-            hit_half = open_loop(ctx, port, paths_file, half, duration)
-            base_half = open_loop(ctx, base_port, paths_file, half, duration)
+            hit_half = open_loop(
+                url.format(port),
+                paths_file,
+                half,
+                duration,
+                cpus=ctx.cpus.load,
+                out=ctx.workdir / "open-hit.json",
+            )
+            base_half = open_loop(
+                url.format(base_port),
+                paths_file,
+                half,
+                duration,
+                cpus=ctx.cpus.load,
+                out=ctx.workdir / "open-base.json",
+            )
             # last: the miss run pushes the hot set out of the in-process LRU
             miss = wrk.run_wrk(
                 url.format(port),
@@ -214,6 +194,9 @@ def run(ctx: Context) -> BenchResult:
         f"hit = in-process LRU in front of Redis after one warm-up pass; answers were "
         f"{sorted(sources)} during warm-up, 'cache' after; miss = every request a new (id, k)",
         f"body {len(orjson.dumps(sample))} bytes; model {sample['model_version']}",
+        f"open-loop generator (python -m loadtest): send lag p99 {hit_half['send_lag_p99_ms']} / "
+        f"{base_half['send_lag_p99_ms']} ms (hit / baseline runs); "
+        + ("it kept up" if hit_half["valid"] and base_half["valid"] else "it FELL BEHIND"),
     ]
     result.extra["ratios"] = {
         "hit": round(hit.rps / base.rps, 4),

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from loadtest import thresholds as thresholds_module
+
 SCENARIOS: tuple[str, ...] = (
     "page",
     "page_json",
@@ -73,6 +75,10 @@ class RunConfig:
     out: str | None = None
     html: str | None = None
     compare: str | None = None
+    compare_anyway: bool = False  # compare even when the two runs' load shapes differ
+    paths: str | None = None  # replay these request targets (one per line) instead of the mix
+    thresholds: tuple[str, ...] = ()  # pass/fail rules, e.g. "p99<50ms", "errors<0.1%"
+    max_send_lag: float = 0.010  # seconds: p99 send lag above this marks the run invalid
 
     @property
     def model(self) -> str:
@@ -178,6 +184,8 @@ def load_toml(path: str) -> dict[str, Any]:
                 value = validate_mix(value)
             else:
                 raise ConfigError("mix must be a table or a 'name=weight,...' string")
+        elif norm == "thresholds" and isinstance(value, str):
+            value = [value]
         elif norm == "user_ids":
             if isinstance(value, list) and len(value) == 2:
                 value = parse_user_ids(f"{value[0]}-{value[1]}")
@@ -212,27 +220,30 @@ _STRINGS = (
     "out",
     "html",
     "compare",
+    "paths",
     "arrival",
     "popularity",
 )
-_SECONDS = ("duration", "ramp_up", "think_time", "timeout")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_SECONDS = ("duration", "ramp_up", "think_time", "timeout", "max_send_lag")
+_DURATION = re.compile(r"^\s*([-+]?)\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 
 
 def parse_duration(text: str) -> float:
-    """Seconds from ``30``, ``30s``, ``1.5m``, ``500ms`` or ``1h``."""
+    """Seconds from ``30``, ``30s``, ``1.5m``, ``500ms`` or ``1h`` (never negative)."""
     match = _DURATION.match(text)
     if not match:
         raise ConfigError(f"not a duration: {text!r} (e.g. 30s, 2m, 500ms)")
-    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[match.group(2)]
-    return float(match.group(1)) * scale
+    if match.group(1) == "-":
+        raise ConfigError(f"a duration cannot be negative: {text!r} (e.g. 30s, 2m, 500ms)")
+    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[match.group(3)]
+    return float(match.group(2)) * scale
 
 
 def _check_types(v: dict[str, Any]) -> None:
     for name in _STRINGS:
         if v.get(name) is not None and not isinstance(v[name], str):
             raise ConfigError(f"{name} must be a string")
-    for name in ("progress", "uvloop"):
+    for name in ("progress", "uvloop", "compare_anyway"):
         if v.get(name) is not None and not isinstance(v[name], bool):
             raise ConfigError(f"{name} must be true or false")
     seed = v.get("seed")
@@ -279,6 +290,27 @@ def build_config(values: dict[str, Any]) -> RunConfig:
         v["user_ids"] = parse_user_ids(f"{lo}-{hi}")
     if "mix" in v:
         v["mix"] = validate_mix(v["mix"])
+    if v.get("paths") is not None:
+        if "mix" in v:
+            raise ConfigError("give --paths (replay a list of targets) or --mix, not both")
+        v["mix"] = {"replay": 1.0}
+    _positive("max_send_lag", v.get("max_send_lag"))
+    if "thresholds" in v:
+        v["thresholds"] = check_thresholds(v["thresholds"], v.get("mix") or DEFAULT_MIX)
     if v.get("rate") is not None:
         v["rate"] = float(v["rate"])
     return RunConfig(**v)
+
+
+def check_thresholds(value: Any, mix: dict[str, float]) -> tuple[str, ...]:
+    """A list of threshold strings, each parsed once here so a typo stops the run at once."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list | tuple) or not all(isinstance(t, str) for t in value):
+        raise ConfigError('thresholds must be a list of strings like "p99<50ms"')
+    for text in value:
+        try:
+            thresholds_module.parse(text, tuple(mix))
+        except thresholds_module.ThresholdError as exc:
+            raise ConfigError(str(exc)) from None
+    return tuple(value)

@@ -7,7 +7,7 @@ import math
 from html import escape
 from typing import Any
 
-from loadtest.report import COLUMNS
+from loadtest.report import COLUMNS, change_text
 from loadtest.svg import Series, line_chart
 
 CSS = """
@@ -32,6 +32,10 @@ svg .t{font-size:13px;font-weight:600}svg .g{stroke:#e6e8ec}
 svg .frame{fill:none;stroke:#c9ced6}
 pre{white-space:pre-wrap;font-size:12px}
 .warn{background:#fff4e5;border-left:4px solid #f29d38;padding:8px 12px;margin:8px 0}
+.invalid{background:#fde8e6;border:2px solid #b3261e;color:#7a1610;padding:12px 16px;
+margin:12px 0;font-size:15px}
+.tile i{display:block;color:#5b6474;font-size:11px;font-style:normal}
+td.l,th.l{text-align:left}td ul{margin:0;padding-left:16px}code{font-size:12px}
 """
 
 COLORS = {"p50": "#2f6fdf", "p90": "#1b9e77", "p99": "#e6892e", "max": "#c0392b"}
@@ -44,21 +48,36 @@ def _v(x: float | None, unit: str = "") -> str:
 def _tiles(results: dict[str, Any]) -> str:
     t = results["total"]
     lat = t.get("latency_ms") or {}
+    lag = (results.get("generator") or {}).get("send_lag_ms") or {}
     items = [
-        ("throughput", _v(t["throughput_rps"], " req/s")),
-        ("requests", f"{t['count']:,}"),
-        ("p50", _v(lat.get("p50"), " ms")),
-        ("p99", _v(lat.get("p99"), " ms")),
-        ("p99.9", _v(lat.get("p99_9"), " ms")),
-        ("max", _v(lat.get("max"), " ms")),
-        ("error rate", f"{t['error_rate'] * 100:.2f} %"),
+        ("throughput", _v(t["throughput_rps"], " req/s"), ""),
+        ("requests", f"{t['count']:,}", ""),
+        ("p50", _v(lat.get("p50"), " ms"), ""),
+        ("p99", _v(lat.get("p99"), " ms"), ""),
+        ("p99.9", _v(lat.get("p99_9"), " ms"), ""),
+        ("max", _v(lat.get("max"), " ms"), ""),
+        ("send lag p99", _v(lag.get("p99"), " ms"), "generator's own lateness"),
+        ("error rate", f"{t['error_rate'] * 100:.2f} %", ""),
     ]
     return (
         '<div class="tiles">'
         + "".join(
-            f'<div class="tile"><span>{escape(k)}</span><b>{escape(v)}</b></div>' for k, v in items
+            f'<div class="tile"><span>{escape(k)}</span><b>{escape(v)}</b>'
+            + (f"<i>{escape(note)}</i>" if note else "")
+            + "</div>"
+            for k, v, note in items
         )
         + "</div>"
+        + f"<p class=sub>{escape(_latency_note(t))}</p>"
+    )
+
+
+def _latency_note(total: dict[str, Any]) -> str:
+    n = total.get("timeouts") or 0
+    return (
+        "Latency counts successful responses and timed-out requests"
+        + (f" ({n:,} timeouts, each at its full wait: at least the timeout)" if n else "")
+        + "; other failures are counted by kind below, not in the latency."
     )
 
 
@@ -69,6 +88,11 @@ def _charts(results: dict[str, Any]) -> str:
         for k in ("p50", "p90", "p99", "max")
     ]
     tput = [
+        *(
+            [Series("due/s", "#d5d9e0", [(w["t"] + 1, w.get("due")) for w in windows])]
+            if any(w.get("due") is not None for w in windows)
+            else []
+        ),
         Series("sent/s", "#9aa3b2", [(w["t"] + 1, w.get("sent", 0)) for w in windows]),
         Series("ok/s", "#2f6fdf", [(w["t"] + 1, w["ok"]) for w in windows]),
         Series("errors/s", "#c0392b", [(w["t"] + 1, w["errors"]) for w in windows]),
@@ -134,28 +158,61 @@ def _scenario_table(results: dict[str, Any]) -> str:
 
 
 def _error_table(results: dict[str, Any]) -> str:
-    rows = []
-    for name, s in results.get("scenarios", {}).items():
-        for kind, n in (s.get("errors") or {}).items():
-            rows.append(f"<tr><td>{escape(name)}</td><td>{escape(kind)}</td><td>{n:,}</td></tr>")
-    if not rows:
+    groups = results.get("error_details") or []
+    if not groups:
         return "<p>No errors.</p>"
+    rows = []
+    for g in groups:
+        samples = "".join(
+            f"<li><code>{escape(x['url'])}</code> {escape(x['message'])}</li>"
+            for x in g.get("samples", [])
+        )
+        where = f"{g['method']} {g['template']}".strip() or "-"
+        rows.append(
+            f"<tr><td>{escape(g['scenario'])}</td><td>{escape(g['kind'])}</td>"
+            f"<td>{escape(where)}</td><td>{g['status'] if g['status'] else '-'}</td>"
+            f"<td>{g['count']:,}</td><td class=l><ul>{samples}</ul></td></tr>"
+        )
     return (
-        "<table><thead><tr><th>scenario</th><th>kind</th><th>count</th></tr></thead>"
+        "<table><thead><tr><th>scenario</th><th>kind</th><th>endpoint</th><th>status</th>"
+        "<th>count</th><th class=l>examples (URL, message)</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>"
     )
 
 
-def _compare_table(cmp: dict[str, Any]) -> str:
-    def cell(ch: dict[str, Any], higher_is_bad: bool) -> str:
-        if ch["pct"] is None:
-            same = ch["new"] is not None and ch["new"] == ch["old"]
-            return "<td>=</td>" if same else f"<td>{ch['old']} → {ch['new']}</td>"
-        bad = (ch["pct"] > 5) if higher_is_bad else (ch["pct"] < -5)
-        good = (ch["pct"] < -5) if higher_is_bad else (ch["pct"] > 5)
-        cls = ' class="bad"' if bad else (' class="good"' if good else "")
-        return f'<td{cls} title="{ch["old"]} → {ch["new"]}">{ch["pct"]:+.1f}%</td>'
+def _thresholds(results: dict[str, Any]) -> str:
+    checks = results.get("thresholds") or []
+    if not checks:
+        return ""
+    failed = sum(1 for c in checks if not c["passed"])
+    rows = "".join(
+        f"<tr><td>{escape(c['threshold'])}</td><td>{escape(c['shown'])}</td>"
+        + ('<td class="good">✓ passed</td>' if c["passed"] else '<td class="bad">✗ failed</td>')
+        + "</tr>"
+        for c in checks
+    )
+    return (
+        f"<h2>Thresholds: {len(checks) - failed} passed, {failed} failed</h2><div class=card>"
+        "<table><thead><tr><th>threshold</th><th>actual</th><th>result</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table></div>"
+    )
 
+
+def _compare_table(cmp: dict[str, Any]) -> str:
+    def cell(metric: str, ch: dict[str, Any]) -> str:
+        text = change_text(metric, ch).rstrip("!+")
+        cls = {"worse": ' class="bad"', "better": ' class="good"'}.get(ch["verdict"] or "", "")
+        iv = ch.get("interval")
+        if iv is not None:
+            scale = "pp" if metric == "error_rate" else "%"
+            factor = 100.0
+            tip = f"95 % interval {iv[0] * factor:+.1f} to {iv[1] * factor:+.1f} {scale}"
+        else:
+            tip = "single sample: no interval" if metric == "max" else "no interval"
+        title = escape(f"{ch['old']} → {ch['new']}; {tip}")
+        return f'<td{cls} title="{title}">{escape(text)}</td>'
+
+    metrics = ("throughput_rps", "error_rate", *COLUMNS)
     head = "".join(
         f"<th>{h}</th>"
         for h in ("scenario", "ok/s", "error rate", *(c.replace("_", ".") for c in COLUMNS))
@@ -165,14 +222,26 @@ def _compare_table(cmp: dict[str, Any]) -> str:
         cls = ' class="total"' if name == "total" else ""
         body.append(
             f"<tr{cls}><td>{escape(name)}</td>"
-            + cell(row["throughput_rps"], False)
-            + cell(row["error_rate"], True)
-            + "".join(cell(row[c], True) for c in COLUMNS)
+            + "".join(cell(m, row[m]) for m in metrics)
             + "</tr>"
         )
+    intro = f"Change vs the run started {escape(str(cmp.get('old_started_at')))}."
+    if cmp["comparable"]:
+        intro += (
+            " Coloured only when the change is beyond the run-to-run spread (its 95 % "
+            "block-bootstrap interval excludes zero): red worse, green better. The max is a "
+            "single sample and is never coloured."
+        )
+    banner = ""
+    if not cmp["comparable"]:
+        banner = (
+            "<div class=warn><b>Not comparable:</b> the runs offered different load ("
+            + escape("; ".join(cmp["differences"]))
+            + "). The figures are shown for reference only; nothing is judged.</div>"
+        )
+    notes = "".join(f"<p class=sub>{escape(n)}</p>" for n in cmp.get("notes", []))
     return (
-        f"<p class=sub>Change vs the run started {escape(str(cmp.get('old_started_at')))} "
-        "(red: worse by more than 5 %, green: better).</p>"
+        f"{banner}<p class=sub>{intro}</p>{notes}"
         f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
     )
 
@@ -193,12 +262,21 @@ def render_html(results: dict[str, Any], comparison: dict[str, Any] | None = Non
     wl = results.get("workload", {})
     gen = results.get("generator", {})
     lag = gen.get("send_lag_ms") or {}
+    wait = gen.get("connection_wait") or {}
     warnings = list(results.get("warnings", []))
     if gen.get("unsent"):
         warnings.append(
-            f"{gen['unsent']} requests were due but never sent before the drain "
-            "deadline (counted as errors of kind 'unsent')."
+            f"{gen['unsent']:,} arrivals were due but never sent (counted as errors of kind "
+            "'unsent')."
         )
+    invalid = ""
+    if not results.get("valid", True):
+        invalid = (
+            "<div class=invalid><b>INVALID RUN — the latency figures cannot be trusted.</b><ul>"
+            + "".join(f"<li>{escape(r)}</li>" for r in results.get("invalid_reasons", []))
+            + "</ul></div>"
+        )
+    cpu = gen.get("cpu_us_per_request")
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
         "<meta name=viewport content='width=device-width,initial-scale=1'>",
@@ -208,8 +286,10 @@ def render_html(results: dict[str, Any], comparison: dict[str, Any] | None = Non
         f"<div class=sub>{escape(str(results.get('started_at')))} · "
         f"{escape(str(cfg.get('base_url')))} · {escape(load)} · {escape(span)}"
         f" (ramp-up {cfg.get('ramp_up')} s) · mix {escape(mix)}</div>",
+        invalid,
         "".join(f"<div class=warn>{escape(w)}</div>" for w in warnings),
         _tiles(results),
+        _thresholds(results),
     ]
     if comparison:
         parts += [
@@ -221,20 +301,29 @@ def render_html(results: dict[str, Any], comparison: dict[str, Any] | None = Non
         "<h2>Over time</h2>",
         _charts(results),
         "<p class=sub>Latency is measured from the <em>intended</em> send time in the open model"
-        " (queueing in the client counts), from the actual send in the closed model. Only"
-        " successful responses are in the latency figures; failures are counted by kind.</p>",
+        " (waiting for a connection counts), from the actual send in the closed model. "
+        "In the throughput chart, <em>due</em> is the offered load and <em>sent</em> what the "
+        "generator actually sent: a gap means the generator fell behind.</p>",
         "<h2>Per scenario</h2><div class=card>",
         _scenario_table(results),
         "</div>",
-        "<h2>Errors by kind</h2><div class=card>",
+        "<h2>Errors</h2><div class=card>",
         _error_table(results),
         "</div>",
-        "<h2>Run details</h2><div class=card>",
+        "<h2>The generator</h2><div class=card>",
+        f"<p>Sent {gen.get('sent', 0):,} of {gen.get('due') or gen.get('sent', 0):,} due"
+        f" ({_v(gen.get('sent_rate'), '/s')} sent, {_v(gen.get('offered_rate'), '/s')} offered)."
+        f" Send lag p50 {_v(lag.get('p50'), ' ms')}, p99 {_v(lag.get('p99'), ' ms')}, max "
+        f"{_v(lag.get('max'), ' ms')}; allowed p99 {_v(gen.get('max_send_lag_ms'), ' ms')}. "
+        "Send lag is the generator's own lateness (short of CPU), measured apart from the "
+        "server's latency. "
+        f"{wait.get('requests', 0):,} requests waited for a free connection "
+        f"(max {_v(wait.get('max_ms'), ' ms')}). "
+        + (f"CPU: {cpu:.1f} µs per HTTP request. " if cpu is not None else "")
+        + "</p>",
         f"<p>Workload: {escape(str(wl.get('source')))}, {wl.get('movies')} movies "
         f"(most popular gets {float(wl.get('top_movie_share') or 0) * 100:.1f} % of views), "
-        f"{wl.get('search_words')} search words. Generator: {gen.get('sent')} sent, "
-        f"send lag p99 {_v(lag.get('p99'), ' ms')}, max {_v(lag.get('max'), ' ms')}"
-        " (high lag means the load generator itself was short of CPU).</p>",
+        f"{wl.get('search_words')} search words.</p>",
         f"<details><summary>Configuration</summary><pre>{escape(json.dumps(cfg, indent=2))}"
         "</pre></details></div>",
         "</main></body></html>",

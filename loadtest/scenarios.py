@@ -1,69 +1,67 @@
-"""The scenarios: what one simulated visit does, as small async functions.
+"""The scenarios: what one simulated visit asks for, as data (sans I/O).
 
-A scenario raises on failure (``HttpStatusError``, ``BadResponse``, or aiohttp's own errors)
-and returns normally on success; the runner times it and classifies the exception, so the
-scenarios hold no measurement code and cost little per call.
+A scenario is a function ``(workload, rng) -> Request | Flow``:
+
+- most return one ``Request``; the visit succeeds when its status is below 400;
+- a multi-step visit (``session``) is a ``Flow``: a generator that yields each ``Request`` and
+  is sent back its ``Response``; it raises ``BadResponse`` when an answer is not what a real
+  client needs (no CSRF token, no redirect). Any status of 400 or more ends it as an error.
+
+Nothing here does I/O, so one definition drives both the tool's engine (``loadtest.runner``)
+and Locust (``locustfile.py``), and this module needs only the standard library.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
-
-import aiohttp
-import orjson
+from pathlib import Path
+from urllib.parse import urlencode
 
 from loadtest.workload import Workload
 
+WEB, REC = "web", "rec"  # which base URL a request goes to: the web server or the recommender API
 PLANS = ("basic", "standard", "premium")
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_JSON = {"Content-Type": "application/json"}
+FORM = "application/x-www-form-urlencoded"
+JSON = "application/json"
 
 
-class HttpStatusError(Exception):
-    """The server answered with a 4xx/5xx status."""
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One HTTP request. ``template`` names the endpoint (``/movies/{id}``) for error grouping."""
 
-    def __init__(self, status: int) -> None:
-        super().__init__(f"HTTP {status}")
-        self.status = status
+    origin: str  # WEB or REC
+    method: str
+    template: str
+    target: str  # path and query, relative to the origin's base URL
+    body: bytes = b""
+    content_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    body: bytes
 
 
 class BadResponse(Exception):
     """The server answered, but not with what a real client needs (no CSRF token, no redirect)."""
 
 
-@dataclass(frozen=True)
-class Context:
-    """Shared by every scenario of a run: one client session, the URLs, the workload."""
-
-    http: aiohttp.ClientSession
-    connector: aiohttp.BaseConnector
-    timeout: aiohttp.ClientTimeout
-    web: str
-    rec: str
-    workload: Workload
-    headers: dict[str, str]
+Flow = Generator[Request, Response, None]
+Scenario = Callable[[Workload, random.Random], "Request | Flow"]
 
 
-Scenario = Callable[[Context, random.Random], Awaitable[None]]
+def get(origin: str, template: str, target: str) -> Request:
+    return Request(origin, "GET", template, target)
 
 
-async def _get(http: aiohttp.ClientSession, url: str, params: dict | None = None) -> bytes:
-    async with http.get(url, params=params, allow_redirects=False) as resp:
-        body = await resp.read()
-        if resp.status >= 400:
-            raise HttpStatusError(resp.status)
-    return body
-
-
-async def _post_form(http: aiohttp.ClientSession, url: str, data: dict[str, str]) -> int:
-    async with http.post(url, data=data, allow_redirects=False) as resp:
-        await resp.read()
-        if resp.status >= 400:
-            raise HttpStatusError(resp.status)
-        return resp.status
+def post_form(origin: str, target: str, form: dict[str, str]) -> Request:
+    return Request(origin, "POST", target, target, urlencode(form).encode(), FORM)
 
 
 def hidden_value(html: bytes, name: str) -> str | None:
@@ -95,72 +93,65 @@ def plan_form(html: bytes, choice: str, token: str) -> dict[str, str]:
     return form
 
 
-async def page(ctx: Context, rng: random.Random) -> None:
-    await _get(ctx.http, f"{ctx.web}/movies/{ctx.workload.movie(rng)}")
+# ---- one-request scenarios ------------------------------------------------------------------
+def page(wl: Workload, rng: random.Random) -> Request:
+    return get(WEB, "/movies/{id}", f"/movies/{wl.movie(rng)}")
 
 
-async def page_json(ctx: Context, rng: random.Random) -> None:
-    await _get(ctx.http, f"{ctx.web}/api/pages/movies/{ctx.workload.movie(rng)}")
+def page_json(wl: Workload, rng: random.Random) -> Request:
+    return get(WEB, "/api/pages/movies/{id}", f"/api/pages/movies/{wl.movie(rng)}")
 
 
-async def similar(ctx: Context, rng: random.Random) -> None:
-    await _get(ctx.http, f"{ctx.rec}/v1/similar/{ctx.workload.movie(rng)}", {"k": "10"})
+def similar(wl: Workload, rng: random.Random) -> Request:
+    return get(REC, "/v1/similar/{id}", f"/v1/similar/{wl.known_movie(rng)}?k=10")
 
 
-async def user_recs(ctx: Context, rng: random.Random) -> None:
-    url = f"{ctx.rec}/v1/users/{ctx.workload.user(rng)}/recommendations"
-    await _get(ctx.http, url, {"k": "10"})
+def user_recs(wl: Workload, rng: random.Random) -> Request:
+    target = f"/v1/users/{wl.user(rng)}/recommendations?k=10"
+    return get(REC, "/v1/users/{id}/recommendations", target)
 
 
-async def batch_similar(ctx: Context, rng: random.Random) -> None:
-    ids = ctx.workload.movies(rng, rng.randint(3, 10))
-    await _get(ctx.http, f"{ctx.rec}/v1/similar", {"ids": ",".join(map(str, ids)), "k": "10"})
+def batch_similar(wl: Workload, rng: random.Random) -> Request:
+    ids = ",".join(map(str, wl.movies(rng, rng.randint(3, 10))))
+    return get(REC, "/v1/similar?ids=", f"/v1/similar?ids={ids}&k=10")
 
 
-async def history_recs(ctx: Context, rng: random.Random) -> None:
-    body = orjson.dumps({"history": ctx.workload.movies(rng, rng.randint(5, 20)), "k": 10})
-    async with ctx.http.post(f"{ctx.rec}/v1/recommendations", data=body, headers=_JSON) as resp:
-        await resp.read()
-        if resp.status >= 400:
-            raise HttpStatusError(resp.status)
+def history_recs(wl: Workload, rng: random.Random) -> Request:
+    history = wl.movies(rng, rng.randint(5, 20))
+    body = json.dumps({"history": history, "k": 10}, separators=(",", ":")).encode()
+    return Request(REC, "POST", "/v1/recommendations", "/v1/recommendations", body, JSON)
 
 
-async def search(ctx: Context, rng: random.Random) -> None:
-    word, genre = ctx.workload.search(rng)
-    params = {"q": word} if genre is None else {"q": word, "genre": genre}
-    await _get(ctx.http, f"{ctx.web}/search", params)
+def search(wl: Workload, rng: random.Random) -> Request:
+    word, genre = wl.search(rng)
+    query = {"q": word} if genre is None else {"q": word, "genre": genre}
+    return get(WEB, "/search", f"/search?{urlencode(query)}")
 
 
-async def home(ctx: Context, rng: random.Random) -> None:
-    await _get(ctx.http, f"{ctx.web}/")
+def home(wl: Workload, rng: random.Random) -> Request:
+    return get(WEB, "/", "/")
 
 
-async def session(ctx: Context, rng: random.Random) -> None:
+# ---- multi-step visits ----------------------------------------------------------------------
+def session(wl: Workload, rng: random.Random) -> Flow:
     """A logged-in visit: log in, view a movie page, then subscribe, change plan or cancel.
 
-    Each visit gets its own cookie jar (one simulated user) but shares the run's connection
-    pool, so logged-in traffic costs no extra sockets. ``unsafe=True`` lets the jar keep
-    cookies from an IP-address host such as 127.0.0.1.
+    The driver gives each visit its own cookie jar (one simulated user) and shares the
+    connections; requests are never redirected, so the redirects themselves are checked.
     """
-    async with aiohttp.ClientSession(
-        connector=ctx.connector,
-        connector_owner=False,
-        cookie_jar=aiohttp.CookieJar(unsafe=True),
-        timeout=ctx.timeout,
-        headers=ctx.headers,
-    ) as http:
-        token = extract_csrf(await _get(http, f"{ctx.web}/login"))
-        if token is None:
-            raise BadResponse("no csrf_token on /login")
-        user = str(ctx.workload.user(rng))
-        status = await _post_form(http, f"{ctx.web}/login", {"user_id": user, "csrf_token": token})
-        if status not in REDIRECTS:
-            raise BadResponse(f"login answered {status}, expected a redirect")
-        html = await _get(http, f"{ctx.web}/movies/{ctx.workload.movie(rng)}")
-        form = plan_form(html, rng.choice((*PLANS, "cancel")), token)
-        status = await _post_form(http, f"{ctx.web}/subscription", form)
-        if status not in REDIRECTS:
-            raise BadResponse(f"subscription answered {status}, expected a redirect")
+    login_page = yield get(WEB, "/login", "/login")
+    token = extract_csrf(login_page.body)
+    if token is None:
+        raise BadResponse("no csrf_token on /login")
+    user = str(wl.user(rng))
+    answer = yield post_form(WEB, "/login", {"user_id": user, "csrf_token": token})
+    if answer.status not in REDIRECTS:
+        raise BadResponse(f"POST /login answered {answer.status}, expected a redirect")
+    html = (yield get(WEB, "/movies/{id}", f"/movies/{wl.movie(rng)}")).body
+    form = plan_form(html, rng.choice((*PLANS, "cancel")), token)
+    answer = yield post_form(WEB, "/subscription", form)
+    if answer.status not in REDIRECTS:
+        raise BadResponse(f"POST /subscription answered {answer.status}, expected a redirect")
 
 
 REGISTRY: dict[str, Scenario] = {
@@ -176,19 +167,37 @@ REGISTRY: dict[str, Scenario] = {
 }
 
 
-def classify(exc: BaseException) -> str:
-    """An error kind for the report: ``http_<status>``, ``timeout``, ``connection``, ..."""
-    if isinstance(exc, HttpStatusError):
-        return f"http_{exc.status}"
-    if isinstance(exc, TimeoutError):  # asyncio.TimeoutError is TimeoutError on 3.11+
-        return "timeout"
-    if isinstance(exc, BadResponse):
-        return "bad_response"
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return f"http_{exc.status}" if exc.status else "bad_response"
-    if isinstance(
-        exc,
-        aiohttp.ClientConnectionError | aiohttp.ClientPayloadError | ConnectionError | OSError,
-    ):
-        return "connection"
-    return f"other_{type(exc).__name__}"
+# ---- replaying a list of request targets ----------------------------------------------------
+_NUMBER = re.compile(r"\d+")
+
+
+class Replay:
+    """``--paths FILE``: GET each listed target in turn (cycling), against the base URL.
+
+    The requests are built once, so a replay costs the generator almost nothing beyond the
+    engine itself; that makes it the mode to compare with wrk, which replays the same way.
+    """
+
+    def __init__(self, targets: list[str]) -> None:
+        if not targets:
+            raise ValueError("no request targets to replay")
+        self.requests = [get(WEB, _NUMBER.sub("{n}", t), t) for t in targets]
+        self.next = 0
+
+    def __call__(self, wl: Workload, rng: random.Random) -> Request:
+        i = self.next
+        self.next = i + 1 if i + 1 < len(self.requests) else 0
+        return self.requests[i]
+
+
+def read_targets(path: str | Path) -> list[str]:
+    """One request target per line (``/v1/similar/1?k=10``); blank lines and ``#`` ignored."""
+    out = []
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if not line.startswith("/") or any(c.isspace() for c in line):
+            raise ValueError(f"{path}:{n}: not a request target starting with '/': {line[:60]!r}")
+        out.append(line)
+    return out

@@ -100,12 +100,12 @@ def line_chart(
     for s in series:
         segment: list[str] = []
         segments: list[list[str]] = [segment]
-        for x, y in s.points:
-            if y is None:
+        for x, value in s.points:
+            if value is None:
                 segment = []
                 segments.append(segment)
                 continue
-            segment.append(f"{px(x):.1f},{py(y):.1f}")
+            segment.append(f"{px(x):.1f},{py(value):.1f}")
         for seg in segments:
             if len(seg) == 1:
                 cx, cy = seg[0].split(",")

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import bisect
 import csv
+import json
 import random
 import re
+import urllib.request
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 from pathlib import Path
 from typing import Any
-
-import aiohttp
+from urllib.parse import urlencode
 
 _YEAR = re.compile(r"\(\d{4}\)")
 _WORD = re.compile(r"[A-Za-z][A-Za-z']+")
@@ -45,11 +46,21 @@ class Workload:
     genres: tuple[str, ...]
     user_ids: tuple[int, int]
     source: str
+    # the same, restricted to movies the recommender's model knows (it answers 404 for others)
+    known_ids: tuple[int, ...] = ()
+    known_cum_weights: tuple[float, ...] = ()
 
     def movie(self, rng: random.Random) -> int:
         """A movie id drawn from the popularity distribution."""
         x = rng.random() * self.cum_weights[-1]
         return self.movie_ids[bisect.bisect_right(self.cum_weights, x)]
+
+    def known_movie(self, rng: random.Random) -> int:
+        """A movie the model has neighbours for (any movie when that is not known)."""
+        if not self.known_ids:
+            return self.movie(rng)
+        x = rng.random() * self.known_cum_weights[-1]
+        return self.known_ids[bisect.bisect_right(self.known_cum_weights, x)]
 
     def movies(self, rng: random.Random, n: int) -> list[int]:
         """``n`` distinct-ish movie ids (duplicates removed, order kept)."""
@@ -76,6 +87,7 @@ class Workload:
             "search_words": len(self.search_words),
             "genres": len(self.genres),
             "top_movie_share": round(self.cum_weights[0] / self.cum_weights[-1], 4),
+            "known_to_model": len(self.known_ids) if self.known_ids else None,
         }
 
 
@@ -86,6 +98,7 @@ def build_workload(
     zipf_s: float,
     user_ids: tuple[int, int],
     source: str,
+    known: set[int] | None = None,
 ) -> Workload:
     """Rank movies by rating count and derive the sampling weights.
 
@@ -108,13 +121,27 @@ def build_workload(
         for g in m.genres:
             if g and g != "(no genres listed)":
                 genres[g] = None
+    ids = tuple(m.id for m in ranked)
+    cum = tuple(accumulate(float(w) for w in weights))
+    known_ids: tuple[int, ...] = ()
+    known_cum: tuple[float, ...] = ()
+    if known is not None:
+        pairs = [
+            (mid, hi - lo)
+            for mid, lo, hi in zip(ids, (0.0, *cum), cum, strict=False)
+            if mid in known
+        ]
+        known_ids = tuple(mid for mid, _ in pairs)
+        known_cum = tuple(accumulate(w for _, w in pairs))
     return Workload(
-        movie_ids=tuple(m.id for m in ranked),
-        cum_weights=tuple(accumulate(float(w) for w in weights)),
+        movie_ids=ids,
+        cum_weights=cum,
         search_words=tuple(words),
         genres=tuple(genres),
         user_ids=user_ids,
         source=source,
+        known_ids=known_ids,
+        known_cum_weights=known_cum,
     )
 
 
@@ -176,23 +203,23 @@ def movies_from_files(data_dir: str | Path, limit: int) -> list[Movie]:
     ]
 
 
-POPULAR_PAGE = 100  # the catalog's largest page
+POPULAR_PAGE = 100  # the catalog's largest page (it rejects more)
+BATCH_IDS = 100  # the recommender's largest batch
 
 
-async def fetch_popular(
-    session: aiohttp.ClientSession, catalog_base: str, limit: int, timeout: float
-) -> list[Movie]:
-    """Ask the catalog for the most popular movies, a page at a time (raises on any failure)."""
-    url = f"{catalog_base}/v1/movies/popular"
+def fetch_popular(catalog_base: str, limit: int, timeout: float) -> list[Movie]:
+    """Ask the catalog for the most popular movies, a page at a time (raises on any failure).
+
+    A plain blocking fetch: it runs once before the load starts (and in Locust, once per
+    process), so it needs no engine and only the standard library.
+    """
     movies: list[Movie] = []
     while len(movies) < limit:
         page = min(POPULAR_PAGE, limit - len(movies))
-        params = {"limit": str(page), "offset": str(len(movies))}
-        async with session.get(
-            url, params=params, timeout=aiohttp.ClientTimeout(total=timeout)
-        ) as resp:
-            resp.raise_for_status()
-            payload = await resp.json(content_type=None)
+        query = urlencode({"limit": page, "offset": len(movies)})
+        url = f"{catalog_base}/v1/movies/popular?{query}"
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - the user's URL
+            payload = json.load(resp)
         batch = movies_from_popular(payload)
         movies.extend(batch)
         if len(batch) < page:  # the catalog has no more
@@ -202,30 +229,62 @@ async def fetch_popular(
     return movies
 
 
-async def load_workload(
-    session: aiohttp.ClientSession,
+def known_to_model(recommender_base: str, ids: Sequence[int], timeout: float) -> set[int]:
+    """Which of ``ids`` the recommender's model knows: its batch endpoint lists the others as
+    ``missing`` (a model only knows movies someone rated well). Raises on any failure."""
+    missing: set[int] = set()
+    for start in range(0, len(ids), BATCH_IDS):
+        chunk = ",".join(map(str, ids[start : start + BATCH_IDS]))
+        url = f"{recommender_base}/v1/similar?ids={chunk}&k=1"
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - the user's URL
+            payload = json.load(resp)
+        if not isinstance(payload, dict) or not isinstance(payload.get("results"), list):
+            raise ValueError("batch similar answer has no 'results'")
+        missing.update(int(m) for m in payload.get("missing") or [])
+    return set(ids) - missing
+
+
+def load_workload(
     *,
     catalog_base: str,
     limit: int,
     popularity: str,
     zipf_s: float,
     user_ids: tuple[int, int],
-    data_dir: str,
+    data_dir: str | Path,
     timeout: float = 3.0,
+    recommender_base: str | None = None,
 ) -> tuple[Workload, str | None]:
-    """Catalog first, bundled data second; returns the workload and a warning (or None)."""
+    """Catalog first, bundled data second; returns the workload and a warning (or None).
+
+    With ``recommender_base``, also asks which movies the model knows, so the ``similar``
+    scenario asks about those only (a 404 for an unknown movie is the API's correct answer,
+    not a failure worth reporting).
+    """
     warning = None
     try:
-        movies = await fetch_popular(session, catalog_base, limit, timeout)
+        movies = fetch_popular(catalog_base, limit, timeout)
         source = f"catalog {catalog_base}"
-    except (aiohttp.ClientError, TimeoutError, ValueError, TypeError, KeyError) as exc:
+    except (OSError, ValueError, TypeError, KeyError) as exc:  # URLError/HTTPError are OSErrors
         warning = (
             f"catalog popular list unavailable ({type(exc).__name__}: {exc}); "
             f"using rating counts from {data_dir}"
         )
         movies = movies_from_files(data_dir, limit)
         source = f"file {data_dir}"
+    known = None
+    if recommender_base is not None:
+        try:
+            known = known_to_model(recommender_base, [m.id for m in movies], timeout)
+        except (OSError, ValueError, TypeError) as exc:
+            note = f"could not ask the recommender which movies it knows ({exc})"
+            warning = f"{warning}; {note}" if warning else note
     workload = build_workload(
-        movies, popularity=popularity, zipf_s=zipf_s, user_ids=user_ids, source=source
+        movies,
+        popularity=popularity,
+        zipf_s=zipf_s,
+        user_ids=user_ids,
+        source=source,
+        known=known,
     )
     return workload, warning

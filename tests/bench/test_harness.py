@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from bench import openloop, wrk
+from bench import loadgen, wrk
 from bench.report import BenchResult, Column, Target, json_line, table, write_results
 from bench.servers import baseline_app, stub_apps
 from bench.synthetic import SyntheticSpec, describe, generate, unique_sorted
@@ -93,35 +93,25 @@ def test_table_and_json_line(tmp_path) -> None:
     assert orjson.loads(out.read_bytes())["results"][0]["bench"] == "demo"
 
 
-async def test_open_loop_against_a_tiny_server() -> None:
+async def test_open_loop_runs_the_one_load_generator(tmp_path) -> None:
+    """The benchmarks' open-loop load is ``python -m loadtest --paths`` (no second engine)."""
     body = orjson.dumps({"movie_id": 1, "items": []})
+    paths = tmp_path / "paths"
+    paths.write_text("/v1/similar/1\n/v1/similar/2\n")
     async with TestServer(baseline_app({1: body}, body), host="127.0.0.1") as server:
-        result = await openloop.open_loop(
-            "127.0.0.1",
-            server.port,
-            ["/v1/similar/1", "/v1/similar/2"],
-            rate=400,
-            duration=0.5,
-            warmup=0.1,
-            connections=4,
+        row = await asyncio.to_thread(
+            loadgen.open_loop,
+            f"http://127.0.0.1:{server.port}",
+            paths,
+            200,
+            1.0,
+            cpus=(),
+            out=tmp_path / "r.json",
         )
-    assert result.errors == 0
-    assert result.ok == pytest.approx(200, abs=2)
-    assert 0 < result.latency_ms["p50"] <= result.latency_ms["p99"] < 200
-
-
-async def test_open_loop_counts_errors() -> None:
-    async with TestServer(baseline_app({}, b"{}"), host="127.0.0.1") as server:
-        result = await openloop.open_loop(
-            "127.0.0.1",
-            server.port,
-            ["/nowhere"],
-            rate=200,
-            duration=0.3,
-            warmup=0.0,
-            connections=2,
-        )
-    assert result.ok == 0 and result.errors == pytest.approx(60, abs=2)
+    assert row["errors"] == 0
+    assert row["rps"] == pytest.approx(200, rel=0.2)
+    assert 0 < row["p50_ms"] <= row["p99_ms"]
+    assert row["send_lag_p99_ms"] is not None
 
 
 async def test_stubs_answer_after_their_delay() -> None:

@@ -1,40 +1,19 @@
-"""The command line: outputs, the HTML report, --compare, config files and bad arguments."""
+"""The command line: outputs, the HTML report, config files, exit codes and bad arguments."""
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import json
 import re
-import sys
-from pathlib import Path
 
 import pytest
 
 from loadtest.cli import main, resolve
 from loadtest.config import ConfigError, load_toml, parse_mix
-from loadtest.html_report import render_html
-from loadtest.report import compare
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.loadtest.conftest import ROOT
 
 
-async def run_cli(*args: str, cwd: Path) -> tuple[int, str, str]:
-    """Run ``python -m loadtest`` as a user would, while this loop keeps serving."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "loadtest",
-        *args,
-        cwd=cwd,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
-    return proc.returncode, out.decode(), err.decode()
-
-
-async def test_cli_writes_json_and_self_contained_html_and_compares(fake_marquee, tmp_path):
+async def test_cli_writes_json_and_self_contained_html_and_compares(fake_marquee, cli, tmp_path):
     url, _ = await fake_marquee(delay=0.002)
     old_json, new_json, html = tmp_path / "old.json", tmp_path / "new.json", tmp_path / "r.html"
     common = [
@@ -49,8 +28,10 @@ async def test_cli_writes_json_and_self_contained_html_and_compares(fake_marquee
         "--mix",
         "page=3,similar=1,session=1,search=1",
         "--progress",
+        "--max-send-lag",
+        "1h",
     ]
-    code, out, err = await run_cli(*common, "--out", str(old_json), cwd=ROOT)
+    code, out, err = await cli(*common, "--out", str(old_json))
     assert code == 0, err
     assert "total" in out and "p99.9 ms" in out
     assert re.search(r"\[\s*1\.\ds\] done \d+ err 0 \| second \d: \d+ ok", err)  # progress
@@ -62,12 +43,13 @@ async def test_cli_writes_json_and_self_contained_html_and_compares(fake_marquee
     assert old["windows"] and old["percentile_curve"]
     assert old["config"]["model"] == "open" and old["config"]["rate"] == 40.0
 
-    code, out, err = await run_cli(
-        *common, "--out", str(new_json), "--html", str(html), "--compare", str(old_json), cwd=ROOT
+    code, out, err = await cli(
+        *common, "--out", str(new_json), "--html", str(html), "--compare", str(old_json)
     )
     assert code == 0, err
     assert "change vs run started" in out
     new = json.loads(new_json.read_text())
+    assert new["comparison"]["comparable"] is True and new["valid"] is True
     assert set(new["comparison"]["rows"]) == {"page", "similar", "session", "search", "total"}
     page = html.read_text()
     assert page.startswith("<!doctype html>") and page.count("<svg") == 3
@@ -76,44 +58,40 @@ async def test_cli_writes_json_and_self_contained_html_and_compares(fake_marquee
     assert "<script" not in page and "<link" not in page
 
 
-async def test_cli_exit_code_1_when_nothing_succeeds(tmp_path, closed_port):
-    code, out, err = await run_cli(
-        "--base-url",
-        f"http://127.0.0.1:{closed_port}",
-        "--requests",
-        "3",
-        "--rate",
-        "50",
-        "--mix",
-        "home=1",
-        "--data-dir",
-        str(ROOT / "data" / "ml-latest-small"),
-        cwd=tmp_path,
-    )
+async def test_cli_fails_at_once_with_one_line_when_the_target_is_unreachable(
+    cli, tmp_path, closed_port
+):
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    code, out, err = await cli(
+        "--base-url", f"http://127.0.0.1:{closed_port}", "--duration", "5m", cwd=tmp_path
+    )  # fmt: skip
+    assert code == 3
+    assert loop.time() - started < 30  # not the 5 minutes asked for
+    assert err.strip().count("\n") == 0
+    assert f"cannot reach http://127.0.0.1:{closed_port}: connection to" in err
+    assert "refused" in err and "is the server running?" in err
+    assert out == ""
+
+
+async def test_make_loadtest_without_a_server_says_so(closed_port):
+    proc = await asyncio.create_subprocess_exec(
+        "make", "-s", "-o", ".venv/.installed", "loadtest", f"PORT={closed_port}",
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode != 0
+    assert f"cannot reach http://127.0.0.1:{closed_port}" in err.decode()
+
+
+async def test_cli_exit_code_1_when_nothing_succeeds(fake_marquee, cli, tmp_path):
+    url, _ = await fake_marquee(status=500)
+    code, out, err = await cli(
+        "--base-url", url, "--requests", "3", "--rate", "50", "--mix", "home=1",
+        "--max-send-lag", "1h", cwd=tmp_path,
+    )  # fmt: skip
     assert code == 1
-    assert "connection=3" in out
-    assert "catalog popular list unavailable" in err
-
-
-def test_compare_reports_percent_change():
-    def result(p99: float, rps: float) -> dict:
-        s = {
-            "count": 10,
-            "ok": 10,
-            "errors": {},
-            "error_count": 0,
-            "error_rate": 0.0,
-            "throughput_rps": rps,
-            "latency_ms": {"p50": 1.0, "p90": 2.0, "p99": p99, "p99_9": p99, "max": p99},
-        }
-        return {"tool": "marquee-loadtest", "total": s, "scenarios": {"page": s}}
-
-    cmp = compare(result(30.0, 50.0), result(20.0, 100.0))
-    assert cmp["rows"]["total"]["p99"]["pct"] == 50.0
-    assert cmp["rows"]["page"]["throughput_rps"]["pct"] == -50.0
-    assert cmp["rows"]["page"]["p50"]["pct"] == 0.0
-    html = render_html({**result(30.0, 50.0), "windows": [], "percentile_curve": []}, cmp)
-    assert 'class="bad"' in html and "+50.0%" in html
+    assert "http_500=3" in out and "GET /" in out
 
 
 def test_mix_parsing():
@@ -153,13 +131,23 @@ def test_toml_config_and_cli_override(tmp_path):
         (["--user-ids", "10-1"], "user id range"),
         (["--compare", "/nonexistent/old.json"], "cannot read"),
         (["--bogus"], "unrecognized arguments"),
+        (["--duration", "-1s"], "a duration cannot be negative: '-1s'"),
+        (["--timeout", "-5"], "a duration cannot be negative"),
+        (["--rate", "-3"], "rate must be > 0"),
+        (["--rate"], "expected one argument"),
+        (["--threshold", "p99"], "threshold 'p99' is not"),
+        (["--max-send-lag", "0"], "max_send_lag must be > 0"),
+        (["--paths", "x.txt", "--mix", "page=1"], "--paths (replay a list of targets) or --mix"),
+        (["--out", "/proc/nope/r.json"], "cannot write /proc/nope/r.json"),
     ],
 )
-def test_bad_arguments_exit_2_with_a_clear_message(args, message, capsys):
+def test_bad_arguments_exit_2_with_one_clear_line(args, message, capsys):
     with pytest.raises(SystemExit) as exc:
         main(args)
     assert exc.value.code == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1 and "usage:" not in err  # one line, no usage dump
 
 
 @pytest.mark.parametrize(
@@ -171,6 +159,7 @@ def test_bad_arguments_exit_2_with_a_clear_message(args, message, capsys):
         ("mix = 3", "mix must be"),
         ("out = 5", "out must be a string"),
         ('users = "many"', "users must be a positive integer"),
+        ('thresholds = ["p99 < fast"]', "threshold 'p99 < fast' is not"),
         ('duration = "soon"', "not a duration"),
         ("user_ids = [5, 1]", "user id range"),
     ],
@@ -181,14 +170,5 @@ def test_bad_toml_exits_2(text, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--config", str(path)])
     assert exc.value.code == 2
-    assert message in capsys.readouterr().err
-
-
-def test_locustfile_is_valid_python_with_every_scenario():
-    """locust is not installed (nor a dependency): check the file parses and covers the tool's
-    scenarios, without importing it."""
-    tree = ast.parse((ROOT / "locustfile.py").read_text())
-    functions = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
-    from loadtest.config import SCENARIOS
-
-    assert set(SCENARIOS) <= functions
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

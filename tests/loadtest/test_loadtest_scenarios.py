@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections import Counter
 
 from loadtest.config import SCENARIOS
 from loadtest.runner import Mix, arrival_offset, run_load
-from loadtest.scenarios import extract_csrf, plan_form
+from loadtest.scenarios import REGISTRY, Replay, extract_csrf, plan_form
 from loadtest.workload import Movie, build_workload, load_workload, movies_from_files
 
 
@@ -79,33 +80,31 @@ def test_counts_popularity_follows_rating_counts():
 
 
 async def test_workload_from_catalog_then_fallback_to_bundled_data(fake_marquee, closed_port):
-    import aiohttp
-
     url, _ = await fake_marquee()
-    async with aiohttp.ClientSession() as http:
-        wl, warning = await load_workload(
-            http,
-            catalog_base=url,
-            limit=5,
-            popularity="counts",
-            zipf_s=1.0,
-            user_ids=(1, 610),
-            data_dir="unused",
-        )
-        assert warning is None and wl.source.startswith("catalog")
-        assert wl.movie_ids == (1, 2, 3, 4, 5)
-        assert "alpha" in wl.search_words and "Drama" in wl.genres
-        # catalog unreachable: use the bundled ratings.csv
-        wl2, warning2 = await load_workload(
-            http,
-            catalog_base=f"http://127.0.0.1:{closed_port}",
-            limit=50,
-            popularity="counts",
-            zipf_s=1.0,
-            user_ids=(1, 610),
-            data_dir=str(_data_dir()),
-            timeout=1.0,
-        )
+    # a blocking fetch (it runs once, before any load): off this loop, which serves the catalog
+    wl, warning = await asyncio.to_thread(
+        load_workload,
+        catalog_base=url,
+        limit=5,
+        popularity="counts",
+        zipf_s=1.0,
+        user_ids=(1, 610),
+        data_dir="unused",
+    )
+    assert warning is None and wl.source.startswith("catalog")
+    assert wl.movie_ids == (1, 2, 3, 4, 5)
+    assert "alpha" in wl.search_words and "Drama" in wl.genres
+    # catalog unreachable: use the bundled ratings.csv
+    wl2, warning2 = await asyncio.to_thread(
+        load_workload,
+        catalog_base=f"http://127.0.0.1:{closed_port}",
+        limit=50,
+        popularity="counts",
+        zipf_s=1.0,
+        user_ids=(1, 610),
+        data_dir=str(_data_dir()),
+        timeout=1.0,
+    )
     assert warning2 and "unavailable" in warning2
     assert wl2.source.startswith("file") and len(wl2.movie_ids) == 50
     assert wl2.movie_ids[0] == 356  # Forrest Gump: the most rated movie in ml-latest-small
@@ -137,9 +136,9 @@ def test_ramp_up_schedule_grows_linearly():
 
 
 def test_mix_pick_follows_weights():
-    mix = Mix({"page": 70, "similar": 20, "search": 10})
+    mix = Mix({"page": 70, "similar": 20, "search": 10}, REGISTRY)
     rng = random.Random(3)
-    counts = Counter(mix.pick(rng)[0] for _ in range(20000))
+    counts = Counter(mix.names[mix.pick(rng)] for _ in range(20000))
     assert abs(counts["page"] / 20000 - 0.7) < 0.02
     assert abs(counts["search"] / 20000 - 0.1) < 0.02
 
@@ -160,3 +159,76 @@ def test_plan_form_posts_the_forms_hidden_fields_back():
         "action": "cancel",
         "csrf_token": "login-token",
     }
+
+
+async def test_the_popular_list_is_paged_within_the_catalogs_limit(serve):
+    """Like the real catalog, this one rejects ``limit`` above 100: 250 movies take 3 pages."""
+    from aiohttp import web
+
+    asked: list[tuple[int, int]] = []
+
+    async def popular(request: web.Request) -> web.Response:
+        limit, offset = int(request.query["limit"]), int(request.query["offset"])
+        asked.append((limit, offset))
+        if limit > 100:
+            return web.json_response({"error": {"code": "bad_limit"}}, status=400)
+        items = [
+            {"id": i, "title": f"Film {i}", "genres": ["Drama"], "rating_count": 1000 - i}
+            for i in range(offset + 1, min(offset + limit, 300) + 1)
+        ]
+        return web.json_response({"items": items})
+
+    app = web.Application()
+    app.router.add_get("/v1/movies/popular", popular)
+    url = await serve(app)
+    wl, warning = await asyncio.to_thread(
+        load_workload,
+        catalog_base=url,
+        limit=250,
+        popularity="counts",
+        zipf_s=1.0,
+        user_ids=(1, 610),
+        data_dir="unused",
+    )
+    assert warning is None and len(wl.movie_ids) == 250
+    assert asked == [(100, 0), (100, 100), (50, 200)]
+
+
+def test_replay_cycles_through_targets_with_templates():
+    replay = Replay(["/v1/similar/12?k=10", "/movies/3"])
+    reqs = [replay(None, random.Random()) for _ in range(3)]  # type: ignore[arg-type]
+    assert [r.target for r in reqs] == ["/v1/similar/12?k=10", "/movies/3", "/v1/similar/12?k=10"]
+    assert reqs[0].template == "/v{n}/similar/{n}?k={n}" and reqs[0].method == "GET"
+
+
+async def test_replay_sends_exactly_the_listed_targets(serve, config, tmp_path):
+    from aiohttp import web
+
+    seen: list[str] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append(request.path_qs)
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", record)
+    url = await serve(app)
+    paths = tmp_path / "targets.txt"
+    paths.write_text("# comment\n/a?x=1\n\n/b/2\n")
+    res = await run_load(config(base_url=url, paths=str(paths), rate=200.0, requests=6))
+    assert res["total"]["ok"] == 6 and set(res["scenarios"]) == {"replay"}
+    assert seen == ["/a?x=1", "/b/2"] * 3
+
+
+async def test_every_scenario_works_against_the_real_monolith(settings, serve_app, config):
+    """The real server's contracts, not the fake's: the popular list (paged), pages, the
+    recommender API, search, and a logged-in session changing a plan through its forms."""
+    from tests.conftest import replace
+    from web_server.app import create_app
+
+    url = await serve_app(create_app(replace(settings, mode="monolith")))
+    cfg = config(base_url=url, users=3, requests=90, mix={name: 1 for name in SCENARIOS})
+    res = await run_load(cfg)
+    assert res["workload"]["source"] == f"catalog {url}" and res["workload"]["movies"] == 2000
+    assert res["total"]["error_count"] == 0, res["error_details"]
+    assert set(res["scenarios"]) == set(SCENARIOS) and res["scenarios"]["session"]["ok"] > 0
