@@ -9,7 +9,7 @@ MODEL_DIR ?= var/models
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install lock run run-micro run-hosts train test lint bench loadtest clean system-deps
+.PHONY: install lock secrets run run-micro run-hosts train test lint bench loadtest clean system-deps
 
 # Two installs from the lock files (exact versions, sha256-checked): the runtime alone for
 # `make run` / `make train`, everything (tests, lint, bench, load tool, honcho) for the rest.
@@ -67,11 +67,19 @@ run-hosts: $(STAMP) system-deps $(MODEL_DIR)/current
 train: $(RUNTIME_STAMP)
 	$(PY) -m recommender train --model-dir $(MODEL_DIR)
 
-run: $(RUNTIME_STAMP) $(MODEL_DIR)/current
-	@echo "Marquee (monolith) at http://$(HOST):$(PORT)/  — e.g. http://$(HOST):$(PORT)/movies/1"
-	MARQUEE_HOST=$(HOST) MARQUEE_WEB_PORT=$(PORT) MARQUEE_MODEL_DIR=$(MODEL_DIR) $(PY) -m web_server
+# Development secrets (var/secrets.json, 0600), made once; production sets MARQUEE_SECRET_KEY,
+# MARQUEE_SERVICE_TOKEN and MARQUEE_ADMIN_TOKEN instead.
+secrets: var/secrets.json
 
-run-micro: $(STAMP) $(MODEL_DIR)/current
+var/secrets.json: | $(RUNTIME_STAMP)
+	$(PY) -m services.platform.settings secrets
+
+run: $(RUNTIME_STAMP) $(MODEL_DIR)/current var/secrets.json
+	@echo "Marquee (monolith) at http://$(HOST):$(PORT)/  — e.g. http://$(HOST):$(PORT)/movies/1"
+	MARQUEE_DEVELOPMENT=true MARQUEE_HOST=$(HOST) MARQUEE_WEB_PORT=$(PORT) \
+	  MARQUEE_MODEL_DIR=$(MODEL_DIR) $(PY) -m web_server
+
+run-micro: $(STAMP) $(MODEL_DIR)/current var/secrets.json
 	@echo "Marquee (microservices) at http://$(HOST):$(PORT)/"
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/honcho -f Procfile -e deploy/microservices.env start
 

@@ -18,7 +18,7 @@ from bench.procs import PROJECT_ROOT, PYTHON, Cpus, Server, pinned, redis_server
 
 DATA_DIR = PROJECT_ROOT / "data" / "ml-latest-small"
 ML1M_DIR = PROJECT_ROOT.parent / "shared" / "data" / "ml-1m"
-SECRET = "bench-secret"
+SECRET = "bench-secret-key-of-the-run"
 SERVICE_TOKEN = "bench-service-token"
 ADMIN_TOKEN = "bench-admin-token"
 

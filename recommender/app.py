@@ -25,7 +25,7 @@ from services.platform.jsonutil import json_response, raw_json_response, read_js
 from services.platform.middleware import METRICS
 from services.platform.params import path_id, query_ids, query_int
 from services.platform.runner import run_service
-from services.platform.settings import Settings
+from services.platform.settings import Settings, settings_or_exit
 
 log = logging.getLogger("marquee.recommender")
 
@@ -162,5 +162,5 @@ def create_app(settings: Settings) -> web.Application:
 
 
 def main() -> None:
-    settings = Settings.from_env()
+    settings = settings_or_exit()
     run_service(create_app, settings, "recommender", settings.recommender_port)

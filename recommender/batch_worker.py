@@ -53,7 +53,7 @@ from recommender.registry import IntegrityError, ModelRegistry, RegistryError
 from services.platform.app import SETTINGS
 from services.platform.metrics import Metrics
 from services.platform.middleware import METRICS
-from services.platform.settings import Settings
+from services.platform.settings import Settings, settings_or_exit
 
 log = logging.getLogger("marquee.batch.worker")
 
@@ -629,7 +629,7 @@ def main() -> None:
     """``python -m recommender worker``: consume batch jobs until SIGTERM/SIGINT."""
     from services.platform.logs import configure_logging
 
-    settings = Settings.from_env()
+    settings = settings_or_exit()
     configure_logging("worker", settings.log_level)
     if not settings.state_redis_candidates():
         log.error("the batch worker needs a state Redis; set MARQUEE_STATE_REDIS_URL")

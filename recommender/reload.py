@@ -173,5 +173,5 @@ def notify_from_env(version: str, environ: dict[str, str] | None = None) -> int 
     (MARQUEE_STATE_REDIS_URL, else MARQUEE_REDIS_URL; "auto" = the local default). The CLI must
     not need secrets to publish a model, so none are read or made here."""
     env = os.environ if environ is None else environ
-    settings = Settings.from_env(env, secret_key="-", service_token="-", admin_token="-")
+    settings = Settings.from_env(env, need_secrets=False)
     return publish_notice(settings.state_redis_candidates(), version, Namespace.of(settings))

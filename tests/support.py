@@ -20,7 +20,7 @@ PYTHON = sys.executable
 
 # The secrets every test's settings and child processes share.
 TEST_SECRETS = {
-    "secret_key": "test-secret",
+    "secret_key": "test-secret-key-of-the-suite",
     "service_token": "test-service-token",
     "admin_token": "test-admin-token",
 }

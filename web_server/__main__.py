@@ -6,14 +6,14 @@ import logging
 
 from services.platform.logs import configure_logging
 from services.platform.runner import run_service
-from services.platform.settings import Settings
+from services.platform.settings import settings_or_exit
 from web_server.app import create_app
 
 log = logging.getLogger("marquee.web")
 
 
 def main() -> None:
-    settings = Settings.from_env()
+    settings = settings_or_exit()
     configure_logging("web", settings.log_level)
     log.info(
         "starting Marquee web server",

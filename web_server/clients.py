@@ -16,8 +16,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-import msgspec
-
 from recommender.box import RecommenderBox
 from recommender.schemas import Recommendations, RecommendRequest, Similar
 from services.catalog.catalog import Catalog
@@ -323,23 +321,20 @@ class LocalSubscriptions(_Local):
         self.subscriptions = subscriptions
 
     async def plans(self, *, timeout: float | None = None) -> list[Plan]:
-        return msgspec.convert(self.call(self.subscriptions.plans), list[Plan])
+        return self.call(self.subscriptions.plans)
 
     async def get(
         self, user_id: int, session_token: str, *, timeout: float | None = None
     ) -> Subscription:
-        answer = await self.acall(self.subscriptions.get(user_id), timeout)
-        return msgspec.convert(answer, Subscription)
+        return await self.acall(self.subscriptions.get(user_id), timeout)
 
     async def put(
         self, user_id: int, plan: str, session_token: str, idempotency_key: str
     ) -> Subscription:
-        answer = await self.acall(self.subscriptions.put(user_id, plan, idempotency_key), None)
-        return msgspec.convert(answer, Subscription)
+        return await self.acall(self.subscriptions.put(user_id, plan, idempotency_key), None)
 
     async def cancel(self, user_id: int, session_token: str, idempotency_key: str) -> Subscription:
-        answer = await self.acall(self.subscriptions.cancel(user_id, idempotency_key), None)
-        return msgspec.convert(answer, Subscription)
+        return await self.acall(self.subscriptions.cancel(user_id, idempotency_key), None)
 
 
 class LocalRecommender(_Local):

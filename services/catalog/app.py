@@ -23,9 +23,8 @@ from services.platform.app import SETTINGS, add_openapi_paths, add_ready_check, 
 from services.platform.jsonutil import json_response
 from services.platform.openapi import operation, path_param, query_param
 from services.platform.params import path_id, query_ids, query_int
-from services.platform.postgres import retry_later
 from services.platform.runner import run_service
-from services.platform.settings import Settings
+from services.platform.settings import Settings, settings_or_exit
 
 CATALOG = web.AppKey("catalog", Catalog)
 
@@ -136,7 +135,7 @@ def setup_catalog(app: web.Application) -> None:
     app.cleanup_ctx.append(catalog_ctx)
     add_ready_check(app, "catalog", lambda: CATALOG in app and app[CATALOG].is_open)
     # The fixed paths come before /v1/movies/{movie_id}, which would otherwise match "search".
-    app.router.add_get("/v1/movies/search", retry_later(search_movies))
+    app.router.add_get("/v1/movies/search", search_movies)
     app.router.add_get("/v1/movies/popular", popular_movies)
     app.router.add_get("/v1/movies/{movie_id}", get_movie)
     app.router.add_get("/v1/movies", get_movies)
@@ -151,7 +150,7 @@ def create_app(settings: Settings) -> web.Application:
 
 
 def main() -> None:
-    settings = Settings.from_env()
+    settings = settings_or_exit()
     # Build once before any worker forks, so N workers don't all build it at once (PostgreSQL:
     # the first replica builds it under an advisory lock).
     if not settings.database_url and settings.catalog_db is not None:

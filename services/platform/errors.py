@@ -57,5 +57,8 @@ class UnsupportedMediaType(ApiError):
 
 
 class NotReady(ApiError):
+    """Unavailable for now; ``retry_after`` seconds is sent as Retry-After."""
+
     status = 503
     code = "not_ready"
+    retry_after = 5

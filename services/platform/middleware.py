@@ -156,7 +156,10 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 def error_response(exc: ApiError) -> web.Response:
-    headers = {"Retry-After": RETRY_AFTER_UNAVAILABLE} if exc.status == 503 else None
+    """The JSON error; a 503 says when to come back (Retry-After)."""
+    headers = None
+    if exc.status == 503:
+        headers = {"Retry-After": str(getattr(exc, "retry_after", RETRY_AFTER_UNAVAILABLE))}
     return json_response(exc.to_dict(), status=exc.status, headers=headers)
 
 

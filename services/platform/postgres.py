@@ -16,16 +16,14 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
-from aiohttp import web
 
-from services.platform.errors import ApiError
-from services.platform.jsonutil import json_response
+from services.platform.errors import NotReady
 
 log = logging.getLogger("marquee.postgres")
 
@@ -49,10 +47,10 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 
-class DatabaseUnavailable(ApiError):
-    """The database could not be reached: retry after ``retry_after`` seconds."""
+class DatabaseUnavailable(NotReady):
+    """The database could not be reached: retry after ``retry_after`` seconds (the platform's
+    error answer sends it as Retry-After)."""
 
-    status = 503
     code = "database_unavailable"
     retry_after = RETRY_AFTER
 
@@ -67,23 +65,6 @@ async def unavailable_as_503(what: str) -> AsyncIterator[None]:
             f"{what} failed: the database is not reachable right now; try again in "
             f"{RETRY_AFTER} s (a write sent again with its Idempotency-Key applies at most once)"
         ) from exc
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def retry_later(handler: Handler) -> Handler:
-    """A database outage is answered 503 with Retry-After, at once: the client retries (with
-    the same Idempotency-Key for a write) instead of waiting on a request that cannot succeed."""
-
-    async def handle(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except DatabaseUnavailable as exc:
-            headers = {"Retry-After": str(exc.retry_after)}
-            return json_response(exc.to_dict(), status=exc.status, headers=headers)
-
-    return handle
 
 
 async def open_pool(url: str, *, max_size: int = POOL_MAX) -> asyncpg.Pool:

@@ -13,13 +13,13 @@ from aiohttp import web
 
 from services.platform.app import SETTINGS, add_openapi_paths, add_ready_check, create_base_app
 from services.platform.auth import SESSION_HEADER, bearer_ok, session_user
-from services.platform.errors import BadRequest, Forbidden, PayloadTooLarge, Unauthorized
-from services.platform.jsonutil import json_response, read_json
+from services.platform.errors import Forbidden, PayloadTooLarge, Unauthorized
+from services.platform.jsonutil import json_response, read_body
 from services.platform.openapi import operation, path_param
 from services.platform.params import path_id
-from services.platform.postgres import retry_later
 from services.platform.runner import run_service
-from services.platform.settings import Settings
+from services.platform.settings import Settings, settings_or_exit
+from services.subscription.schemas import PlanChoice, Plans
 from services.subscription.subscriptions import Subscriptions
 
 SUBSCRIPTIONS = web.AppKey("subscriptions", Subscriptions)
@@ -63,18 +63,11 @@ async def _plan_from_body(request: web.Request) -> str:
     limit = request.app[SETTINGS].max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-    body = await read_json(request)
-    if not isinstance(body, dict) or "plan" not in body:
-        raise BadRequest(
-            'body must be a JSON object like {"plan": "standard"}', code="invalid_body"
-        )
-    if not isinstance(body["plan"], str):
-        raise BadRequest('"plan" must be a string, e.g. "standard"', code="invalid_body")
-    return body["plan"]
+    return (await read_body(request, PlanChoice, '{"plan": "standard"}')).plan
 
 
 async def list_plans(request: web.Request) -> web.Response:
-    return json_response({"items": request.app[SUBSCRIPTIONS].plans()})
+    return json_response(Plans(request.app[SUBSCRIPTIONS].plans()))
 
 
 async def get_subscription(request: web.Request) -> web.Response:
@@ -150,9 +143,9 @@ def setup_subscription(app: web.Application) -> None:
         app, "subscription", lambda: SUBSCRIPTIONS in app and app[SUBSCRIPTIONS].is_open
     )
     app.router.add_get("/v1/plans", list_plans)
-    app.router.add_get("/v1/users/{user_id}/subscription", retry_later(get_subscription))
-    app.router.add_put("/v1/users/{user_id}/subscription", retry_later(put_subscription))
-    app.router.add_delete("/v1/users/{user_id}/subscription", retry_later(delete_subscription))
+    app.router.add_get("/v1/users/{user_id}/subscription", get_subscription)
+    app.router.add_put("/v1/users/{user_id}/subscription", put_subscription)
+    app.router.add_delete("/v1/users/{user_id}/subscription", delete_subscription)
     add_openapi_paths(app, OPENAPI_PATHS)
 
 
@@ -163,7 +156,7 @@ def create_app(settings: Settings) -> web.Application:
 
 
 def main() -> None:
-    settings = Settings.from_env()
+    settings = settings_or_exit()
     run_service(create_app, settings, "subscription", settings.subscription_port)
 
 
@@ -174,7 +167,7 @@ def migrate_main() -> None:
     from services.subscription.store import open_store
 
     async def run() -> None:
-        settings = Settings.from_env()
+        settings = settings_or_exit()
         store = await open_store(settings)  # opening migrates (under an advisory lock)
         await store.close()
         where = "PostgreSQL" if settings.database_url else f"SQLite {settings.subscription_db}"

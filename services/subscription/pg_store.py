@@ -25,11 +25,11 @@ from services.platform.postgres import (
     open_pool,
     unavailable_as_503,
 )
+from services.subscription.schemas import Plan
 from services.subscription.store import (
     IDEMPOTENCY_TTL,
     MIGRATIONS,
     PLANS,
-    Plan,
     Row,
     StoredKey,
     WriteTransaction,

@@ -29,29 +29,12 @@ from typing import Protocol, TypeVar
 import orjson
 
 from services.platform.settings import Settings
+from services.subscription.schemas import Plan
 
 BUSY_TIMEOUT_MS = 5000
 IDEMPOTENCY_TTL = 24 * 3600
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Plan:
-    id: str
-    name: str
-    price_cents: int
-    currency: str
-    features: tuple[str, ...]
-
-    def to_dict(self) -> dict:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "price_cents": self.price_cents,
-            "currency": self.currency,
-            "features": list(self.features),
-        }
 
 
 PLANS = (
@@ -86,7 +69,7 @@ class Row:
 class StoredKey:
     method: str
     fingerprint: str
-    response: dict
+    response: dict  # the answer as sent (JSON), replayed for a retry
 
 
 class WriteTransaction(Protocol):

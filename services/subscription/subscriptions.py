@@ -16,12 +16,14 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import msgspec
 import orjson
 
 from services.platform.errors import BadRequest, Conflict
 from services.platform.params import MAX_ID
 from services.platform.settings import Settings
-from services.subscription.store import Plan, Row, Store, StoredKey, open_store
+from services.subscription.schemas import Plan, Subscription
+from services.subscription.store import Row, Store, StoredKey, open_store
 
 MAX_KEY_LENGTH = 200
 ACTIVE = "active"
@@ -70,7 +72,7 @@ class Subscriptions:
     ) -> None:
         self._store = store
         self._clock = clock
-        self._plans = {p.id: p.to_dict() for p in plans}
+        self._plans = {p.id: p for p in plans}
 
     @classmethod
     async def open(
@@ -96,21 +98,20 @@ class Subscriptions:
     async def close(self) -> None:
         await self._store.close()
 
-    def plans(self) -> list[dict]:
-        return [dict(p, features=list(p["features"])) for p in self._plans.values()]
+    def plans(self) -> list[Plan]:
+        return list(self._plans.values())
 
-    def plan(self, plan_id: object) -> dict:
+    def plan(self, plan_id: object) -> Plan:
         if not isinstance(plan_id, str) or plan_id not in self._plans:
             known = ", ".join(self._plans)
             raise BadRequest(f"unknown plan {plan_id!r}; plans are: {known}", code="unknown_plan")
-        plan = self._plans[plan_id]
-        return dict(plan, features=list(plan["features"]))
+        return self._plans[plan_id]
 
-    async def get(self, user_id: int) -> dict:
+    async def get(self, user_id: int) -> Subscription:
         check_user_id(user_id)
         return self._view(user_id, await self._store.load(user_id))
 
-    async def put(self, user_id: int, plan_id: str, idempotency_key: str | None) -> dict:
+    async def put(self, user_id: int, plan_id: str, idempotency_key: str | None) -> Subscription:
         """Put the user on ``plan_id`` (subscribe or change plan)."""
         check_user_id(user_id)
         key = check_idempotency_key(idempotency_key)
@@ -118,13 +119,15 @@ class Subscriptions:
             raise BadRequest('plan must be a string, e.g. "standard"', code="invalid_body")
         return await self._write(user_id, "PUT", plan_id, key)
 
-    async def cancel(self, user_id: int, idempotency_key: str | None) -> dict:
+    async def cancel(self, user_id: int, idempotency_key: str | None) -> Subscription:
         """End the user's subscription (a no-op answer for a user without one)."""
         check_user_id(user_id)
         key = check_idempotency_key(idempotency_key)
         return await self._write(user_id, "DELETE", None, key)
 
-    async def _write(self, user_id: int, method: str, plan_id: str | None, key: str) -> dict:
+    async def _write(
+        self, user_id: int, method: str, plan_id: str | None, key: str
+    ) -> Subscription:
         fingerprint = request_fingerprint(method, user_id, plan_id)
         now = self._clock()
         async with self._store.write(user_id) as tx:
@@ -136,21 +139,22 @@ class Subscriptions:
                         "use a new key for a new request",
                         code="idempotency_key_reused",
                     )
-                return stored.response
+                return msgspec.convert(stored.response, Subscription)
             if plan_id is not None:
                 self.plan(plan_id)
             row = Row(plan_id, ACTIVE if plan_id is not None else NONE, iso_now(now))
             response = self._view(user_id, row)
-            await tx.save(key, StoredKey(method, fingerprint, response), row, now)
+            stored = StoredKey(method, fingerprint, msgspec.to_builtins(response))
+            await tx.save(key, stored, row, now)
         return response
 
-    def _view(self, user_id: int, row: Row | None) -> dict:
+    def _view(self, user_id: int, row: Row | None) -> Subscription:
         if row is None:
-            return {"user_id": user_id, "status": NONE, "plan": None, "updated_at": None}
+            return Subscription(user_id=user_id, status=NONE, plan=None, updated_at=None)
         active = row.status == ACTIVE and row.plan_id in self._plans
-        return {
-            "user_id": user_id,
-            "status": ACTIVE if active else NONE,
-            "plan": self.plan(row.plan_id) if active else None,
-            "updated_at": row.updated_at,
-        }
+        return Subscription(
+            user_id=user_id,
+            status=ACTIVE if active else NONE,
+            plan=self.plan(row.plan_id) if active else None,
+            updated_at=row.updated_at,
+        )

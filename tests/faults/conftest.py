@@ -30,7 +30,8 @@ from tests.support import (
 )
 from tests.web.conftest import STACK_COMMANDS, Stack, stack_env, start_stack
 
-SECRET = "test-secret"  # the stack's MARQUEE_SECRET_KEY (tests/web/conftest.py stack_env)
+# the stack's MARQUEE_SECRET_KEY (tests/web/conftest.py stack_env)
+SECRET = "test-secret-key-of-the-suite"
 USER_ID = 42
 ARTIFACT = PROJECT_ROOT / "test-artifacts" / "faults.json"
 # seconds from a restarted service's readiness to the page using it again: ~0.5-1 s expected

@@ -10,7 +10,7 @@ from tests.support import wait_until
 from tests.web.helpers import browser
 
 SERVICES = ("web", "catalog", "subscription", "recommender")
-SECRET = "test-secret"
+SECRET = "test-secret-key-of-the-suite"
 FRESH_MOVIE = 260  # viewed by no other test of this stack: its similar row is not cached yet
 
 

@@ -12,7 +12,7 @@ import pytest
 from services.platform.settings import Settings
 from tests.conftest import replace
 
-SECRET = "test-secret"  # the shared `settings` fixture's secrets
+SECRET = "test-secret-key-of-the-suite"  # the shared `settings` fixture's secrets
 SERVICE_TOKEN = "test-service-token"
 ADMIN_TOKEN = "test-admin-token"
 

@@ -10,7 +10,7 @@ from aiohttp import web
 from services.platform.auth import session_token
 from services.platform.settings import Settings
 
-SECRET = "test-secret"
+SECRET = "test-secret-key-of-the-suite"
 SERVICE_TOKEN = "test-service-token"
 # The subscription tables a test empties before it starts (plans and migrations stay).
 SUBSCRIPTION_TABLES = ("subscriptions", "idempotency_keys", "subscription_events")

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import sqlite3
 import stat
 from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from services.platform.errors import BadRequest, Conflict
@@ -44,11 +46,11 @@ async def subs(settings: Settings, clock: Clock) -> AsyncIterator[Subscriptions]
 async def test_put_then_get_returns_the_plan(subs: Subscriptions) -> None:
     written = await subs.put(5, "premium", "k1")
     assert await subs.get(5) == written
-    assert written["plan"]["price_cents"] == 1799
+    assert written.plan.price_cents == 1799
 
 
 async def test_cancel_of_a_user_without_subscription_answers_none(subs: Subscriptions) -> None:
-    assert (await subs.cancel(5, "k1"))["status"] == "none"
+    assert (await subs.cancel(5, "k1")).status == "none"
 
 
 async def test_same_key_for_cancel_and_put_is_409(subs: Subscriptions) -> None:
@@ -60,16 +62,16 @@ async def test_same_key_for_cancel_and_put_is_409(subs: Subscriptions) -> None:
 async def test_two_users_may_use_the_same_key(subs: Subscriptions) -> None:
     """Keys are scoped per user: user 6 reusing user 5's key is a new request of user 6."""
     await subs.put(5, "basic", "shared-key")
-    assert (await subs.put(6, "premium", "shared-key"))["plan"]["id"] == "premium"
-    assert (await subs.cancel(7, "shared-key"))["status"] == "none"
-    assert (await subs.get(5))["plan"]["id"] == "basic"
-    assert (await subs.get(6))["plan"]["id"] == "premium"
+    assert (await subs.put(6, "premium", "shared-key")).plan.id == "premium"
+    assert (await subs.cancel(7, "shared-key")).status == "none"
+    assert (await subs.get(5)).plan.id == "basic"
+    assert (await subs.get(6)).plan.id == "premium"
 
 
 async def test_key_older_than_a_day_is_forgotten(subs: Subscriptions, clock: Clock) -> None:
     await subs.put(5, "basic", "k1")
     clock.now += DAY + 1
-    assert (await subs.put(5, "premium", "k1"))["plan"]["id"] == "premium"
+    assert (await subs.put(5, "premium", "k1")).plan.id == "premium"
 
 
 async def test_expired_keys_are_purged(
@@ -104,7 +106,7 @@ async def test_refused_write_records_nothing(subs: Subscriptions, settings: Sett
         await subs.put(5, "gold", "k1")
     assert await query(settings, "SELECT count(*) FROM idempotency_keys") == [(0,)]
     assert await query(settings, "SELECT count(*) FROM subscription_events") == [(0,)]
-    assert (await subs.get(5))["status"] == "none"
+    assert (await subs.get(5)).status == "none"
 
 
 @pytest.mark.parametrize("user_id", [0, -1, 2**40, True, "5"])
@@ -119,9 +121,11 @@ async def test_bad_idempotency_key_is_rejected(subs: Subscriptions, key: object)
         await subs.put(5, "basic", key)  # type: ignore[arg-type]
 
 
-async def test_plans_are_copies_callers_may_change(subs: Subscriptions) -> None:
-    subs.plans()[0]["features"].append("free popcorn")
-    assert "free popcorn" not in subs.plans()[0]["features"]
+async def test_plans_cannot_be_changed_by_callers(subs: Subscriptions) -> None:
+    plan = subs.plans()[0]
+    with pytest.raises(AttributeError):
+        plan.features = ("free popcorn",)  # type: ignore[misc]
+    assert isinstance(plan.features, tuple)  # and nothing inside can be appended to
 
 
 async def test_same_key_sent_to_two_replicas_at_once_applies_once(settings: Settings) -> None:
@@ -137,7 +141,7 @@ async def test_same_key_sent_to_two_replicas_at_once_applies_once(settings: Sett
             await replica.close()
     by_user: dict[int, list[dict]] = {}
     for answer in answers:
-        by_user.setdefault(answer["user_id"], []).append(answer)
+        by_user.setdefault(answer.user_id, []).append(answer)
     assert all(a == b for a, b in by_user.values())  # the second got the first's response
     events = await query(
         settings, "SELECT user_id, count(*) FROM subscription_events GROUP BY user_id"
@@ -154,7 +158,7 @@ def _writer(settings: Settings, users: range) -> list[str]:
             plans = []
             for user in users:
                 for _ in range(2):
-                    plans.append((await store.put(user, "standard", f"put-{user}"))["plan"]["id"])
+                    plans.append((await store.put(user, "standard", f"put-{user}")).plan.id)
                 await store.put(user, "premium", f"upgrade-{user}")
             return plans
         finally:
@@ -176,7 +180,7 @@ async def test_writers_in_several_processes_each_apply_once(settings: Settings) 
     assert all(plan == "standard" for plans in results for plan in plans)
     store = await Subscriptions.open(settings)
     try:
-        assert {(await store.get(u))["plan"]["id"] for u in users} == {"premium"}
+        assert {(await store.get(u)).plan.id for u in users} == {"premium"}
     finally:
         await store.close()
     assert await query(settings, "SELECT count(*) FROM idempotency_keys") == [(80,)]
@@ -230,16 +234,29 @@ async def test_store_made_before_migrations_is_migrated_keeping_its_keys(
 ) -> None:
     db = sqlite3.connect(sqlite_settings.subscription_db)
     db.executescript(LEGACY_SCHEMA)
+    recorded = {  # an answer as the service sent it then: replayed as it was, not recomputed
+        "user_id": 5,
+        "status": "active",
+        "plan": {
+            "id": "basic",
+            "name": "Basic (2024)",
+            "price_cents": 699,
+            "currency": "EUR",
+            "features": ["HD"],
+        },
+        "updated_at": "2024-05-01T10:00:00.000+00:00",
+    }
     db.execute(
-        "INSERT INTO idempotency_keys VALUES ('k1', 5, 'PUT', ?, '{\"old\": true}', ?)",
-        (request_fingerprint("PUT", 5, "basic"), clock.now),
+        "INSERT INTO idempotency_keys VALUES ('k1', 5, 'PUT', ?, ?, ?)",
+        (request_fingerprint("PUT", 5, "basic"), json.dumps(recorded), clock.now),
     )
     db.commit()
     db.close()
     subs = await Subscriptions.open(sqlite_settings, clock=clock)
     try:
-        assert await subs.put(5, "basic", "k1") == {"old": True}  # the recorded response
-        assert (await subs.put(6, "basic", "k1"))["plan"]["id"] == "basic"  # per user now
+        replayed = await subs.put(5, "basic", "k1")
+        assert json.loads(msgspec.json.encode(replayed)) == recorded
+        assert (await subs.put(6, "basic", "k1")).plan.id == "basic"  # per user now
     finally:
         await subs.close()
     version = await query(sqlite_settings, "PRAGMA user_version")

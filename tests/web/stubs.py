@@ -18,7 +18,7 @@ from aiohttp import web
 
 from services.platform import auth
 
-SECRET = "test-secret"
+SECRET = "test-secret-key-of-the-suite"
 SCRIPT_TITLE = "<script>alert('x')</script> Evil"
 SCRIPT_TAG = "<img src=x onerror=alert(1)>"
 

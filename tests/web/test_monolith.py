@@ -10,7 +10,7 @@ import pytest
 from services.platform import auth
 from tests.web.helpers import browser, field, timed_get
 
-SECRET = "test-secret"  # the shared `settings` fixture's secret_key
+SECRET = "test-secret-key-of-the-suite"  # the shared `settings` fixture's secret_key
 
 
 @pytest.fixture
