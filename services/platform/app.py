@@ -25,7 +25,8 @@ from services.platform.middleware import (
     RequestIds,
     observe,
 )
-from services.platform.openapi import system_paths
+from services.platform.openapi import document, system_paths
+from services.platform.schemas import Health, Readiness
 from services.platform.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -71,13 +72,13 @@ def add_openapi_paths(app: web.Application, paths: dict) -> None:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return json_response({"status": "ok", "service": request.app[SERVICE_NAME]})
+    return json_response(Health("ok", request.app[SERVICE_NAME]))
 
 
 async def readyz(request: web.Request) -> web.Response:
     checks = {name: bool(check()) for name, check in request.app[READY_CHECKS].items()}
     ready = all(checks.values())
-    body = {"status": "ready" if ready else "not_ready", "checks": checks}
+    body = Readiness("ready" if ready else "not_ready", checks)
     return json_response(body, status=200 if ready else 503)
 
 
@@ -97,26 +98,4 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 def openapi_document(app: web.Application) -> dict:
-    return {
-        "openapi": "3.0.3",
-        "info": {"title": f"Marquee {app[SERVICE_NAME]}", "version": "1"},
-        "paths": {**system_paths(), **app[OPENAPI_PATHS]},
-        "components": {"schemas": {"Error": ERROR_SCHEMA}, "securitySchemes": SECURITY_SCHEMES},
-    }
-
-
-# Operations marked ``security=True`` name this scheme: the service or admin bearer token.
-SECURITY_SCHEMES = {"bearer": {"type": "http", "scheme": "bearer"}}
-
-
-ERROR_SCHEMA = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {
-        "error": {
-            "type": "object",
-            "required": ["code", "message"],
-            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-        }
-    },
-}
+    return document(f"Marquee {app[SERVICE_NAME]}", {**system_paths(), **app[OPENAPI_PATHS]})
