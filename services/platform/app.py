@@ -30,10 +30,12 @@ from services.platform.schemas import Health, Readiness
 from services.platform.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
-READY_CHECKS = web.AppKey("ready_checks", dict)  # name -> () -> bool
-OPENAPI_PATHS = web.AppKey("openapi_paths", dict)
+READY_CHECKS: web.AppKey[dict[str, Callable[[], bool]]] = web.AppKey("ready_checks")
+OPENAPI_PATHS: web.AppKey[dict[str, dict]] = web.AppKey("openapi_paths")
 SERVICE_NAME = web.AppKey("service_name", str)
-METRICS_REFRESHERS = web.AppKey("metrics_refreshers", list)  # [() -> Awaitable[None]]
+METRICS_REFRESHERS: web.AppKey[list[Callable[[], Awaitable[None]]]] = web.AppKey(
+    "metrics_refreshers"
+)
 REFRESH_TIMEOUT = 0.5
 
 log = logging.getLogger("marquee.metrics")
@@ -98,4 +100,7 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 def openapi_document(app: web.Application) -> dict:
-    return document(f"Marquee {app[SERVICE_NAME]}", {**system_paths(), **app[OPENAPI_PATHS]})
+    paths = system_paths()
+    served: dict[str, dict] = app[OPENAPI_PATHS]
+    paths.update(served)
+    return document(f"Marquee {app[SERVICE_NAME]}", paths)
