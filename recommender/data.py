@@ -111,6 +111,34 @@ class Interactions:
         )
 
 
+def chronological_order(users: np.ndarray, timestamps: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Row order by user, then time, then movie: ``np.lexsort((items, timestamps, users))``.
+
+    lexsort makes one stable pass per key (15 s of CPU on 20M rows); ranking each column and
+    packing the three ranks into one int64 key needs a single stable sort (about a third of
+    that). When the ranks do not fit 63 bits, lexsort it is.
+    """
+    keys = []
+    bits = 0
+    for column in (items, timestamps, users):
+        low = int(column.min()) if len(column) else 0
+        high = int(column.max()) if len(column) else 0
+        if low >= 0 and high < len(column):  # already small ranks (e.g. internal indices)
+            rank, width = column.astype(np.int64), max(high.bit_length(), 1)
+        else:
+            uniq, rank = np.unique(column, return_inverse=True)
+            width = max(int(len(uniq) - 1).bit_length(), 1)
+        keys.append((rank.astype(np.int64, copy=False), bits))
+        bits += width
+    if bits > 63:
+        return np.lexsort((items, timestamps, users))
+    key = np.zeros(len(users), dtype=np.int64)
+    for rank, shift in keys:
+        key |= rank << shift
+    del keys
+    return np.argsort(key, kind="stable")
+
+
 def data_hash(path: str | Path) -> str:
     """sha256 of the file bytes, streamed — recorded in model manifests for provenance."""
     digest = hashlib.sha256()
@@ -203,7 +231,7 @@ def _interactions(path: Path, arrays: dict[str, np.ndarray], n: int) -> Interact
 
 
 def _normalise(name: str) -> str:
-    return _HEADER_NAMES.get(re.sub(r"[\s_\-]", "", name.strip().lower()), "")
+    return _HEADER_NAMES.get(re.sub(r"[\s_\-\"']", "", name.strip().lower()), "")
 
 
 def _sniff(path: Path, required: tuple[str, ...]) -> _Layout:
@@ -229,7 +257,7 @@ def _sniff(path: Path, required: tuple[str, ...]) -> _Layout:
         raise ValueError(
             f"{path}: line 1: unrecognised format (expected ',', tab or '::' separated)"
         )
-    cells = [c.strip() for c in first.split(sep)]
+    cells = [c.strip().strip('"') for c in first.split(sep)]
     expected = ",".join(("userId", "movieId", "rating", "timestamp")[: max(len(required), 2)])
     if cells and not cells[0].lstrip("-").isdigit():
         columns = tuple(_normalise(c) for c in cells)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import csv
 import itertools
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -38,7 +39,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recommender import ease as ease_mod
-from recommender.data import Catalog, Interactions
+from recommender.data import Catalog, Interactions, chronological_order
 from recommender.model import ModelParams, SimilarityModel, fit
 
 KS = (10, 20)
@@ -87,7 +88,9 @@ def holdout_split(
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     n = len(interactions)
-    order = np.lexsort((interactions.item_ids, interactions.timestamps, interactions.user_ids))
+    order = chronological_order(
+        interactions.user_ids, interactions.timestamps, interactions.item_ids
+    )
     users = interactions.user_ids[order]
     stamps = interactions.timestamps[order]
     positive = interactions.ratings[order] >= positive_threshold
@@ -349,7 +352,8 @@ def implicit_peers(quick: bool = False) -> list[Peer]:
 
             x, users, items = user_items(train)
             model = build(params)
-            with threadpool_limits(1, "blas"):
+            with threadpool_limits(1, "blas"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # implicit's "converting coo to csr" notes
                 confidence = (x * np.float32(params.get("alpha", 1.0))).tocsr()
                 model.fit(confidence, show_progress=False)  # type: ignore[attr-defined]
 

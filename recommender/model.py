@@ -29,7 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recommender import ease as ease_mod
-from recommender.data import Catalog, Interactions
+from recommender.data import Catalog, Interactions, chronological_order
 from recommender.neighbours import Neighbours, blend_rows, top_k_rows
 
 WEIGHTINGS = ("none", "tfidf", "bm25")
@@ -526,15 +526,16 @@ def fit(
     liked_rows = ~(interactions.ratings < params.min_rating)
     if not liked_rows.any():
         raise ValueError("no interactions left to fit (check min_rating)")
-    rated_ids = np.unique(interactions.item_ids)
+    rated_ids, rated_idx = np.unique(interactions.item_ids, return_inverse=True)
     item_ids = rated_ids if catalog is None else np.union1d(rated_ids, catalog.movie_ids)
+    i = np.searchsorted(item_ids, rated_ids).astype(np.int32)[rated_idx]
+    del rated_idx
     user_ids, u = np.unique(interactions.user_ids, return_inverse=True)
     u = u.astype(np.int32)
-    i = np.searchsorted(item_ids, interactions.item_ids).astype(np.int32)
     n_users, n_items = len(user_ids), len(item_ids)
 
     # chronological histories, one entry per (user, movie): the latest rating counts
-    order = np.lexsort((i, interactions.timestamps, u))
+    order = chronological_order(u, interactions.timestamps, i)
     u_sorted, i_sorted, liked_sorted = u[order], i[order], liked_rows[order]
     del order, u, i
     pair = u_sorted.astype(np.int64) * n_items + i_sorted

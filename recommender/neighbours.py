@@ -67,6 +67,20 @@ class Neighbours:
         )
 
 
+TIE_BITS = 24  # tie ranks are 24-bit integers below the score's bits in one int64 sort key
+
+
+def _tie_ranks(tie: np.ndarray | None, n: int) -> np.ndarray:
+    """``tie`` (higher wins) as distinct integers 0..n-1, or index order when None."""
+    if tie is None:
+        order = np.arange(n)[::-1]  # lower index wins
+    else:
+        order = np.lexsort((-np.arange(n), np.asarray(tie, dtype=np.float64)))
+    ranks = np.empty(n, dtype=np.int64)
+    ranks[order] = np.arange(n)
+    return ranks
+
+
 def top_k_rows(
     n_rows: int,
     n_cols: int,
@@ -76,7 +90,7 @@ def top_k_rows(
     tie: np.ndarray | None = None,
     by_magnitude: bool = False,
     keep_self: bool = False,
-    block_bytes: int = 128 << 20,
+    block_bytes: int = 64 << 20,
     n_jobs: int | None = None,
 ) -> Neighbours:
     """Keep the top ``k`` of every row of a matrix computed block by block.
@@ -84,41 +98,43 @@ def top_k_rows(
     ``block_product(start, stop)`` returns the dense float32 rows ``[start, stop)``. Rows are
     ranked by weight (or by ``|weight|`` with ``by_magnitude``, for EASE whose negative weights
     matter), exact ties by ``tie`` (higher first). Zero weights are dropped, and so are negative
-    ones unless ``by_magnitude``. Blocks run on a small thread pool: numpy and scipy
-    release the GIL in the heavy parts.
+    ones unless ``by_magnitude``. Blocks run on a small thread pool: numpy and scipy release the
+    GIL in the heavy parts.
+
+    Ties are exact, not approximate: a non-negative float32's bits, read as an integer, sort
+    like the float, so ``bits << 24 | tie rank`` is one int64 key that orders by weight, then
+    by the tie-breaker, with one partition and one sort per block.
     """
-    block = max(1, min(max(n_rows, 1), block_bytes // max(1, n_cols * 4)))
+    if n_cols >= 1 << TIE_BITS:
+        raise ValueError(f"at most {1 << TIE_BITS} columns")
+    block = max(1, min(max(n_rows, 1), block_bytes // max(1, n_cols * 12)))
     starts = list(range(0, n_rows, block))
     parts: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(starts)
-    tie_rank = None if tie is None else np.asarray(tie, dtype=np.float32)
+    ranks = _tie_ranks(tie, n_cols)
 
     def run(j: int) -> None:
         start = starts[j]
         stop = min(start + block, n_rows)
-        dense = block_product(start, stop)
+        dense = np.ascontiguousarray(block_product(start, stop), dtype=np.float32)
         if not keep_self:
             rows = np.arange(stop - start)
             dense[rows, rows + start] = 0.0
-        key = np.abs(dense) if by_magnitude else dense
+        magnitude = np.abs(dense) if by_magnitude else np.maximum(dense, 0.0)
+        key = magnitude.view(np.int32).astype(np.int64)
+        del magnitude
+        key <<= TIE_BITS
+        key |= ranks[None, :]
         kk = min(k, n_cols)
         if kk < n_cols:
-            top = np.argpartition(-key, kk - 1, axis=1)[:, :kk]
+            top = np.argpartition(key, n_cols - kk, axis=1)[:, n_cols - kk :]
         else:
             top = np.broadcast_to(np.arange(n_cols), (stop - start, n_cols)).copy()
         top_key = np.take_along_axis(key, top, axis=1)
-        if tie_rank is not None and kk < n_cols:
-            # a tie at the cut: the more popular movie gets in (not whichever partition picked)
-            kth = top_key.min(axis=1)
-            crowded = np.flatnonzero(((key >= kth[:, None]).sum(axis=1) > kk) & (kth > 0))
-            for r in crowded:
-                sel = np.flatnonzero(key[r] >= kth[r])
-                sel = sel[np.lexsort((sel, -tie_rank[sel], -key[r, sel]))[:kk]]
-                top[r], top_key[r] = sel, key[r, sel]
-        ranks = tie_rank[top] if tie_rank is not None else -top.astype(np.float32)
-        order = np.lexsort((-ranks, -top_key), axis=1)
+        del key
+        order = np.argsort(-top_key, axis=1)
         top = np.take_along_axis(top, order, axis=1)
         weights = np.take_along_axis(dense, top, axis=1)
-        top[np.take_along_axis(top_key, order, axis=1) <= 0] = -1
+        top[(np.take_along_axis(top_key, order, axis=1) >> TIE_BITS) <= 0] = -1  # zero weights
         parts[j] = (top.astype(np.int32), weights.astype(np.float32))
 
     jobs = n_jobs or min(2, os.cpu_count() or 1)
