@@ -31,7 +31,7 @@ import csv
 import itertools
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -401,7 +401,7 @@ def implicit_peers(quick: bool = False) -> list[Peer]:
     ]
 
 
-def _product(grid: dict[str, Sequence]) -> list[dict]:
+def _product(grid: Mapping[str, Sequence]) -> list[dict]:
     keys = list(grid)
     return [dict(zip(keys, values, strict=True)) for values in itertools.product(*grid.values())]
 
@@ -503,6 +503,27 @@ def _n_items(train: Interactions) -> int:
     return int(len(np.unique(train.item_ids)))
 
 
+# ---- what pruning EASE costs ---------------------------------------------------------------------
+PRUNE_SIZES = (50, 100, 200, 500, 1_000_000)  # the last keeps every weight: the dense EASE
+
+
+def pruning_cost(split: Split, params: ModelParams, sizes: Sequence[int] = PRUNE_SIZES) -> dict:
+    """The served model with EASE cut to each movie's top-N weights (by magnitude), on the
+    validation and the test split: what the memory-mappable table costs against dense EASE."""
+    val = validation_split(split)
+    out: dict[str, dict] = {}
+    for n in sizes:
+        row: dict[str, float | dict] = {}
+        for name, part in (("validation", val), ("test", split)):
+            model = fit(part.train, replace(params, ease_neighbours=n))
+            metrics = ranking_metrics(part, recommend_with_model(model, part, K), model.n_items)
+            row[name] = {m: metrics[m] for m in ("recall@20", "ndcg@20")}
+            if name == "test":
+                row["table_mb"] = round(model.ease.nbytes / 2**20, 2) if model.ease else 0.0
+        out["all" if n >= 1_000_000 else str(n)] = row
+    return out
+
+
 # ---- cold users --------------------------------------------------------------------------------
 COLD_HISTORIES = (("1 movie", 1), ("3 movies", 3), ("first third", -3))
 
@@ -548,7 +569,7 @@ def cold_users(
         lengths = np.bincount(
             np.searchsorted(cold, sorted_users[kept & is_cold]), minlength=len(cold)
         )
-        row: dict[str, dict] = {"history_movies_median": float(np.median(lengths))}
+        row: dict[str, dict | float] = {"history_movies_median": float(np.median(lengths))}
         for peer in peers:
             fit_params, scorings = peer.grid[0]
             recs = peer.fit(cold_split.train, fit_params)(scorings[0])(cold_split, K)
@@ -673,6 +694,9 @@ def evaluate(
         log(f"{protocol}: {split.describe()}")
         peers = default_peers(params, quick=quick, with_implicit=with_implicit)
         out["protocols"][protocol] = tune_and_test(split, peers, log=log)
+        if not quick:
+            out.setdefault("pruning", {})[protocol] = pruning_cost(split, params)
+            log(f"  {protocol}: pruning {out['pruning'][protocol]}")
     if with_cold:
         strict = holdout_split(interactions, "strict")
         models = out["protocols"].get("strict", next(iter(out["protocols"].values())))["models"]
@@ -738,6 +762,27 @@ def format_tables(results: dict) -> str:
                 f"| {name} | {m['params_text']} | {t['recall@20']:.4f} | {t['ndcg@20']:.4f} | "
                 f"{t['recall@10']:.4f} | {t['ndcg@10']:.4f} | {ratio} | {m['fit_seconds']:.2f} |"
             )
+        parts.append("")
+    pruning = results.get("pruning")
+    if pruning:
+        parts.append(
+            "### pruning EASE to each movie's top-N weights (served defaults otherwise): "
+            "Recall@20 / NDCG@20"
+        )
+        parts.append("")
+        parts.append(
+            "| N | " + " | ".join(f"{p} validation | {p} test" for p in pruning) + " | table MB |"
+        )
+        parts.append("|---|" + "---|---|" * len(pruning) + "---|")
+        sizes = list(next(iter(pruning.values())))
+        for n in sizes:
+            cells = []
+            for runs in pruning.values():
+                for name in ("validation", "test"):
+                    m = runs[n][name]
+                    cells.append(f"{m['recall@20']:.4f} / {m['ndcg@20']:.4f}")
+            mb = next(iter(pruning.values()))[n]["table_mb"]
+            parts.append(f"| {n} | " + " | ".join(cells) + f" | {mb:.1f} |")
         parts.append("")
     cold = results.get("cold_users")
     if cold:

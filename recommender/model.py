@@ -237,9 +237,9 @@ class SimilarityModel:
 
     def recommend_history(
         self,
-        movie_ids: Sequence[int],
-        ratings: Sequence[float] | None = None,
-        timestamps: Sequence[int] | None = None,
+        movie_ids: Sequence[int] | np.ndarray,
+        ratings: Sequence[float] | np.ndarray | None = None,
+        timestamps: Sequence[int] | np.ndarray | None = None,
         *,
         k: int = 10,
         exclude: bool = True,

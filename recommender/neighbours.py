@@ -174,7 +174,7 @@ def blend_rows(
     mixed = np.flatnonzero(~use_c & ~use_t)
     tie = np.asarray(tie, dtype=np.float64)
     blended: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    for i in mixed:
+    for i in mixed.tolist():
         c_idx, c_w = collaborative.row(i)
         t_idx, t_w = content.row(i)
         cand = np.union1d(c_idx, t_idx)
@@ -183,7 +183,7 @@ def blend_rows(
         score[np.searchsorted(cand, t_idx)] += (1 - share[i]) * t_w / max(float(t_w[0]), 1e-12)
         score32 = score.astype(np.float32)  # rank by the stored value: ties are real ties
         order = np.lexsort((cand, -tie[cand], -score32))[:k]
-        blended[int(i)] = (cand[order].astype(np.int32), score32[order])
+        blended[i] = (cand[order].astype(np.int32), score32[order])
     lengths = np.where(use_c, np.minimum(c_len, k), np.where(use_t, np.minimum(t_len, k), 0))
     for i, (idx, _) in blended.items():
         lengths[i] = len(idx)
