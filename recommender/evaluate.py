@@ -351,9 +351,9 @@ def implicit_peers(quick: bool = False) -> list[Peer]:
             from threadpoolctl import threadpool_limits
 
             x, users, items = user_items(train)
-            model = build(params)
             with threadpool_limits(1, "blas"), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # implicit's "converting coo to csr" notes
+                model = build(params)
                 confidence = (x * np.float32(params.get("alpha", 1.0))).tocsr()
                 model.fit(confidence, show_progress=False)  # type: ignore[attr-defined]
 
