@@ -143,11 +143,6 @@ def holdout_split(
     )
 
 
-def chronological_split(interactions: Interactions, strict: bool = True) -> Split:
-    """The hold-out of the ``strict`` (default) or ``standard`` protocol."""
-    return holdout_split(interactions, "strict" if strict else "standard")
-
-
 def validation_split(split: Split, **kwargs: object) -> Split:
     """A validation split cut from ``split.train`` the same way the test split was cut."""
     return holdout_split(split.train, split.protocol, **kwargs)  # type: ignore[arg-type]
@@ -434,8 +429,8 @@ def default_peers(
     scoring_grid = OURS_SCORING_GRID if not quick else [{}]
     knn_base = replace(base, algorithm="knn")
     peers = [
-        ours_peer("Marquee (served: EASE + kNN)", fit_grid, scoring_grid, base),
-        ours_peer("Marquee defaults (no tuning)", [{}], [{}], base),
+        ours_peer("Marquee EASE + kNN, tuned on validation", fit_grid, scoring_grid, base),
+        ours_peer("Marquee EASE + kNN, served defaults", [{}], [{}], base),
         popularity_peer(),
         ours_peer(
             "Marquee kNN alone",

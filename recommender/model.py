@@ -430,11 +430,6 @@ def _recency_weights(indptr: np.ndarray, liked: np.ndarray, half_life: float) ->
     return weights
 
 
-def history_weights(n: int, half_life: float) -> np.ndarray:
-    """Weight of each position of an oldest-first list of likes (most recent = 1)."""
-    return _recency_weights(np.array([0, n]), np.ones(n, dtype=bool), half_life)
-
-
 # ---- fitting -----------------------------------------------------------------------------
 def _weight(x: sp.csr_matrix, params: ModelParams) -> sp.csr_matrix:
     """Weight a users x items matrix, implicit-style: items are documents, users are terms."""
@@ -676,6 +671,5 @@ __all__ = [
     "SimilarityModel",
     "choose_algorithm",
     "fit",
-    "history_weights",
     "knn_table",
 ]
