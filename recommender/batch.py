@@ -34,6 +34,7 @@ Row limit: a file with more than ``settings.batch_max_rows`` ids is a 400 ``too_
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import csv
 import io
@@ -45,11 +46,15 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import cast
 
+import msgspec
 import orjson
+from redis.typing import EncodableT, FieldT
 
 from recommender import redisconn
 from recommender.redisconn import AsyncClient, Durability, Namespace
+from recommender.schemas import BatchJob, BatchLinks, BatchResults, BatchRow, BatchWarning
 from services.platform.errors import BadRequest, Conflict, NotFound, NotReady, PayloadTooLarge
 from services.platform.params import MAX_ID
 from services.platform.settings import Settings
@@ -62,6 +67,11 @@ MAX_ERRORS = 20  # validation errors reported per upload
 MAX_WARNINGS = 100  # unknown-id warnings kept per job (the count is always exact)
 K_DEFAULT, K_MAX = 10, 100
 RECENT_KEEP = 50
+# Validating an upload is CPU work (a 5 MB file takes a second or two): it runs off the event
+# loop, at most PARSERS at a time; past PARSE_QUEUE waiting uploads, more are shed with 503.
+PARSERS = 2
+PARSE_QUEUE = 8
+PAGE_ROWS = 5000  # result rows per page of /v1/batch/{id}/results (whole chunks: about that)
 
 # kind -> (input column, result column for the recommended movie)
 KINDS = {
@@ -442,7 +452,7 @@ def csv_columns(kind: str) -> list[str]:
     return ["row", source, "rank", target, "score", "model_version"]
 
 
-def results_csv(kind: str, rows: list[dict], model_version: str, header: bool = True) -> str:
+def results_csv(kind: str, rows: list[BatchRow], model_version: str, header: bool = True) -> str:
     """Result rows as CSV text (with the model version on every row, so a file stands alone)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -460,32 +470,57 @@ def _iso(value: str | None) -> str | None:
     return datetime.fromtimestamp(float(value), UTC).isoformat(timespec="seconds")
 
 
-def job_view(job_id: str, fields: dict[str, str], ttl: int) -> dict:
+def job_view(job_id: str, fields: dict[str, str], ttl: int) -> BatchJob:
     """The public shape of a job, from its Redis hash."""
     total = int(fields.get("total_rows", 0))
     processed = int(fields.get("processed_rows", 0))
     owner = fields.get("owner") or None
-    return {
-        "job_id": job_id,
-        "status": fields.get("status", QUEUED),
-        "kind": fields.get("kind"),
-        "k": int(fields.get("k", K_DEFAULT)),
-        "filename": fields.get("filename") or None,
-        "owner": int(owner) if owner else None,
-        "total_rows": total,
-        "processed_rows": processed,
-        "progress": round(processed / total, 4) if total else 0.0,
-        "result_rows": int(fields.get("result_rows", 0)),
-        "model_version": fields.get("model_version") or None,
-        "warnings": orjson.loads(fields.get("warnings") or "[]"),
-        "warning_count": int(fields.get("warning_count", 0)),
-        "attempts": int(fields.get("attempts", 0)),
-        "error": fields.get("error") or None,
-        "created": _iso(fields.get("created")),
-        "started": _iso(fields.get("started")),
-        "finished": _iso(fields.get("finished")),
-        "expires_in": ttl if ttl >= 0 else None,
-    }
+    base = f"/v1/batch/{job_id}"
+    return BatchJob(
+        job_id=job_id,
+        status=fields.get("status", QUEUED),
+        kind=fields.get("kind", ""),
+        k=int(fields.get("k", K_DEFAULT)),
+        filename=fields.get("filename") or None,
+        owner=int(owner) if owner else None,
+        total_rows=total,
+        processed_rows=processed,
+        progress=round(processed / total, 4) if total else 0.0,
+        result_rows=int(fields.get("result_rows", 0)),
+        model_version=fields.get("model_version") or None,
+        warnings=msgspec.json.decode(fields.get("warnings") or "[]", type=list[BatchWarning]),
+        warning_count=int(fields.get("warning_count", 0)),
+        attempts=int(fields.get("attempts", 0)),
+        error=fields.get("error") or None,
+        created=_iso(fields.get("created")),
+        started=_iso(fields.get("started")),
+        finished=_iso(fields.get("finished")),
+        expires_in=ttl if ttl >= 0 else None,
+        links=BatchLinks(base, f"{base}/results", f"{base}/results?format=csv"),
+    )
+
+
+class UploadQueue:
+    """Validation off the event loop, bounded: ``PARSERS`` threads, ``PARSE_QUEUE`` waiting."""
+
+    def __init__(self) -> None:
+        self._slots = asyncio.Semaphore(PARSERS)
+        self._waiting = 0
+
+    async def parse(self, data: bytes, *, max_bytes: int, max_rows: int) -> ParsedUpload:
+        if self._waiting >= PARSE_QUEUE:
+            raise NotReady(
+                "too many uploads are being checked right now; send the file again shortly",
+                code="batch_busy",
+            )
+        self._waiting += 1
+        try:
+            async with self._slots:
+                return await asyncio.to_thread(
+                    parse_upload, data, max_bytes=max_bytes, max_rows=max_rows
+                )
+        finally:
+            self._waiting -= 1
 
 
 # ---- the store ---------------------------------------------------------------------------
@@ -497,6 +532,7 @@ class BatchJobs:
         self.settings = settings
         self.keys = BatchKeys.of(settings)
         self.guard = DurabilityGuard(settings.state_redis_candidates())
+        self.uploads = UploadQueue()
 
     def _client(self) -> AsyncClient:
         if self.redis is None:
@@ -508,15 +544,18 @@ class BatchJobs:
 
     async def submit(
         self, data: bytes, filename: str | None, owner: int | None, k: int = K_DEFAULT
-    ) -> dict:
-        """Validate the whole file, then store and queue the job in one transaction."""
+    ) -> BatchJob:
+        """Validate the whole file (off the event loop), then store and queue the job in one
+        transaction."""
         client = self._client()
         s = self.settings
-        parsed = parse_upload(data, max_bytes=s.batch_max_bytes, max_rows=s.batch_max_rows)
+        parsed = await self.uploads.parse(
+            data, max_bytes=s.batch_max_bytes, max_rows=s.batch_max_rows
+        )
         job_id = uuid.uuid4().hex
         now = time.time()
         units = len(set(parsed.ids)) if parsed.kind == "histories" else len(parsed.ids)
-        fields = {
+        fields: dict[FieldT, EncodableT] = {
             "kind": parsed.kind,
             "k": k,
             "owner": owner or "",
@@ -542,9 +581,9 @@ class BatchJobs:
                     pipe.expire(keys.owner(owner), s.batch_ttl)
                 pipe.xadd(keys.stream, {"job": job_id})
                 await pipe.execute()
-        return job_view(job_id, {k_: str(v) for k_, v in fields.items()}, s.batch_ttl)
+        return job_view(job_id, {str(k_): str(v) for k_, v in fields.items()}, s.batch_ttl)
 
-    async def status(self, job_id: str) -> dict:
+    async def status(self, job_id: str) -> BatchJob:
         client = self._client()
         check_job_id(job_id)
         with store_errors():
@@ -556,45 +595,63 @@ class BatchJobs:
             raise NotFound(f"no batch job {job_id!r} (unknown or expired)", code="unknown_job")
         return job_view(job_id, fields, ttl)
 
-    async def finished(self, job_id: str) -> dict:
+    async def finished(self, job_id: str) -> BatchJob:
         """The job's status, or a 409 when its results are not ready (or never will be)."""
         job = await self.status(job_id)
-        if job["status"] == FAILED:
-            raise Conflict(f"batch job {job_id} failed: {job['error']}", code="job_failed")
-        if job["status"] != DONE:
+        if job.status == FAILED:
+            raise Conflict(f"batch job {job_id} failed: {job.error}", code="job_failed")
+        if job.status != DONE:
             raise Conflict(
-                f"batch job {job_id} is {job['status']} ({job['processed_rows']} of "
-                f"{job['total_rows']} rows); results are ready when it is done",
+                f"batch job {job_id} is {job.status} ({job.processed_rows} of "
+                f"{job.total_rows} rows); results are ready when it is done",
                 code="job_not_finished",
             )
         return job
 
-    async def result_chunks(self, job_id: str) -> AsyncIterator[list[dict]]:
-        """The result rows chunk by chunk, in row order (for streaming large results)."""
+    async def _chunk_numbers(self, job_id: str) -> list[int]:
         client = self._client()
         with store_errors():
-            chunks = sorted(int(c) for c in await client.hkeys(self.keys.results(job_id)))
-        for chunk in chunks:
-            with store_errors():
-                raw = await client.hget(self.keys.results(job_id), str(chunk))
-            if raw is not None:
-                yield orjson.loads(raw)
+            return sorted(int(c) for c in await client.hkeys(self.keys.results(job_id)))
 
-    async def results(self, job_id: str, limit: int | None = None) -> list[dict]:
-        """A finished job's result rows in order (the first ``limit`` of them if given)."""
-        await self.finished(job_id)
-        rows: list[dict] = []
-        async for chunk in self.result_chunks(job_id):
-            rows.extend(chunk)
-            if limit is not None and len(rows) >= limit:
-                return rows[:limit]
-        return rows
+    async def _chunk(self, job_id: str, chunk: int) -> list[BatchRow]:
+        client = self._client()
+        with store_errors():
+            raw = await client.hget(self.keys.results(job_id), str(chunk))
+        return [] if raw is None else msgspec.json.decode(raw, type=list[BatchRow])
 
-    async def recent(self, owner: int, limit: int = 20) -> list[dict]:
+    async def result_chunks(self, job_id: str) -> AsyncIterator[list[BatchRow]]:
+        """The result rows chunk by chunk, in row order (for streaming large results)."""
+        for chunk in await self._chunk_numbers(job_id):
+            yield await self._chunk(job_id, chunk)
+
+    async def results_page(self, job: BatchJob, cursor: int = 0) -> BatchResults:
+        """About ``PAGE_ROWS`` result rows of a finished job, whole chunks from chunk number
+        ``cursor`` on; ``next_cursor`` continues (None after the last page)."""
+        numbers = [n for n in await self._chunk_numbers(job.job_id) if n >= cursor]
+        rows: list[BatchRow] = []
+        next_cursor = None
+        for i, number in enumerate(numbers):
+            rows.extend(await self._chunk(job.job_id, number))
+            if len(rows) >= PAGE_ROWS and i + 1 < len(numbers):
+                next_cursor = numbers[i + 1]
+                break
+        return BatchResults(
+            job_id=job.job_id,
+            kind=job.kind,
+            k=job.k,
+            model_version=job.model_version,
+            count=job.result_rows,
+            cursor=cursor,
+            items=rows,
+            next_cursor=next_cursor,
+        )
+
+    async def recent(self, owner: int, limit: int = 20) -> list[BatchJob]:
         """The owner's most recent jobs, newest first (expired ones are dropped from the index)."""
         client = self._client()
         with store_errors():
-            ids = await client.zrevrange(self.keys.owner(owner), 0, max(limit, 1) - 1)
+            found = await client.zrevrange(self.keys.owner(owner), 0, max(limit, 1) - 1)
+            ids = cast(list[str], found)  # the client decodes replies
             if not ids:
                 return []
             async with client.pipeline(transaction=False) as pipe:

@@ -1,11 +1,12 @@
 """The batch-jobs API: ``POST /v1/batch`` (CSV upload), ``GET /v1/batch/{job_id}`` (status) and
-``GET /v1/batch/{job_id}/results?format=json|csv``.
+``GET /v1/batch/{job_id}/results?format=json|csv`` (all of it, streamed; or with ``cursor``,
+a page as JSON), and ``GET /v1/users/{user_id}/batch`` (a user's recent jobs).
 
 Uploads are read as a stream with the batch size limit (``settings.batch_max_bytes``), not the
 app's small JSON body limit, and a declared Content-Length over the limit is refused before a
-byte is read. A job posted with a user's session (``X-Marquee-Session``) is private to that user
-(or a service holding the service token); an anonymous job is readable by whoever has its id
-(ids are 128-bit random).
+byte is read. Only a user (their session, ``X-Marquee-Session``) or a service holding the service
+token may queue a job, since a job costs compute; a user's job is private to that user (and to
+services); a service's job is readable by whoever has its id (ids are 128-bit random).
 """
 
 from __future__ import annotations
@@ -27,15 +28,24 @@ from recommender.batch import (
     results_csv,
 )
 from recommender.redisconn import describe
+from recommender.schemas import BatchJob, BatchJobList, BatchResults, BatchRow
 from services.platform.app import SETTINGS, add_metrics_refresher, add_openapi_paths
 from services.platform.auth import SESSION_HEADER, bearer_ok, session_user
-from services.platform.errors import BadRequest, Forbidden, PayloadTooLarge, UnsupportedMediaType
+from services.platform.errors import (
+    BadRequest,
+    Forbidden,
+    PayloadTooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+)
 from services.platform.jsonutil import json_response
 from services.platform.middleware import METRICS
-from services.platform.openapi import operation, query_param
+from services.platform.openapi import operation, path_param, query_param
+from services.platform.params import path_id, query_int
 from services.platform.settings import Settings
 
 log = logging.getLogger("marquee.batch")
+RECENT = 20  # jobs listed per user
 
 BATCH_JOBS = web.AppKey("batch_jobs", BatchJobs)
 READ_CHUNK = 64 * 1024
@@ -123,43 +133,55 @@ def request_user(request: web.Request, settings: Settings) -> int | None:
     )
 
 
-def _authorize(request: web.Request, job: dict) -> None:
-    if job["owner"] is None:
+def _is_service(request: web.Request) -> bool:
+    return bearer_ok(request.headers.get("Authorization"), request.app[SETTINGS].service_token)
+
+
+def _authorize(request: web.Request, job: BatchJob) -> None:
+    if job.owner is None or _is_service(request):
         return
-    settings = request.app[SETTINGS]
-    if bearer_ok(request.headers.get("Authorization"), settings.service_token):
-        return
-    if request_user(request, settings) != job["owner"]:
+    if request_user(request, request.app[SETTINGS]) != job.owner:
         raise Forbidden("this batch job belongs to another user", code="not_your_job")
 
 
-def _public(job: dict) -> dict:
-    links = {
-        "self": f"/v1/batch/{job['job_id']}",
-        "results": f"/v1/batch/{job['job_id']}/results",
-        "results_csv": f"/v1/batch/{job['job_id']}/results?format=csv",
-    }
-    return {**job, "links": links}
+def _submitter(request: web.Request) -> int | None:
+    """The user queueing a job (their own), or None for a service; 401 for anybody else."""
+    user = request_user(request, request.app[SETTINGS])
+    if user is not None:
+        return user
+    if _is_service(request):
+        return None
+    raise Unauthorized(
+        f"batch jobs are for users (send {SESSION_HEADER}) and services (a bearer token)"
+    )
 
 
 async def submit(request: web.Request) -> web.Response:
     jobs = request.app[BATCH_JOBS]
     settings = request.app[SETTINGS]
+    owner = _submitter(request)
     k = parse_k(request.query.get("k"))  # cheap checks first: nothing is read on a bad k
     upload = await read_upload(request, settings.batch_max_bytes)
     if "k" in upload.fields:
         k = parse_k(upload.fields["k"])
-    job = await jobs.submit(upload.data, upload.filename, request_user(request, settings), k)
+    filename = upload.filename or request.query.get("filename") or None
+    job = await jobs.submit(upload.data, filename, owner, k)
     request.app[METRICS].batch_queue_depth.set(await jobs.queue_depth())
-    return json_response(
-        _public(job), status=202, headers={"Location": f"/v1/batch/{job['job_id']}"}
-    )
+    return json_response(job, status=202, headers={"Location": job.links.self})
 
 
 async def status(request: web.Request) -> web.Response:
     job = await request.app[BATCH_JOBS].status(request.match_info["job_id"])
     _authorize(request, job)
-    return json_response(_public(job))
+    return json_response(job)
+
+
+async def recent(request: web.Request) -> web.Response:
+    """A user's recent jobs, newest first: to that user (or a service) only."""
+    user_id = path_id(request, "user_id")
+    if not _is_service(request) and request_user(request, request.app[SETTINGS]) != user_id:
+        raise Forbidden("these are another user's batch jobs", code="not_your_jobs")
+    return json_response(BatchJobList(await request.app[BATCH_JOBS].recent(user_id, RECENT)))
 
 
 async def results(request: web.Request) -> web.StreamResponse:
@@ -171,15 +193,27 @@ async def results(request: web.Request) -> web.StreamResponse:
         raise BadRequest(f"format must be json or csv, got {fmt!r}", code="invalid_param")
     job = await jobs.status(request.match_info["job_id"])
     _authorize(request, job)
-    job = await jobs.finished(job["job_id"])
+    job = await jobs.finished(job.job_id)
+    if "cursor" in request.query:
+        if fmt != "json":
+            raise BadRequest("pages (cursor) come as JSON", code="invalid_param")
+        cursor = query_int(request, "cursor", 0, minimum=0, maximum=10**9)
+        return json_response(await jobs.results_page(job, cursor))
     return await stream_results(request, jobs, job, fmt)
 
 
 async def stream_results(
-    request: web.Request, jobs: BatchJobs, job: dict, fmt: str
+    request: web.Request, jobs: BatchJobs, job: BatchJob, fmt: str
 ) -> web.StreamResponse:
     """Send a finished job's results chunk by chunk (a large job never sits whole in memory)."""
-    job_id, version = job["job_id"], job["model_version"] or ""
+    return await send_results(request, job, fmt, jobs.result_chunks(job.job_id))
+
+
+async def send_results(
+    request: web.Request, job: BatchJob, fmt: str, chunks: AsyncIterator[list[BatchRow]]
+) -> web.StreamResponse:
+    """Stream ``chunks`` of a finished job's rows as a CSV or JSON download."""
+    job_id, version = job.job_id, job.model_version or ""
     response = web.StreamResponse(
         headers={
             "Content-Disposition": f'attachment; filename="batch-{job_id}.{fmt}"',
@@ -188,20 +222,16 @@ async def stream_results(
     )
     response.content_type = "text/csv" if fmt == "csv" else "application/json"
     response.charset = "utf-8"
-    chunks = jobs.result_chunks(job_id)
     first = await anext(chunks, None)  # read before the headers go out: errors stay JSON
     await response.prepare(request)
     if fmt == "csv":
-        await response.write(",".join(csv_columns(job["kind"])).encode() + b"\n")
+        await response.write(",".join(csv_columns(job.kind)).encode() + b"\n")
         async for rows in _chain(first, chunks):
-            await response.write(results_csv(job["kind"], rows, version, header=False).encode())
+            await response.write(results_csv(job.kind, rows, version, header=False).encode())
     else:
-        head = {k: job[k] for k in ("job_id", "kind", "k", "model_version")}
+        head = {"job_id": job_id, "kind": job.kind, "k": job.k, "model_version": job.model_version}
         await response.write(
-            orjson.dumps(head)[:-1]
-            + b',"count":'
-            + str(job["result_rows"]).encode()
-            + b',"items":['
+            orjson.dumps(head)[:-1] + b',"count":' + str(job.result_rows).encode() + b',"items":['
         )
         sep = b""
         async for rows in _chain(first, chunks):
@@ -213,7 +243,9 @@ async def stream_results(
     return response
 
 
-async def _chain(first: list[dict] | None, rest: AsyncIterator[list[dict]]):
+async def _chain(
+    first: list[BatchRow] | None, rest: AsyncIterator[list[BatchRow]]
+) -> AsyncIterator[list[BatchRow]]:
     if first is None:
         return
     yield first
@@ -252,6 +284,7 @@ def setup_batch_api(app: web.Application) -> None:
     app.router.add_post("/v1/batch", submit)
     app.router.add_get("/v1/batch/{job_id}", status)
     app.router.add_get("/v1/batch/{job_id}/results", results)
+    app.router.add_get("/v1/users/{user_id}/batch", recent)
     add_openapi_paths(app, batch_paths(app[SETTINGS]))
 
     async def refresh_queue_depth() -> None:  # workers drain the queue in other processes
@@ -280,16 +313,18 @@ def batch_paths(settings: Settings) -> dict:
         f"bytes and {settings.batch_max_rows} rows."
     )
     post = operation(
-        "queue a batch job from a CSV of movie ids or user ids",
+        "queue a batch job from a CSV of movie ids, user ids or histories (a user or a service)",
+        returns=BatchJob,
         parameters=[_K],
-        errors=(400, 413, 415, 503),
+        errors=(400, 401, 413, 415, 503),
         ok=202,
+        security=True,
     )
     post["description"] = csv_doc
     post["requestBody"] = {
         "required": True,
         "content": {
-            "text/csv": {"schema": {"type": "string"}},
+            "text/csv": {"schema": {"type": "string", "minLength": 1}},
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
@@ -303,10 +338,13 @@ def batch_paths(settings: Settings) -> dict:
         },
     }
     results_op = operation(
-        "a finished job's results (409 while it runs)",
+        "a finished job's results (409 while it runs): all of them streamed, or with cursor "
+        "(0 for the first) a page of them as JSON",
+        returns=BatchResults,
         parameters=[
             JOB_ID_PARAM,
             query_param("format", {"type": "string", "enum": ["json", "csv"]}, "json or csv"),
+            query_param("cursor", {"type": "integer", "minimum": 0}, "a page from here"),
         ],
         errors=(400, 403, 404, 409, 503),
     )
@@ -316,9 +354,19 @@ def batch_paths(settings: Settings) -> dict:
         "/v1/batch/{job_id}": {
             "get": operation(
                 "a batch job's status and progress",
+                returns=BatchJob,
                 parameters=[JOB_ID_PARAM],
                 errors=(403, 404, 503),
             )
         },
         "/v1/batch/{job_id}/results": {"get": results_op},
+        "/v1/users/{user_id}/batch": {
+            "get": operation(
+                "a user's recent batch jobs, newest first (that user or a service)",
+                returns=BatchJobList,
+                parameters=[path_param("user_id", "the user whose jobs they are")],
+                errors=(400, 403, 503),
+                security=True,
+            )
+        },
     }

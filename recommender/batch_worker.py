@@ -28,6 +28,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import orjson
@@ -54,6 +55,9 @@ from services.platform.app import SETTINGS
 from services.platform.metrics import Metrics
 from services.platform.middleware import METRICS
 from services.platform.settings import Settings, settings_or_exit
+
+# XREADGROUP's reply with decode_responses: [(stream, [(entry id, {field: value})])]
+StreamReply = list[tuple[str, list[tuple[str, dict[str, str]]]]]
 
 log = logging.getLogger("marquee.batch.worker")
 
@@ -363,7 +367,7 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError, *redisconn.FAILURES):
                 await read
             raise Stopped
-        reply = read.result()
+        reply = cast(StreamReply, read.result())
         for _stream, messages in reply or []:
             for entry_id, fields in messages:
                 if fields and "job" in fields:
@@ -417,7 +421,7 @@ class Worker:
     # ---- a job --------------------------------------------------------------------------
     async def process(self, entry: Entry) -> None:
         r, job_id = self.redis, entry.job_id
-        fields = await r.hgetall(self.keys.job(job_id))
+        fields = cast(dict[str, str], await r.hgetall(self.keys.job(job_id)))  # decoded replies
         if not fields or fields.get("status") in (DONE, FAILED):
             await self._done(entry.entry_id)  # expired, or finished by a worker that died
             return  # before acking

@@ -301,7 +301,7 @@ class _ColonsToCommas(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer) -> int:
         while True:
             chunk = self.raw.read(max(len(buffer) - 1, 1))
             data, self.carry = self.carry + chunk, b""

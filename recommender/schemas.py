@@ -107,3 +107,69 @@ class ModelChange(msgspec.Struct):
     version: str
     previous: str | None
     changed: bool
+
+
+# ---- batch jobs --------------------------------------------------------------------------------
+class BatchWarning(msgspec.Struct, frozen=True):
+    """An input row the job skipped (or, for histories, ignored): an id the model does not know."""
+
+    line: int
+    row: int
+    id: int
+    message: str
+
+
+class BatchLinks(msgspec.Struct, frozen=True):
+    self: str
+    results: str
+    results_csv: str
+
+
+class BatchJob(msgspec.Struct, kw_only=True):
+    """A batch job's status: what it is (``kind``: movies, users or histories), how far it got
+    and what it found (``warnings``: the first 100 skipped ids; ``warning_count``: all)."""
+
+    job_id: str
+    status: str  # queued | running | done | failed
+    kind: str
+    k: int
+    filename: str | None
+    owner: int | None
+    total_rows: int
+    processed_rows: int
+    progress: float
+    result_rows: int
+    model_version: str | None
+    warnings: list[BatchWarning]
+    warning_count: int
+    attempts: int
+    error: str | None
+    created: str | None
+    started: str | None
+    finished: str | None
+    expires_in: int | None
+    links: BatchLinks
+
+
+class BatchJobList(msgspec.Struct):
+    items: list[BatchJob]
+
+
+# One result row: ``row`` (the input row), the input id under its column name (``movie_id`` or
+# ``user_id``), ``rank``, the result under its column (``similar_movie_id`` or ``movie_id``) and
+# ``score``.
+BatchRow = dict[str, int | float]
+
+
+class BatchResults(msgspec.Struct):
+    """A page of a finished job's results (``count``: rows in all); ``next_cursor`` asks for
+    the next page (None after the last)."""
+
+    job_id: str
+    kind: str
+    k: int
+    model_version: str | None
+    count: int
+    cursor: int
+    items: list[BatchRow]
+    next_cursor: int | None

@@ -37,6 +37,10 @@ GENEROUS = {
 }
 
 
+# A service's credentials (the service token), for the API calls only users and services may make.
+SERVICE = {"Authorization": f"Bearer {TEST_SECRETS['service_token']}"}
+
+
 def marquee_env(**settings: object) -> dict[str, str]:
     """A child process's environment: ours without any ``MARQUEE_*``, plus the test secrets, one
     worker, no access log, and ``MARQUEE_<NAME>`` for each keyword (which win)."""

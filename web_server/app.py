@@ -43,15 +43,19 @@ async def http_clients_ctx(app: web.Application) -> AsyncIterator[None]:
 async def local_clients_ctx(app: web.Application) -> AsyncIterator[None]:
     """In-process clients over the logic objects the services' own cleanup_ctx opened."""
     from recommender.app import RECOMMENDER
+    from recommender.batch_api import BATCH_JOBS
     from services.catalog.app import CATALOG
     from services.subscription.app import SUBSCRIPTIONS
 
-    _install(
-        app,
-        local_clients(
-            app[CATALOG], app[SUBSCRIPTIONS], app[RECOMMENDER], app[SETTINGS], app[METRICS]
-        ),
+    clients = local_clients(
+        app[CATALOG],
+        app[SUBSCRIPTIONS],
+        app[RECOMMENDER],
+        app[BATCH_JOBS],
+        app[SETTINGS],
+        app[METRICS],
     )
+    _install(app, clients)
     yield
 
 

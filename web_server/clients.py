@@ -15,9 +15,19 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
+from urllib.parse import urlencode
 
+from recommender.batch import BatchJobs
 from recommender.box import RecommenderBox
-from recommender.schemas import Recommendations, RecommendRequest, Similar, UserRecommendations
+from recommender.schemas import (
+    BatchJob,
+    BatchJobList,
+    BatchResults,
+    Recommendations,
+    RecommendRequest,
+    Similar,
+    UserRecommendations,
+)
 from services.catalog.catalog import Catalog
 from services.catalog.schemas import Genre, Genres, Movie, MovieList, Movies, SearchResult
 from services.platform.auth import SESSION_HEADER
@@ -33,6 +43,7 @@ T = TypeVar("T")
 __all__ = [
     "BackendError",
     "BackendRejected",
+    "BatchClient",
     "CatalogClient",
     "Clients",
     "RecommenderClient",
@@ -87,13 +98,31 @@ class RecommenderClient(Protocol):
     ) -> Recommendations: ...
 
 
+class BatchClient(Protocol):
+    """A user's batch jobs (the recommender's batch API); each call carries the user's session,
+    so the recommender checks for itself whose jobs they are."""
+
+    async def submit(
+        self, data: bytes, filename: str | None, k: int, user_id: int, session_token: str
+    ) -> BatchJob: ...
+
+    async def status(self, job_id: str, user_id: int, session_token: str) -> BatchJob: ...
+
+    async def recent(self, user_id: int, session_token: str) -> list[BatchJob]: ...
+
+    async def results(
+        self, job_id: str, user_id: int, session_token: str, cursor: int = 0
+    ) -> BatchResults: ...
+
+
 @dataclass
 class Clients:
-    """The web server's three backends; ``close`` releases connections (HTTP only)."""
+    """The web server's backends; ``close`` releases connections (HTTP only)."""
 
     catalog: CatalogClient
     subscriptions: SubscriptionClient
     recommender: RecommenderClient
+    batch: BatchClient
     closers: tuple[Callable[[], Awaitable[None]], ...] = ()
 
     async def close(self) -> None:
@@ -207,6 +236,55 @@ class HttpRecommender:
         )
 
 
+BATCH_TIMEOUT = 30.0  # a batch upload is checked whole before it is queued: seconds, not ms
+
+
+class HttpBatch:
+    def __init__(self, client: BackendClient) -> None:
+        self.client = client
+
+    async def submit(
+        self, data: bytes, filename: str | None, k: int, user_id: int, session_token: str
+    ) -> BatchJob:
+        query = urlencode({"k": k, "filename": filename or ""})
+        return await self.client.send(
+            "POST",
+            f"/v1/batch?{query}",
+            BatchJob,
+            raw=data,
+            content_type="text/csv",
+            headers={SESSION_HEADER: session_token},
+            timeout=BATCH_TIMEOUT,
+        )
+
+    async def status(self, job_id: str, user_id: int, session_token: str) -> BatchJob:
+        return await self.client.get(
+            f"/v1/batch/{job_id}",
+            BatchJob,
+            headers={SESSION_HEADER: session_token},
+            timeout=BATCH_TIMEOUT,
+        )
+
+    async def recent(self, user_id: int, session_token: str) -> list[BatchJob]:
+        found = await self.client.get(
+            f"/v1/users/{user_id}/batch",
+            BatchJobList,
+            headers={SESSION_HEADER: session_token},
+            timeout=BATCH_TIMEOUT,
+        )
+        return found.items
+
+    async def results(
+        self, job_id: str, user_id: int, session_token: str, cursor: int = 0
+    ) -> BatchResults:
+        return await self.client.get(
+            f"/v1/batch/{job_id}/results?format=json&cursor={cursor}",
+            BatchResults,
+            headers={SESSION_HEADER: session_token},
+            timeout=BATCH_TIMEOUT,
+        )
+
+
 def http_clients(settings: Settings, metrics: Metrics | None = None) -> Clients:
     """One ``BackendClient`` (connection pools, breakers, retry budget) per backend."""
 
@@ -233,6 +311,7 @@ def http_clients(settings: Settings, metrics: Metrics | None = None) -> Clients:
         HttpCatalog(catalog),
         HttpSubscriptions(subscription),
         HttpRecommender(recommender),
+        HttpBatch(recommender),
         closers=(catalog.close, subscription.close, recommender.close),
     )
 
@@ -253,7 +332,8 @@ class _Local:
     def _translate(self, exc: Exception, started: float) -> Exception:
         if isinstance(exc, ApiError) and 400 <= exc.status < 500:
             self._count("rejected", started)
-            return BackendRejected(self.name, exc.status, exc.code, exc.message)
+            details = exc.details if isinstance(exc.details, dict) else None
+            return BackendRejected(self.name, exc.status, exc.code, exc.message, details)
         if isinstance(exc, ApiError):
             self._count(f"status_{exc.status}", started)
             return BackendError(self.name, f"status_{exc.status}", exc.message)
@@ -369,10 +449,43 @@ class LocalRecommender(_Local):
         return decoder(Recommendations).decode(body)
 
 
+class LocalBatch(_Local):
+    """The batch store in-process; whose job it is is checked here, as the API checks it."""
+
+    def __init__(self, jobs: BatchJobs, metrics: Metrics | None = None) -> None:
+        super().__init__("batch", metrics)
+        self.jobs = jobs
+
+    async def submit(
+        self, data: bytes, filename: str | None, k: int, user_id: int, session_token: str
+    ) -> BatchJob:
+        return await self.acall(self.jobs.submit(data, filename, user_id, k), BATCH_TIMEOUT)
+
+    async def status(self, job_id: str, user_id: int, session_token: str) -> BatchJob:
+        job = await self.acall(self.jobs.status(job_id), BATCH_TIMEOUT)
+        if job.owner is not None and job.owner != user_id:
+            raise BackendRejected(self.name, 403, "not_your_job", "this batch job is another's")
+        return job
+
+    async def recent(self, user_id: int, session_token: str) -> list[BatchJob]:
+        return await self.acall(self.jobs.recent(user_id, RECENT_JOBS), BATCH_TIMEOUT)
+
+    async def results(
+        self, job_id: str, user_id: int, session_token: str, cursor: int = 0
+    ) -> BatchResults:
+        await self.status(job_id, user_id, session_token)
+        job = await self.acall(self.jobs.finished(job_id), BATCH_TIMEOUT)
+        return await self.acall(self.jobs.results_page(job, cursor), BATCH_TIMEOUT)
+
+
+RECENT_JOBS = 20
+
+
 def local_clients(
     catalog: Catalog,
     subscriptions: Subscriptions,
     box: RecommenderBox,
+    jobs: BatchJobs,
     settings: Settings,
     metrics: Metrics | None = None,
 ) -> Clients:
@@ -380,4 +493,5 @@ def local_clients(
         LocalCatalog(catalog, metrics),
         LocalSubscriptions(subscriptions, metrics),
         LocalRecommender(box, settings.recommender_timeout, metrics),
+        LocalBatch(jobs, metrics),
     )

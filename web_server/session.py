@@ -20,7 +20,7 @@ SESSION_COOKIE = "marquee_session"
 ANON_COOKIE = "marquee_anon"
 LAST_MOVIE_COOKIE = "marquee_last_movie"
 CSRF_FIELD = "csrf_token"
-_USER = web.RequestKey("marquee_user", object)  # int | None, once per request
+_USER: web.RequestKey[int | None] = web.RequestKey("marquee_user")  # once per request
 _NEW_ANON = web.RequestKey("marquee_new_anon", str)
 
 

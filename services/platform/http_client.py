@@ -81,14 +81,23 @@ class BackendError(Exception):
 
 
 class BackendRejected(Exception):
-    """The backend answered with a 4xx: the request itself was wrong or the thing is unknown."""
+    """The backend answered with a 4xx: the request itself was wrong or the thing is unknown.
+    ``details``: the error's own facts, when it has any (a batch upload's bad lines)."""
 
-    def __init__(self, backend: str, status: int, code: str, message: str) -> None:
+    def __init__(
+        self,
+        backend: str,
+        status: int,
+        code: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(f"{backend}: {status} {code}: {message}")
         self.backend = backend
         self.status = status
         self.code = code
         self.message = message
+        self.details = details
 
 
 @dataclass
@@ -305,12 +314,17 @@ class BackendClient:
         into: type[T],
         *,
         body: object = None,
+        raw: bytes | None = None,
+        content_type: str = "application/json",
         timeout: float | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> T:
         """A write (or any non-idempotent call): never retried here; callers use an
-        Idempotency-Key so that their own retry can never apply twice."""
-        payload = None if body is None else _encode(body)
+        Idempotency-Key so that their own retry can never apply twice. The body is ``body``
+        as JSON, or ``raw`` bytes of ``content_type`` (an uploaded file)."""
+        payload = raw if raw is not None else (None if body is None else _encode(body))
+        if payload is not None:
+            headers = {**(headers or {}), "Content-Type": content_type}
         return await self._call(method, path, into, payload, timeout, headers, retry=False)
 
     async def _call(
@@ -403,11 +417,7 @@ class BackendClient:
         headers: Mapping[str, str] | None,
     ) -> bytes:
         extra = _header_lines(headers) if headers else ""
-        length = (
-            ""
-            if body is None
-            else f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-        )
+        length = "" if body is None else f"Content-Length: {len(body)}\r\n"
         head = (
             f"{method} {endpoint.prefix}{target} HTTP/1.1\r\nHost: {endpoint.host_header}\r\n"
             f"{REQUEST_ID}: {request_id_var.get()}\r\n{self.headers}{extra}{length}\r\n"
@@ -417,10 +427,9 @@ class BackendClient:
     def _rejection(self, status: int, data: bytes) -> BackendRejected:
         try:
             error = _error_decoder.decode(data).error
-            code, message = error.code, error.message
         except (msgspec.DecodeError, msgspec.ValidationError):
-            code, message = "error", f"HTTP {status}"
-        return BackendRejected(self.name, status, code, message)
+            return BackendRejected(self.name, status, "error", f"HTTP {status}")
+        return BackendRejected(self.name, status, error.code, error.message, error.details)
 
     def _fail(self, reason: str, started: float, message: str = "") -> BackendError:
         self._count(reason, time.perf_counter() - started)

@@ -203,8 +203,8 @@ class _Tally:
         if not self.count:
             return
         self.counter.inc(self.count)
-        self.histogram._sum.inc(self.seconds)  # type: ignore[attr-defined]
-        cells = self.histogram._buckets  # type: ignore[attr-defined]
+        self.histogram._sum.inc(self.seconds)
+        cells = self.histogram._buckets
         for i, n in enumerate(self.buckets):
             if n:
                 cells[i].inc(n)

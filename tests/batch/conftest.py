@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 
 from recommender.batch import BatchJobs, BatchKeys
 from recommender.registry import ModelRegistry
+from recommender.schemas import BatchJob, BatchRow
 from services.platform.settings import Settings
 from tests.conftest import replace
 from tests.support import PYTHON, Process, async_wait_until, marquee_env
@@ -84,21 +85,28 @@ async def wait_status(
     wanted: str = "done",
     timeout: float = 30.0,
     proc: Process | None = None,
-) -> dict:
+) -> BatchJob:
     """Poll the job until it reaches ``wanted`` (a worker log tail in the failure message)."""
-    last: dict = {}
+    last: BatchJob | None = None
 
     async def reached() -> bool:
         nonlocal last
         last = await jobs.status(job_id)
-        return last["status"] == wanted
+        return last.status == wanted
 
     try:
         await async_wait_until(reached, timeout, f"job {job_id} {wanted}")
     except TimeoutError as exc:
         tail = proc.log_tail() if proc else ""
         raise AssertionError(f"{exc}; last status {last}\nworker log:\n{tail}") from None
+    assert last is not None
     return last
+
+
+async def all_rows(jobs: BatchJobs, job_id: str) -> list[BatchRow]:
+    """A finished job's result rows, in order."""
+    await jobs.finished(job_id)
+    return [row async for chunk in jobs.result_chunks(job_id) for row in chunk]
 
 
 async def job_ttls(client: aioredis.Redis, batch: BatchKeys, job_id: str) -> dict[str, int]:

@@ -13,7 +13,7 @@ from recommender.batch import BatchJobs, BatchKeys
 from recommender.redisconn import durability
 from services.platform.errors import NotReady
 from services.platform.settings import Settings
-from tests.batch.conftest import wait_status
+from tests.batch.conftest import all_rows, wait_status
 from tests.conftest import replace
 from tests.support import Process, free_port, start_redis, wait_until
 
@@ -80,10 +80,10 @@ async def test_a_separate_state_redis_takes_the_jobs_while_the_cache_evicts(
     proc = start_worker(redis_url=cache_url, state_redis_url=state_url)
     client = aioredis.Redis.from_url(state_url, decode_responses=True)
     try:
-        done = await wait_status(BatchJobs(client, settings), job["job_id"], proc=proc)
+        done = await wait_status(BatchJobs(client, settings), job.job_id, proc=proc)
     finally:
         await client.aclose()
-    assert done["result_rows"] > 0
+    assert done.result_rows > 0
     cache = aioredis.Redis.from_url(cache_url)
     assert await cache.dbsize() == 0  # no batch key on the cache's server
     await cache.aclose()
@@ -110,8 +110,8 @@ async def test_jobs_and_results_survive_a_redis_restart_with_aof(
     client = aioredis.Redis.from_url(url, decode_responses=True)
     jobs = BatchJobs(client, settings)
     try:
-        await wait_status(jobs, finished["job_id"], proc=proc)
-        rows = await jobs.results(finished["job_id"])
+        await wait_status(jobs, finished.job_id, proc=proc)
+        rows = await all_rows(jobs, finished.job_id)
         proc.stop()
         waiting = await submit(settings)  # queued while no worker runs
         await client.aclose()
@@ -120,11 +120,11 @@ async def test_jobs_and_results_survive_a_redis_restart_with_aof(
         own_redis("--appendonly", "yes", port=port, workdir=workdir)
         client = aioredis.Redis.from_url(url, decode_responses=True)
         jobs = BatchJobs(client, settings)
-        assert await jobs.results(finished["job_id"]) == rows
-        assert (await jobs.status(waiting["job_id"]))["status"] == "queued"
+        assert await all_rows(jobs, finished.job_id) == rows
+        assert (await jobs.status(waiting.job_id)).status == "queued"
         assert await jobs.queue_depth() == 1
         proc = start_worker(redis_url=url)  # the queue goes on where it was
-        assert (await wait_status(jobs, waiting["job_id"], proc=proc))["result_rows"] > 0
+        assert (await wait_status(jobs, waiting.job_id, proc=proc)).result_rows > 0
     finally:
         await client.aclose()
 
@@ -140,7 +140,7 @@ async def test_two_installs_on_one_redis_do_not_share_jobs(batch_settings, tmp_p
         assert await BatchJobs(client, batch_settings).queue_depth() == 1
         assert await BatchJobs(client, other).queue_depth() == 0
         with pytest.raises(Exception, match="no batch job"):
-            await BatchJobs(client, other).status(job["job_id"])
+            await BatchJobs(client, other).status(job.job_id)
     finally:
         await client.aclose()
 

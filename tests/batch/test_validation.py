@@ -152,23 +152,23 @@ async def test_nothing_is_queued_for_a_rejected_file(
             await jobs.submit(data, "bad.csv", owner=3)
     assert await redis_client.xlen(batch_keys.stream) == 1
     assert sorted(await redis_client.keys("*")) == keys_before
-    assert [j["job_id"] for j in await jobs.recent(3)] == [accepted["job_id"]]
+    assert [j.job_id for j in await jobs.recent(3)] == [accepted.job_id]
 
 
 async def test_a_submitted_job_is_stored_queued_and_expires(
     batch_keys, redis_client: aioredis.Redis, jobs: BatchJobs
 ) -> None:
     job = await jobs.submit(b"user_id\n1\n2\n", "users.csv", owner=9, k=5)
-    assert job["status"] == "queued" and job["kind"] == "users" and job["k"] == 5
-    assert job["total_rows"] == 2 and job["owner"] == 9
-    status = await jobs.status(job["job_id"])
-    assert status["status"] == "queued" and status["filename"] == "users.csv"
-    assert 0 < status["expires_in"] <= 600
+    assert job.status == "queued" and job.kind == "users" and job.k == 5
+    assert job.total_rows == 2 and job.owner == 9
+    status = await jobs.status(job.job_id)
+    assert status.status == "queued" and status.filename == "users.csv"
+    assert 0 < status.expires_in <= 600
     for key in await redis_client.keys(batch_keys.prefix + ":*"):
         if key != batch_keys.stream:
             assert 0 < await redis_client.ttl(key) <= 600, key
     entries = await redis_client.xrange(batch_keys.stream)
-    assert [fields["job"] for _id, fields in entries] == [job["job_id"]]
+    assert [fields["job"] for _id, fields in entries] == [job.job_id]
 
 
 def test_an_id_of_thousands_of_digits_is_a_row_error_not_a_crash() -> None:

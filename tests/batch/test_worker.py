@@ -18,7 +18,7 @@ from recommender import app as recommender_app
 from recommender.batch import BatchJobs
 from recommender.registry import ModelRegistry
 from services.platform.errors import NotFound
-from tests.batch.conftest import job_ttls, wait_status
+from tests.batch.conftest import all_rows, job_ttls, wait_status
 from tests.conftest import replace
 from tests.support import async_wait_until, wait_until
 
@@ -78,15 +78,15 @@ async def test_a_1000_row_job_matches_the_online_api(
     assert len(ids) == 1000
     worker = start_worker()
     job = await jobs.submit(movies_csv(ids), "movies.csv", owner=1, k=10)
-    done = await wait_status(jobs, job["job_id"], proc=worker)
-    assert done["model_version"] == manifest.version
-    assert done["processed_rows"] == done["total_rows"] == 1000 and done["progress"] == 1.0
-    assert done["warning_count"] == 0 and done["attempts"] == 1
+    done = await wait_status(jobs, job.job_id, proc=worker)
+    assert done.model_version == manifest.version
+    assert done.processed_rows == done.total_rows == 1000 and done.progress == 1.0
+    assert done.warning_count == 0 and done.attempts == 1
 
-    rows = await jobs.results(job["job_id"])
+    rows = await all_rows(jobs, job.job_id)
     expected, versions = await online_similar(http, online, ids, 10)
     assert versions == {manifest.version}
-    assert len(rows) == done["result_rows"] == sum(len(model.similar(m, 10)) for m in ids)
+    assert len(rows) == done.result_rows == sum(len(model.similar(m, 10)) for m in ids)
     assert rows == expected
     assert await jobs.queue_depth() == 0  # acked and deleted
 
@@ -99,15 +99,15 @@ async def test_a_users_job_matches_the_online_api_and_warns_of_unknown_ids(
     ids = [*users[:60], 999_999, *users[60:], 888_888]
     worker = start_worker()
     job = await jobs.submit(users_csv(ids), "users.csv", owner=2, k=5)
-    done = await wait_status(jobs, job["job_id"], proc=worker)
-    assert done["warning_count"] == 2
-    assert [(w["line"], w["row"], w["id"]) for w in done["warnings"]] == [
+    done = await wait_status(jobs, job.job_id, proc=worker)
+    assert done.warning_count == 2
+    assert [(w.line, w.row, w.id) for w in done.warnings] == [
         (62, 61, 999_999),
         (123, 122, 888_888),
     ]
-    assert "line 62: unknown user_id 999999" in done["warnings"][0]["message"]
+    assert "line 62: unknown user_id 999999" in done.warnings[0].message
 
-    rows = await jobs.results(job["job_id"])
+    rows = await all_rows(jobs, job.job_id)
     expected = []
     for n, user in enumerate(ids, 1):
         if user in (999_999, 888_888):
@@ -115,7 +115,7 @@ async def test_a_users_job_matches_the_online_api_and_warns_of_unknown_ids(
         url = f"{online}/v1/users/{user}/recommendations"
         async with http.get(url, params={"k": "5"}) as resp:
             body = await resp.json()
-        assert body["model_version"] == done["model_version"] == manifest.version
+        assert body["model_version"] == done.model_version == manifest.version
         expected += [
             {
                 "row": n,
@@ -146,13 +146,13 @@ async def test_a_histories_job_answers_like_the_api(
     lines.append("42,999999,4.0,1")  # unknown movie: ignored, warned about
     worker = start_worker()
     job = await jobs.submit(("\n".join(lines) + "\n").encode(), "ratings.csv", owner=3, k=5)
-    assert job["kind"] == "histories" and job["total_rows"] == 3  # one unit per user
-    done = await wait_status(jobs, job["job_id"], proc=worker)
-    assert done["warning_count"] == 1 and done["warnings"][0]["line"] == len(lines)
-    assert "unknown movie_id 999999" in done["warnings"][0]["message"]
-    assert done["warnings"][0]["message"].endswith("ignored")
+    assert job.kind == "histories" and job.total_rows == 3  # one unit per user
+    done = await wait_status(jobs, job.job_id, proc=worker)
+    assert done.warning_count == 1 and done.warnings[0].line == len(lines)
+    assert "unknown movie_id 999999" in done.warnings[0].message
+    assert done.warnings[0].message.endswith("ignored")
 
-    results = await jobs.results(job["job_id"])
+    results = await all_rows(jobs, job.job_id)
     first_row = {}
     for n, r in enumerate(rows, 1):
         first_row.setdefault(int(r["userId"]), n)
@@ -160,7 +160,7 @@ async def test_a_histories_job_answers_like_the_api(
     for user in sorted(users, key=first_row.get):
         async with http.get(f"{online}/v1/users/{user}/recommendations?k=5") as resp:
             body = await resp.json()
-        assert body["model_version"] == done["model_version"] == manifest.version
+        assert body["model_version"] == done.model_version == manifest.version
         expected += [
             {
                 "row": first_row[user],
@@ -195,24 +195,24 @@ async def test_a_job_survives_its_worker_being_killed(
     ids = [int(m) for m in model.item_ids[1000:2000]]
     first = start_worker(batch_chunk_pause=0.04)
     job = await jobs.submit(movies_csv(ids), "big.csv", owner=1, k=4)
-    job_id = job["job_id"]
+    job_id = job.job_id
 
     async def mid_way() -> bool:
         status = await jobs.status(job_id)
-        return 0 < status["processed_rows"] < 600
+        return 0 < status.processed_rows < 600
 
     await async_wait_until(mid_way, 20, "the job to be part done")
     first.signal(signal.SIGKILL)
     first.proc.wait(5)
     assert first.proc.returncode == -signal.SIGKILL
     at_kill = await jobs.status(job_id)
-    assert at_kill["status"] == "running" and at_kill["processed_rows"] < 1000
+    assert at_kill.status == "running" and at_kill.processed_rows < 1000
 
     second = start_worker()
     done = await wait_status(jobs, job_id, proc=second)
-    rows = await jobs.results(job_id)
-    assert done["attempts"] == 2
-    assert done["processed_rows"] == 1000 and done["result_rows"] == len(rows)
+    rows = await all_rows(jobs, job_id)
+    assert done.attempts == 2
+    assert done.processed_rows == 1000 and done.result_rows == len(rows)
     assert await redis_client.hlen(batch_keys.results(job_id)) == 50  # one field per chunk
     assert_every_row_once(rows, ids, 4, model)
     expected = [model.similar(m, 4) for m in ids]
@@ -235,18 +235,18 @@ async def test_sigterm_hands_the_job_over_at_once(
     job = await jobs.submit(movies_csv(ids), "slow.csv", owner=1, k=3)
 
     async def started() -> bool:
-        return (await jobs.status(job["job_id"]))["processed_rows"] > 0
+        return (await jobs.status(job.job_id)).processed_rows > 0
 
     await async_wait_until(started, 20, "the job to start")
     first.signal(signal.SIGTERM)
     wait_until(lambda: first.proc.poll() is not None, 10, "the worker to exit")
     assert first.proc.returncode == 0
-    assert (await jobs.status(job["job_id"]))["status"] == "queued"
+    assert (await jobs.status(job.job_id)).status == "queued"
     # a long claim idle time: the second worker only gets the job because it was handed back
     second = start_worker(batch_claim_idle=30)
-    done = await wait_status(jobs, job["job_id"], timeout=15, proc=second)
-    assert done["attempts"] == 2
-    assert_every_row_once(await jobs.results(job["job_id"]), ids, 3, model)
+    done = await wait_status(jobs, job.job_id, timeout=15, proc=second)
+    assert done.attempts == 2
+    assert_every_row_once(await all_rows(jobs, job.job_id), ids, 3, model)
 
 
 async def test_a_resumed_job_keeps_its_model_version(
@@ -272,12 +272,12 @@ async def test_a_resumed_job_keeps_its_model_version(
     fresh = await jobs.submit(movies_csv(ids), "fresh.csv", owner=1)
     # as if a worker had started `resumed` with the old version and died
     await redis_client.hset(
-        batch_keys.job(resumed["job_id"]),
+        batch_keys.job(resumed.job_id),
         mapping={"model_version": old.version, "status": "running"},
     )
     worker = start_worker(model_dir=registry_dir)
-    assert (await wait_status(jobs, resumed["job_id"], proc=worker))["model_version"] == old.version
-    assert (await wait_status(jobs, fresh["job_id"], proc=worker))["model_version"] == new.version
+    assert (await wait_status(jobs, resumed.job_id, proc=worker)).model_version == old.version
+    assert (await wait_status(jobs, fresh.job_id, proc=worker)).model_version == new.version
 
 
 async def test_jobs_and_results_expire(
@@ -286,14 +286,14 @@ async def test_jobs_and_results_expire(
     jobs = BatchJobs(redis_client, replace(batch_settings, batch_ttl=30))
     worker = start_worker(batch_ttl=2)
     job = await jobs.submit(movies_csv([1, 2, 3]), "tiny.csv", owner=4)
-    assert 0 < (await jobs.status(job["job_id"]))["expires_in"] <= 30
-    await wait_status(jobs, job["job_id"], proc=worker)
-    ttls = await job_ttls(redis_client, batch_keys, job["job_id"])
+    assert 0 < (await jobs.status(job.job_id)).expires_in <= 30
+    await wait_status(jobs, job.job_id, proc=worker)
+    ttls = await job_ttls(redis_client, batch_keys, job.job_id)
     assert all(0 < ttl <= 2 for ttl in ttls.values()), ttls  # the worker's ttl from completion
 
     async def gone() -> bool:
         try:
-            await jobs.status(job["job_id"])
+            await jobs.status(job.job_id)
         except NotFound:
             return True
         return False

@@ -7,7 +7,7 @@ import pytest
 from services.platform.settings import Settings
 from tests.conftest import replace
 from tests.observability.helpers import families, samples, scrape, value
-from tests.support import async_wait_until
+from tests.support import SERVICE, async_wait_until
 from tests.web.conftest import stub_settings
 from tests.web.helpers import browser
 
@@ -157,7 +157,7 @@ async def test_circuit_closes_again_when_the_backend_recovers(
 async def test_batch_queue_depth_and_rows(settings, serve_app, http):
     """Queued jobs raise the depth gauge; the monolith's in-process worker drains it and counts
     the rows it computed."""
-    csv = {"data": b"movie_id\n1\n2\n3\n", "headers": {"Content-Type": "text/csv"}}
+    csv = {"data": b"movie_id\n1\n2\n3\n", "headers": {"Content-Type": "text/csv", **SERVICE}}
     queue_only = await serve_app(_app("recommender", settings))  # no worker in this process
     for _ in range(2):
         async with http.post(f"{queue_only}/v1/batch", **csv) as resp:
@@ -188,7 +188,7 @@ async def test_queue_depth_follows_a_separate_worker_process(
 
     base = await serve_app(_app("recommender", settings))
     async with http.post(
-        f"{base}/v1/batch", data=b"user_id\n1\n2\n", headers={"Content-Type": "text/csv"}
+        f"{base}/v1/batch", data=b"user_id\n1\n2\n", headers={"Content-Type": "text/csv", **SERVICE}
     ) as resp:
         assert resp.status == 202
     assert value(await scrape(http, base), "marquee_batch_queue_depth") == 1

@@ -9,6 +9,7 @@ import pytest
 
 from tests.conftest import replace
 from tests.security.conftest import SERVICE_TOKEN, browser, csrf_tokens, get_page, log_in
+from tests.support import SERVICE
 
 LIMIT = 2048
 BATCH_LIMIT = 8192
@@ -63,11 +64,10 @@ async def test_recommender_refuses_large_bodies(small, serve_app, http):
         http, "POST", f"{base}/v1/recommendations", _big_json(LIMIT), json_headers
     )
     csv = b"movie_id\n" + b"1\n" * (BATCH_LIMIT // 2 + 10)
-    await _assert_413_json(http, "POST", f"{base}/v1/batch", csv, {"Content-Type": "text/csv"})
+    csv_headers = {"Content-Type": "text/csv", **SERVICE}
+    await _assert_413_json(http, "POST", f"{base}/v1/batch", csv, csv_headers)
     small_csv = b"movie_id\n1\n2\n"
-    async with http.post(
-        f"{base}/v1/batch", data=small_csv, headers={"Content-Type": "text/csv"}
-    ) as resp:
+    async with http.post(f"{base}/v1/batch", data=small_csv, headers=csv_headers) as resp:
         assert resp.status == 202  # the batch limit, not the small JSON one, applies to uploads
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.security.conftest import browser, csrf_tokens, get_page, log_in
+from tests.support import SERVICE
 
 BROKEN = [
     ("multipart/form-data", b"--x\r\nContent-Disposition: form-data; name=a\r\n\r\n1\r\n--x--"),
@@ -33,7 +34,7 @@ async def test_broken_forms_on_the_web_server_are_400(web_base, content_type, bo
 @pytest.mark.parametrize(("content_type", "body"), BROKEN[:2])
 async def test_broken_uploads_on_the_batch_api_are_400_json(web_base, http, content_type, body):
     async with http.post(
-        f"{web_base}/v1/batch", data=body, headers={"Content-Type": content_type}
+        f"{web_base}/v1/batch", data=body, headers={"Content-Type": content_type, **SERVICE}
     ) as resp:
         assert resp.status == 400
         assert (await resp.json())["error"]["code"] == "invalid_form"
