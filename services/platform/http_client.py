@@ -84,12 +84,15 @@ class BackendError(Exception):
 class BackendRejected(Exception):
     """The backend answered with a 4xx: the request itself was wrong or the thing is unknown."""
 
-    def __init__(self, backend: str, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, backend: str, status: int, code: str, message: str, details: object = None
+    ) -> None:
         super().__init__(f"{backend}: {status} {code}: {message}")
         self.backend = backend
         self.status = status
         self.code = code
         self.message = message
+        self.details = details  # the error's details, e.g. {"retry_after": 60} of a 429
 
 
 @dataclass
@@ -413,10 +416,10 @@ class BackendClient:
     def _rejection(self, status: int, data: bytes) -> BackendRejected:
         try:
             error = _error_decoder.decode(data).error
-            code, message = error.code, error.message
+            code, message, details = error.code, error.message, error.details
         except (msgspec.DecodeError, msgspec.ValidationError):
-            code, message = "error", f"HTTP {status}"
-        return BackendRejected(self.name, status, code, message)
+            code, message, details = "error", f"HTTP {status}", None
+        return BackendRejected(self.name, status, code, message, details)
 
     def _fail(self, reason: str, started: float, message: str = "") -> BackendError:
         self._count(reason, time.perf_counter() - started)

@@ -60,6 +60,7 @@ def monolith_env(
     var_dir: Path, redis_url: str, model_dir: Path, catalog_db: Path, port: int
 ) -> dict[str, str]:
     return marquee_env(
+        development=True,  # demo logins (MovieLens user ids) as well as accounts
         mode="monolith",
         web_port=port,
         var_dir=var_dir,
