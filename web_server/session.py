@@ -26,6 +26,7 @@ so ``current_user`` stays a plain function the templates and handlers can call.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import time
@@ -133,8 +134,11 @@ class SessionChecks:
         if task is None:
             task = asyncio.ensure_future(self._fetch(app, user_id, token))
             self._asking[user_id] = task
-            task.add_done_callback(lambda _, user=user_id: self._asking.pop(user, None))
+            task.add_done_callback(functools.partial(self._answered, user_id))
         return task
+
+    def _answered(self, user_id: int, _: asyncio.Task[SessionState | None]) -> None:
+        self._asking.pop(user_id, None)
 
     async def _fetch(self, app: web.Application, user_id: int, token: str) -> SessionState | None:
         settings = app[SETTINGS]

@@ -1,19 +1,21 @@
 """Password hashes: Argon2id (argon2-cffi), computed off the event loop, a bounded few at a time.
 
 Why these parameters: OWASP's recommendation for Argon2id, 19 MiB of memory, 2 passes, 1 lane
-(``PARAMETERS``): about 30 ms of one core per hash on the machines Marquee runs on, so a guess is
-expensive and a log-in is not. One lane keeps a hash on one core.
+(``TIME_COST``, ``MEMORY_COST``, ``PARALLELISM``): about 30 ms of one core per hash on the
+machines Marquee runs on, so a guess is expensive and a log-in is not. One lane keeps a hash on
+one core.
 
 Why a pool of its own: a hash is CPU work that would stall every other request if it ran on the
 event loop, so it runs on a thread (argon2-cffi releases the GIL while hashing). The pool has
 ``workers`` threads (default one), so however many log-ins arrive, hashing takes at most that many
 cores of the process and page serving keeps the rest. Work waiting for the pool is counted; past
 ``max_waiting`` a new log-in is shed at once with 503 + Retry-After rather than queued behind a
-flood. The bound holds under cancellation too: a caller that gives up leaves its hash queued or
-running in the pool, where it still counts until it finishes.
+flood. The bound holds under cancellation too: a caller that gives up while its hash runs leaves
+it running on the pool's thread, where it still counts until it finishes (one not yet started
+is dropped).
 
-Verifying a name that has no account still costs one hash (against ``DUMMY_HASH``), so the time an
-answer takes does not tell whether the name exists.
+Verifying a name that has no account still costs one hash (against a dummy hash made at start),
+so the time an answer takes does not tell whether the name exists.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from services.platform.errors import NotReady
 
 T = TypeVar("T")
 
-PARAMETERS = {"time_cost": 2, "memory_cost": 19 * 1024, "parallelism": 1}
+TIME_COST, MEMORY_COST, PARALLELISM = 2, 19 * 1024, 1  # passes, KiB, lanes (OWASP)
 RETRY_AFTER_BUSY = 1
 
 
@@ -44,8 +46,18 @@ class HashingBusy(NotReady):
 class Passwords:
     """Hash and verify passwords on ``workers`` threads of their own; ``close`` stops them."""
 
-    def __init__(self, *, workers: int = 1, max_waiting: int = 16, **parameters: int) -> None:
-        self.hasher = argon2.PasswordHasher(**{**PARAMETERS, **parameters})
+    def __init__(
+        self,
+        *,
+        workers: int = 1,
+        max_waiting: int = 16,
+        time_cost: int = TIME_COST,
+        memory_cost: int = MEMORY_COST,
+        parallelism: int = PARALLELISM,
+    ) -> None:
+        self.hasher = argon2.PasswordHasher(
+            time_cost=time_cost, memory_cost=memory_cost, parallelism=parallelism
+        )
         self.max_pending = workers + max_waiting
         self.pending = 0  # hashes queued or running (the shedding bound)
         self._pending_lock = threading.Lock()  # decremented on the pool's threads
