@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestServer
 
 from services.platform.settings import PROJECT_ROOT, Settings
 from tests.pg import PostgresServer, shared_or_own
-from tests.support import TEST_SECRETS, free_port, start_redis
+from tests.support import GENEROUS, TEST_SECRETS, free_port, start_redis
 
 DATA_DIR = PROJECT_ROOT / "data" / "ml-latest-small"
 
@@ -80,6 +80,7 @@ def settings(tmp_path: Path, redis_url: str, model_dir: Path, catalog_db: Path) 
         **TEST_SECRETS,
         access_log=False,
         breaker_reset=0.5,
+        **GENEROUS,
     )
 
 

@@ -26,6 +26,17 @@ TEST_SECRETS = {
 }
 
 
+# Deadlines far above any wait a test causes: a starved machine can stall any call for a while,
+# and a test must not see a fallback it did not cause (an outcome, never a race). A test of the
+# deadlines themselves sets them short.
+GENEROUS = {
+    "catalog_timeout": 5.0,
+    "subscription_timeout": 5.0,
+    "recommender_timeout": 5.0,
+    "page_budget": 6.0,
+}
+
+
 def marquee_env(**settings: object) -> dict[str, str]:
     """A child process's environment: ours without any ``MARQUEE_*``, plus the test secrets, one
     worker, no access log, and ``MARQUEE_<NAME>`` for each keyword (which win)."""

@@ -36,6 +36,7 @@ from web_server.clients import BackendError, BackendRejected
 from web_server.composer import PageFailed, Viewer
 from web_server.fragments import FRAGMENTS
 from web_server.render import error_page, page, render
+from web_server.schemas import Page
 from web_server.state import CLIENTS, COMPOSER
 from web_server.stencil import Stencil
 from web_server.streaming import NOTHING, Fragment, of_future, stream
@@ -443,7 +444,8 @@ async def change_subscription(request: web.Request) -> web.StreamResponse:
         raise BadRequest(exc.message, code=exc.code) from None
     except BackendError:
         raise NotReady(
-            "your plan could not be changed right now; nothing was changed — please try again"
+            "your plan change could not be confirmed right now; please send the form again "
+            "(it never applies twice)"
         ) from None
     return see_other(back)
 
@@ -482,6 +484,7 @@ def openapi_paths(settings: Settings) -> dict:
             "get": operation(
                 "The composed movie page as JSON (movie, plan, similar, degraded, timings); "
                 "Server-Timing header lists each backend's time",
+                returns=Page,
                 parameters=movie_id,
                 errors=(400, 404, 503),
             )

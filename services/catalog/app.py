@@ -17,7 +17,7 @@ from services.catalog.catalog import (
     Catalog,
     open_catalog,
 )
-from services.catalog.schemas import Genres, MovieList
+from services.catalog.schemas import Genres, Movie, MovieList, Movies, SearchResult
 from services.catalog.store import KNOWN_GENRES, build_catalog_db
 from services.platform.app import SETTINGS, add_openapi_paths, add_ready_check, create_base_app
 from services.platform.jsonutil import json_response
@@ -95,6 +95,8 @@ OPENAPI_PATHS = {
     "/v1/movies/search": {
         "get": operation(
             "search titles (word prefixes), best match first; empty q browses by popularity",
+            returns=SearchResult,
+            errors=(400, 503),
             parameters=[
                 query_param("q", {"type": "string", "maxLength": MAX_QUERY}, "words to find"),
                 _GENRE,
@@ -105,17 +107,23 @@ OPENAPI_PATHS = {
     },
     "/v1/movies/popular": {
         "get": operation(
-            "most rated movies, optionally in one genre", parameters=[_limit(20), _GENRE, _OFFSET]
+            "most rated movies, optionally in one genre",
+            returns=MovieList,
+            parameters=[_limit(20), _GENRE, _OFFSET],
         )
     },
     "/v1/movies/{movie_id}": {
         "get": operation(
-            "one movie", parameters=[path_param("movie_id", "MovieLens id")], errors=(400, 404)
+            "one movie",
+            returns=Movie,
+            parameters=[path_param("movie_id", "MovieLens id")],
+            errors=(400, 404),
         )
     },
     "/v1/movies": {
         "get": operation(
             "several movies in the order asked, plus the ids not found",
+            returns=Movies,
             parameters=[
                 query_param(
                     "ids",
@@ -127,7 +135,9 @@ OPENAPI_PATHS = {
             ],
         )
     },
-    "/v1/genres": {"get": operation("every genre with its number of movies", errors=())},
+    "/v1/genres": {
+        "get": operation("every genre with its number of movies", returns=Genres, errors=())
+    },
 }
 
 

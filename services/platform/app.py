@@ -25,14 +25,17 @@ from services.platform.middleware import (
     RequestIds,
     observe,
 )
-from services.platform.openapi import system_paths
+from services.platform.openapi import document, system_paths
+from services.platform.schemas import Health, Readiness
 from services.platform.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
-READY_CHECKS = web.AppKey("ready_checks", dict)  # name -> () -> bool
-OPENAPI_PATHS = web.AppKey("openapi_paths", dict)
+READY_CHECKS: web.AppKey[dict[str, Callable[[], bool]]] = web.AppKey("ready_checks")
+OPENAPI_PATHS: web.AppKey[dict[str, dict]] = web.AppKey("openapi_paths")
 SERVICE_NAME = web.AppKey("service_name", str)
-METRICS_REFRESHERS = web.AppKey("metrics_refreshers", list)  # [() -> Awaitable[None]]
+METRICS_REFRESHERS: web.AppKey[list[Callable[[], Awaitable[None]]]] = web.AppKey(
+    "metrics_refreshers"
+)
 REFRESH_TIMEOUT = 0.5
 
 log = logging.getLogger("marquee.metrics")
@@ -71,13 +74,13 @@ def add_openapi_paths(app: web.Application, paths: dict) -> None:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return json_response({"status": "ok", "service": request.app[SERVICE_NAME]})
+    return json_response(Health("ok", request.app[SERVICE_NAME]))
 
 
 async def readyz(request: web.Request) -> web.Response:
     checks = {name: bool(check()) for name, check in request.app[READY_CHECKS].items()}
     ready = all(checks.values())
-    body = {"status": "ready" if ready else "not_ready", "checks": checks}
+    body = Readiness("ready" if ready else "not_ready", checks)
     return json_response(body, status=200 if ready else 503)
 
 
@@ -97,26 +100,7 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 def openapi_document(app: web.Application) -> dict:
-    return {
-        "openapi": "3.0.3",
-        "info": {"title": f"Marquee {app[SERVICE_NAME]}", "version": "1"},
-        "paths": {**system_paths(), **app[OPENAPI_PATHS]},
-        "components": {"schemas": {"Error": ERROR_SCHEMA}, "securitySchemes": SECURITY_SCHEMES},
-    }
-
-
-# Operations marked ``security=True`` name this scheme: the service or admin bearer token.
-SECURITY_SCHEMES = {"bearer": {"type": "http", "scheme": "bearer"}}
-
-
-ERROR_SCHEMA = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {
-        "error": {
-            "type": "object",
-            "required": ["code", "message"],
-            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-        }
-    },
-}
+    paths = system_paths()
+    served: dict[str, dict] = app[OPENAPI_PATHS]
+    paths.update(served)
+    return document(f"Marquee {app[SERVICE_NAME]}", paths)

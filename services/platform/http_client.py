@@ -29,7 +29,6 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from functools import cache
 from typing import Any, TypeVar
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -114,10 +113,15 @@ class RetryBudget:
         return False
 
 
-@cache
+_decoders: dict[type, msgspec.json.Decoder[Any]] = {}
+
+
 def decoder(into: type[T]) -> msgspec.json.Decoder[T]:
     """One decoder per payload type (building one costs more than a decode)."""
-    return msgspec.json.Decoder(into)
+    found = _decoders.get(into)
+    if found is None:
+        found = _decoders[into] = msgspec.json.Decoder(into)
+    return found
 
 
 _error_decoder = msgspec.json.Decoder(ErrorEnvelope)

@@ -7,6 +7,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeGuard
 
 from aiohttp import web
 
@@ -17,7 +18,7 @@ from services.platform.metrics import Metrics
 
 REQUEST_ID = "X-Request-ID"
 METRICS = web.AppKey("metrics", Metrics)
-ACCESS_LOG = web.AppKey("access_log", AccessLog | None)  # type: ignore[arg-type]
+ACCESS_LOG: web.AppKey[AccessLog | None] = web.AppKey("access_log")
 
 
 class RequestIds:
@@ -94,8 +95,8 @@ def _route_name(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
-def _valid_request_id(value: str | None) -> bool:
-    return bool(value) and len(value) <= 128 and value.isascii() and value.isprintable()
+def _valid_request_id(value: str | None) -> TypeGuard[str]:
+    return bool(value) and len(value) <= 128 and value.isascii() and value.isprintable()  # type: ignore[union-attr, arg-type]
 
 
 @web.middleware

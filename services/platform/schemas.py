@@ -9,13 +9,16 @@ C: on the page's hot path that is cheaper than building and reading plain dicts.
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 
 class ErrorBody(msgspec.Struct, omit_defaults=True):
     code: str
     message: str
-    details: object = None
+    # facts a client may act on (a batch upload's bad lines, a size limit): free-form by design
+    details: dict[str, Any] | None = None
 
 
 class ErrorEnvelope(msgspec.Struct):

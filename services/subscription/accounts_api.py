@@ -19,7 +19,13 @@ from services.platform.jsonutil import json_response, read_body
 from services.platform.openapi import operation, path_param
 from services.platform.params import path_id
 from services.subscription.accounts import MAX_PASSWORD, MIN_PASSWORD, Accounts
-from services.subscription.schemas import Credentials, DemoLogin
+from services.subscription.schemas import (
+    Credentials,
+    DemoLogin,
+    SessionEnded,
+    SessionGrant,
+    SessionState,
+)
 
 T = TypeVar("T")
 ACCOUNTS = web.AppKey("accounts", Accounts)
@@ -81,19 +87,6 @@ async def session_state(request: web.Request) -> web.Response:
     return json_response(await accounts.session_state(user_id))
 
 
-_CREDENTIALS = {
-    "type": "object",
-    "required": ["name", "password"],
-    "additionalProperties": False,
-    "properties": {
-        "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{2,31}$"},
-        "password": {"type": "string", "minLength": MIN_PASSWORD, "maxLength": MAX_PASSWORD},
-        "client": {
-            "type": "string",
-            "description": "the visitor's address (believed only with the service token)",
-        },
-    },
-}
 _SESSION = {
     "name": SESSION_HEADER,
     "in": "header",
@@ -105,8 +98,10 @@ _SESSION = {
 OPENAPI_PATHS = {
     "/v1/accounts": {
         "post": operation(
-            "register an account (name + password) and log it in: a session token",
-            body=_CREDENTIALS,
+            "register an account (name: 3-32 of A-Z a-z 0-9 _ . -; password: "
+            f"{MIN_PASSWORD}-{MAX_PASSWORD} characters) and log it in: a session token",
+            returns=SessionGrant,
+            body=Credentials,
             ok=201,
             errors=(400, 409, 413, 429, 503),
         )
@@ -114,7 +109,8 @@ OPENAPI_PATHS = {
     "/v1/sessions": {
         "post": operation(
             "log in with name + password: a session token (429 + Retry-After past the limits)",
-            body=_CREDENTIALS,
+            returns=SessionGrant,
+            body=Credentials,
             ok=201,
             errors=(400, 401, 413, 429, 503),
         )
@@ -122,15 +118,8 @@ OPENAPI_PATHS = {
     "/v1/sessions/demo": {
         "post": operation(
             "development only: a session for a MovieLens user id alone (403 otherwise)",
-            body={
-                "type": "object",
-                "required": ["user_id"],
-                "additionalProperties": False,
-                "properties": {
-                    "user_id": {"type": "integer", "minimum": 1, "maximum": 999_999},
-                    "client": {"type": "string"},
-                },
-            },
+            returns=SessionGrant,
+            body=DemoLogin,
             ok=201,
             errors=(400, 403, 413, 503),
         )
@@ -138,6 +127,7 @@ OPENAPI_PATHS = {
     "/v1/sessions/current": {
         "delete": operation(
             "log out: end every session of the token's user",
+            returns=SessionEnded,
             parameters=[_SESSION],
             errors=(401, 503),
         )
@@ -145,6 +135,7 @@ OPENAPI_PATHS = {
     "/v1/users/{user_id}/session": {
         "get": operation(
             "the user's current session generation and account name",
+            returns=SessionState,
             parameters=[path_param("user_id", "the user"), _SESSION],
             errors=(400, 401, 403, 503),
             security=True,

@@ -23,7 +23,7 @@ from services.platform.runner import run_service
 from services.platform.settings import Settings, settings_or_exit
 from services.subscription.accounts import Accounts
 from services.subscription.accounts_api import ACCOUNTS, setup_accounts
-from services.subscription.schemas import PlanChoice, Plans
+from services.subscription.schemas import PlanChoice, Plans, Subscription
 from services.subscription.subscriptions import Subscriptions
 
 SUBSCRIPTIONS = web.AppKey("subscriptions", Subscriptions)
@@ -118,29 +118,26 @@ _SESSION = {
 _AUTH_ERRORS = (400, 401, 403)
 
 OPENAPI_PATHS = {
-    "/v1/plans": {"get": operation("the plans on offer", errors=())},
+    "/v1/plans": {"get": operation("the plans on offer", returns=Plans, errors=())},
     "/v1/users/{user_id}/subscription": {
         "get": operation(
             "the user's subscription",
+            returns=Subscription,
             parameters=[_USER, _SESSION],
             errors=(*_AUTH_ERRORS, 503),
             security=True,
         ),
         "put": operation(
             "subscribe or change plan (idempotent with Idempotency-Key)",
+            returns=Subscription,
             parameters=[_USER, _KEY, _SESSION],
-            body={
-                "type": "object",
-                "required": ["plan"],
-                "properties": {
-                    "plan": {"type": "string", "enum": ["basic", "standard", "premium"]}
-                },
-            },
+            body=PlanChoice,
             errors=(*_AUTH_ERRORS, 409, 413, 503),
             security=True,
         ),
         "delete": operation(
             "cancel the subscription (idempotent with Idempotency-Key)",
+            returns=Subscription,
             parameters=[_USER, _KEY, _SESSION],
             errors=(*_AUTH_ERRORS, 409, 503),
             security=True,

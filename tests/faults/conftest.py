@@ -152,7 +152,8 @@ def fault_stack(
     redis_port = free_port()
     redis_proc = start_redis(redis_port, tmp)
     try:
-        env = stack_env(tmp, f"redis://127.0.0.1:{redis_port}/0", model_dir, catalog_db)
+        # the shipped deadlines: these scenarios are about them
+        env = stack_env(tmp, f"redis://127.0.0.1:{redis_port}/0", model_dir, catalog_db, {})
         env["MARQUEE_LOG_LEVEL"] = "WARNING"
         stack = start_stack(tmp, env)
     except BaseException:

@@ -4,7 +4,7 @@ microservices stack as real processes (``microservices_stack``, reusable by othe
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,7 +12,15 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from services.platform.settings import Settings
-from tests.support import PYTHON, Process, free_port, http_ready, marquee_env, wait_until
+from tests.support import (
+    GENEROUS,
+    PYTHON,
+    Process,
+    free_port,
+    http_ready,
+    marquee_env,
+    wait_until,
+)
 from tests.web import stubs
 
 
@@ -46,16 +54,16 @@ async def stub_backends() -> AsyncIterator[Stubs]:
         await server.close()
 
 
-GENEROUS = {  # deadlines far above any wait these tests cause: an outcome, never a race
-    "catalog_timeout": 5.0,
-    "subscription_timeout": 5.0,
-    "recommender_timeout": 5.0,
-    "page_budget": 6.0,
-}
+# What a test of the deadlines themselves gives the backend it stalls (the shipped default).
+SHORT = 0.3
 
 
 def stub_settings(tmp_path: Path, backends: Stubs, **changes: object) -> Settings:
-    """A microservices-mode web server pointed at the stubs (no Redis needed: no recommender)."""
+    """A microservices-mode web server pointed at the stubs (no Redis needed: no recommender).
+
+    The deadlines are GENEROUS: the stubs answer at once, but a starved machine can stall any
+    call for a while, and a test must not see a fallback it did not cause. A test of a deadline
+    sets that one short."""
     base = Settings(
         mode="microservices",
         var_dir=tmp_path,
@@ -68,6 +76,7 @@ def stub_settings(tmp_path: Path, backends: Stubs, **changes: object) -> Setting
         subscription_url=backends.subscription_url,
         recommender_urls=(backends.recommender_url,),
         breaker_reset=0.5,
+        **GENEROUS,
     )
     return dataclasses.replace(base, **changes)
 
@@ -103,7 +112,15 @@ STACK_COMMANDS = {
 }
 
 
-def stack_env(tmp_path: Path, redis_url: str, model_dir: Path, catalog_db: Path) -> dict:
+def stack_env(
+    tmp_path: Path,
+    redis_url: str,
+    model_dir: Path,
+    catalog_db: Path,
+    deadlines: Mapping[str, float] = GENEROUS,
+) -> dict:
+    """The stack's environment; ``deadlines`` GENEROUS unless a test is about them (the fault
+    suite passes ``{}``: the shipped ones)."""
     ports = {name: free_port() for name in STACK_COMMANDS}
     url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     return marquee_env(
@@ -121,6 +138,7 @@ def stack_env(tmp_path: Path, redis_url: str, model_dir: Path, catalog_db: Path)
         model_dir=model_dir,
         redis_url=redis_url,
         breaker_reset=0.5,
+        **deadlines,
     )
 
 

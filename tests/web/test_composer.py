@@ -7,9 +7,9 @@ import re
 
 import aiohttp
 
-from tests.support import async_wait_until, free_port
+from tests.support import GENEROUS, async_wait_until, free_port
 from tests.web import stubs
-from tests.web.conftest import GENEROUS, stub_settings
+from tests.web.conftest import SHORT, stub_settings
 from tests.web.helpers import Rendezvous, browser, timed_get
 
 
@@ -54,7 +54,7 @@ async def test_slow_recommender_costs_only_its_deadline(stub_backends, serve, tm
     """A recommender that never answers (until the test ends): the page still comes, with the
     popular-in-genre row marked degraded, and says the call timed out."""
     stub_backends.recommender.delay = 3600
-    settings = stub_settings(tmp_path, stub_backends)
+    settings = stub_settings(tmp_path, stub_backends, recommender_timeout=SHORT, page_budget=1.0)
     base = await serve(settings)
     patience = aiohttp.ClientTimeout(total=10 * settings.page_budget)
     async with browser() as session:
@@ -189,7 +189,7 @@ async def test_slow_subscription_costs_only_its_deadline_and_is_counted(
     stub_backends, serve, tmp_path
 ):
     stub_backends.subscription.delay = 3600
-    settings = stub_settings(tmp_path, stub_backends)
+    settings = stub_settings(tmp_path, stub_backends, subscription_timeout=SHORT, page_budget=1.0)
     base = await serve(settings)
     patience = aiohttp.ClientTimeout(total=10 * settings.page_budget)
     async with browser(user_id=9) as session:
@@ -209,7 +209,9 @@ async def test_a_page_failing_while_it_probes_the_recommender_leaves_the_circuit
     """Issue 18.1: a page that fails on the catalog cancels its similar-row call; when that call
     carried the half-open probe, later pages must still probe and recover, not stay degraded."""
     stub_backends.recommender.delay = 3600  # stalled
-    settings = stub_settings(tmp_path, stub_backends, breaker_failures=1)
+    settings = stub_settings(
+        tmp_path, stub_backends, breaker_failures=1, recommender_timeout=SHORT, page_budget=1.0
+    )
     base = await serve(settings)
     async with browser() as session:
         async with session.get(f"{base}/api/pages/movies/1") as resp:

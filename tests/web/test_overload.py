@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.support import async_wait_until
-from tests.web.conftest import GENEROUS, stub_settings
+from tests.support import GENEROUS, async_wait_until
+from tests.web.conftest import stub_settings
 from tests.web.helpers import browser
 
 HTML = {"Accept": "text/html,application/xhtml+xml"}

@@ -7,8 +7,9 @@ import asyncio
 from yarl import URL
 
 from services.platform import auth
+from tests.support import GENEROUS
 from tests.web import stubs
-from tests.web.conftest import GENEROUS, stub_settings
+from tests.web.conftest import stub_settings
 from tests.web.helpers import browser, timed_get
 
 
