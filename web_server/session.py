@@ -50,6 +50,7 @@ ANON_COOKIE = "marquee_anon"
 LAST_MOVIE_COOKIE = "marquee_last_movie"
 CSRF_FIELD = "csrf_token"
 USERS_KEPT = 65536  # users whose session generation a process remembers
+FIRST_CHECK_WAIT = 0.1  # seconds a page waits for the first check of a user (~1 ms when well)
 _USER = web.RequestKey("marquee_user", object)  # Viewer | None, once per request
 _NEW_ANON = web.RequestKey("marquee_new_anon", str)
 # Paths that never show who is logged in: no session check for them.
@@ -85,10 +86,12 @@ class SessionChecks:
     """Each user's current session generation as the subscription service last said it; one
     question in flight per user, whoever else waits for it.
 
-    A user first seen (or presenting a newer generation than known) waits for the answer. An
-    answer older than ``ttl`` is still used for the request that finds it, while a fresh one is
-    asked for in the background: a page never waits for a re-check, and a cookie logged out
-    elsewhere dies within ``ttl`` plus one round trip to the subscription service."""
+    A user first seen (or presenting a newer generation than known) waits for the answer, at most
+    ``FIRST_CHECK_WAIT``: a slow subscription service delays no page by more than that (the
+    question goes on, and its answer serves the next request). An answer older than ``ttl`` is
+    still used for the request that finds it, while a fresh one is asked for in the background:
+    a page never waits for a re-check, and a cookie logged out elsewhere dies within ``ttl`` plus
+    one round trip to the subscription service."""
 
     def __init__(self, ttl: float, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl
@@ -114,7 +117,11 @@ class SessionChecks:
             return None
         known = self._known.get(claims.user_id)
         if known is None or claims.generation > known.state.generation:
-            state = await asyncio.shield(self._ask(app, claims.user_id, token))
+            try:
+                async with asyncio.timeout(FIRST_CHECK_WAIT):
+                    state = await asyncio.shield(self._ask(app, claims.user_id, token))
+            except TimeoutError:  # the question goes on; its answer serves the next request
+                state = None
             if state is None:  # not answered: believe the signature this once (see above)
                 return LoggedIn(claims.user_id, claims.generation, None)
         else:

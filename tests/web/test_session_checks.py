@@ -4,6 +4,7 @@ that service degrades the page without logging the viewer out."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 from tests.support import async_wait_until
@@ -50,3 +51,23 @@ async def test_a_subscription_outage_degrades_without_logging_the_viewer_out(
         assert status == 200 and header_user(page) == "User 7"
         async with session.get(f"{base}/api/pages/movies/1") as resp:
             assert "plan" in (await resp.json())["degraded"]
+
+
+async def test_a_stalled_session_check_does_not_hold_the_page(stub_backends, serve, tmp_path):
+    """The question about a user first seen hangs (until the test ends): the page still comes,
+    complete, the viewer believed on the signature of their cookie this once."""
+    answer = asyncio.Event()
+
+    async def stall_the_session_check(path: str) -> None:
+        if path == SESSION_PATH:
+            await answer.wait()
+
+    stub_backends.subscription.hold = stall_the_session_check
+    base = await serve(stub_settings(tmp_path, stub_backends))
+    try:
+        async with browser(user_id=7) as session:
+            _, status, page = await timed_get(session, f"{base}/movies/1")
+        assert status == 200 and header_user(page) == "User 7" and "Choose a plan" in page
+        assert SESSION_PATH in stub_backends.subscription.calls and not answer.is_set()
+    finally:
+        answer.set()
