@@ -21,9 +21,10 @@ database (the same SQLite file or PostgreSQL database, the ``accounts`` and
 Failed log-ins are limited with token buckets (``throttle``), per account name and per client
 address: ``NAME_LIMIT`` failures at once, then one a minute per name; ``ADDRESS_LIMIT`` at once,
 then one every 6 s per address; registrations ``REGISTER_LIMIT`` at once, then one a minute per
-address. Past a limit the answer is 429 with Retry-After, and the password is not even checked.
-A name that has no account is limited (and costs a hash) exactly like one that has, so neither the
-limits nor the timing tell which names exist. The buckets are per process: with N processes
+address (a taken name counts: its 409 tells that the name exists). Past a limit the answer is
+429 with Retry-After, and the password is not even checked. At log-in, a name that has no
+account is limited (and costs a hash) exactly like one that has, so neither the limits nor the
+timing tell which names exist. The buckets are per process: with N processes
 serving log-ins an attacker gets at most N times the rate, which is still a handful of guesses a
 minute per name; a shared bucket would cost a database write on the very path an attacker floods.
 The per-name limit can lock the owner out too while someone guesses (for a minute per failure):
@@ -113,15 +114,15 @@ class Accounts:
         check_name(name)
         check_password(password)
         key = name_key(name)
-        if await self.store.find_account(key) is not None:
-            raise self._taken(name)
-        wait = self.registrations.take(client_key(client))
-        if wait:
+        wait = self.registrations.take(client_key(client))  # a taken name counts too: it
+        if wait:  # tells that the name exists, so asking is limited like making one
             raise TooManyRequests(
                 "too many accounts made from this address; try again later",
                 retry_after=retry_after_header(wait),
                 code="too_many_registrations",
             )
+        if await self.store.find_account(key) is not None:
+            raise self._taken(name)
         password_hash = await self.passwords.hash(password)
         user_id = await self.store.create_account(name, key, password_hash, self.clock())
         if user_id is None:  # registered by someone else in the meantime

@@ -174,3 +174,13 @@ async def test_the_session_state_names_the_account(accounts: Accounts) -> None:
     assert (state.user_id, state.generation, state.name) == (made.user_id, 1, "ada")
     demo = await accounts.session_state(5)
     assert (demo.generation, demo.name) == (0, None)
+
+
+async def test_asking_for_taken_names_is_limited_like_registering(accounts: Accounts) -> None:
+    """A 409 tells that a name exists: probing names that way is limited per address too."""
+    await accounts.register("ada", PASSWORD, "198.51.100.1")
+    for _ in range(4):
+        with pytest.raises(Conflict):
+            await accounts.register("ada", PASSWORD, HERE)
+    with pytest.raises(TooManyRequests):
+        await accounts.register("ada", PASSWORD, HERE)
