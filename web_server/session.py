@@ -76,9 +76,10 @@ class LoggedIn:
         return self.name[:1].upper() if self.name else str(self.user_id)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Known:
-    state: SessionState
+    generation: int  # the user's current generation, as far as we know (it only ever grows)
+    viewer: LoggedIn  # who a cookie of that generation is
     checked: float  # time.monotonic() of the answer
 
 
@@ -91,13 +92,14 @@ class SessionChecks:
     question goes on, and its answer serves the next request). An answer older than ``ttl`` is
     still used for the request that finds it, while a fresh one is asked for in the background:
     a page never waits for a re-check, and a cookie logged out elsewhere dies within ``ttl`` plus
-    one round trip to the subscription service."""
+    one round trip to the subscription service. A known generation never goes back (an answer
+    overtaken by a logout this process made is dropped), so a cookie older than it is refused
+    without asking anybody."""
 
     def __init__(self, ttl: float, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl
         self.clock = clock
         self._known: Lru[int, _Known] = Lru(USERS_KEPT)
-        self._floor: Lru[int, int] = Lru(USERS_KEPT)  # highest generation seen: older are dead
         self._asking: dict[int, asyncio.Task[SessionState | None]] = {}
 
     def remember(self, user_id: int, generation: int, name: str | None) -> None:
@@ -106,28 +108,31 @@ class SessionChecks:
         self._learn(SessionState(user_id, generation, name))
 
     def _learn(self, state: SessionState) -> None:
-        self._known.put(state.user_id, _Known(state, self.clock()))
-        if state.generation > (self._floor.get(state.user_id) or 0):
-            self._floor.put(state.user_id, state.generation)
+        known = self._known.get(state.user_id)
+        if known is not None and known.generation > state.generation:
+            return
+        viewer = LoggedIn(state.user_id, state.generation, state.name)
+        self._known.put(state.user_id, _Known(state.generation, viewer, self.clock()))
 
     async def viewer(self, app: web.Application, token: str) -> LoggedIn | None:
         settings = app[SETTINGS]
         claims = auth.session_claims(token, settings.secret_key, settings.session_max_age)
-        if claims is None or claims.generation < (self._floor.get(claims.user_id) or 0):
+        if claims is None:
             return None
         known = self._known.get(claims.user_id)
-        if known is None or claims.generation > known.state.generation:
-            try:
-                async with asyncio.timeout(FIRST_CHECK_WAIT):
-                    state = await asyncio.shield(self._ask(app, claims.user_id, token))
-            except TimeoutError:  # the question goes on; its answer serves the next request
-                state = None
-            if state is None:  # not answered: believe the signature this once (see above)
-                return LoggedIn(claims.user_id, claims.generation, None)
-        else:
-            state = known.state
+        if known is not None and claims.generation <= known.generation:
+            if claims.generation < known.generation:  # logged out since
+                return None
             if self.clock() - known.checked > self.ttl:
                 self._ask(app, claims.user_id, token)  # for the next request
+            return known.viewer
+        try:
+            async with asyncio.timeout(FIRST_CHECK_WAIT):
+                state = await asyncio.shield(self._ask(app, claims.user_id, token))
+        except TimeoutError:  # the question goes on; its answer serves the next request
+            state = None
+        if state is None:  # not answered: believe the signature this once (see above)
+            return LoggedIn(claims.user_id, claims.generation, None)
         if claims.generation != state.generation:
             return None
         return LoggedIn(claims.user_id, claims.generation, state.name)
