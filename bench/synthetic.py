@@ -57,7 +57,6 @@ class SyntheticSpec:
 
 
 FULL = SyntheticSpec()
-QUICK = SyntheticSpec(users=100_000, items=20_000, interactions=2_000_000)
 
 
 def user_activity(spec: SyntheticSpec, rng: np.random.Generator) -> np.ndarray:

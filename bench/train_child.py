@@ -2,7 +2,11 @@
 process's own peak memory from the kernel (``os.wait4`` rusage) and nothing else's.
 
 ``python -m bench.train_child generate --spec JSON --out DIR``   synthetic set -> DIR/*.npy
-``python -m bench.train_child fit --ratings FILE|--arrays DIR --model-dir DIR``
+``python -m bench.train_child csv --arrays DIR --out FILE``      the set as a ratings.csv
+``python -m bench.train_child train --ratings FILE --model-dir DIR``   the operator's command,
+    ``python -m recommender train`` (evaluation on a sample included), run in this process
+``python -m bench.train_child fit --ratings FILE --model-dir DIR``     a model for the serving
+    benchmarks (fit and register, no evaluation)
 ``python -m bench.train_child load --model-dir DIR``
 
 Each prints one JSON line of timings on stdout.
@@ -19,14 +23,6 @@ import numpy as np
 import orjson
 
 FIELDS = ("user_ids", "item_ids", "ratings", "timestamps")
-
-
-def _vm_hwm_mb() -> float:
-    """This process's peak RSS so far (VmHWM), in MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024.0
-    return float("nan")
 
 
 def cmd_generate(args: argparse.Namespace) -> dict:
@@ -53,38 +49,88 @@ def _load_arrays(directory: Path):
     return Interactions(**{name: np.load(directory / f"{name}.npy") for name in FIELDS})
 
 
+def cmd_csv(args: argparse.Namespace) -> dict:
+    """Write the arrays as ``userId,movieId,rating,timestamp`` (via a temp name, then rename)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    started = time.perf_counter()
+    data = _load_arrays(Path(args.arrays))
+    table = pa.table(
+        {
+            "userId": data.user_ids,
+            "movieId": data.item_ids,
+            "rating": data.ratings,
+            "timestamp": data.timestamps,
+        }
+    )
+    out = Path(args.out)
+    tmp = out.with_name(out.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(b"userId,movieId,rating,timestamp\n")
+        pacsv.write_csv(table, fh, pacsv.WriteOptions(include_header=False, quoting_style="none"))
+    tmp.rename(out)
+    return {"csv_s": round(time.perf_counter() - started, 3), "bytes": out.stat().st_size}
+
+
+def cmd_train(args: argparse.Namespace) -> dict:
+    """``python -m recommender train`` exactly as an operator runs it, then its manifest."""
+    import contextlib
+    import io
+
+    from recommender.cli import main as recommender_main
+    from recommender.registry import ModelRegistry
+
+    started = time.perf_counter()
+    argv = ["train", "--ratings", args.ratings, "--model-dir", args.model_dir, "--quiet"]
+    argv += ["--eval-users", str(args.eval_users)]
+    version = io.StringIO()
+    with contextlib.redirect_stdout(version):
+        code = recommender_main(argv)
+    if code != 0:
+        raise SystemExit(code)
+    total_s = time.perf_counter() - started
+    manifest = ModelRegistry(args.model_dir).manifest(version.getvalue().strip())
+    training = manifest.training
+    return {
+        "total_s": round(total_s, 3),
+        "interactions": training["rows"],
+        "users": manifest.n_users,
+        "items": manifest.n_items,
+        "algorithm": manifest.algorithm,
+        "read_s": training["read_s"],
+        "evaluate_s": training["evaluate_s"],
+        "fit_s": round(manifest.trained_seconds, 3),
+        "estimated_peak_mb": training["estimated_peak_mb"],
+        "reported_peak_mb": training["peak_rss_mb"],
+        "artifact_mb": round(manifest.size_bytes / 2**20, 1),
+        "recall@20": manifest.metrics.get("recall@20"),
+        "popularity_recall@20": manifest.metrics.get("popularity_recall@20"),
+        "eval_users": manifest.metrics.get("eval_users"),
+    }
+
+
 def cmd_fit(args: argparse.Namespace) -> dict:
-    from recommender.data import data_hash, load_ratings
+    """Fit (with the movies next to the ratings, when there) and register, no evaluation."""
+    from recommender.data import data_hash, find_catalog, load_catalog, load_ratings
     from recommender.model import fit
     from recommender.registry import ModelRegistry
 
     started = time.perf_counter()
-    if args.arrays:
-        data = _load_arrays(Path(args.arrays))
-        digest = f"synthetic:{Path(args.arrays).name}"
-    else:
-        data = load_ratings(args.ratings)
-        digest = data_hash(args.ratings)
+    data = load_ratings(args.ratings)
+    movies = find_catalog(args.ratings)
+    catalog = load_catalog(movies) if movies else None
     read_s = time.perf_counter() - started
-    before_fit_mb = _vm_hwm_mb()
     started = time.perf_counter()
-    model = fit(data)
+    model = fit(data, catalog=catalog)
     fit_s = time.perf_counter() - started
-    n = len(data)
-    del data
-    started = time.perf_counter()
     manifest = ModelRegistry(args.model_dir).register(
-        model, data_hash=digest, metrics={}, trained_seconds=fit_s
+        model, data_hash=data_hash(args.ratings), metrics={}, trained_seconds=fit_s
     )
-    save_s = time.perf_counter() - started
     return {
-        "interactions": n,
-        "users": model.n_users,
-        "items": model.n_items,
+        "interactions": len(data),
         "read_s": round(read_s, 3),
         "fit_s": round(fit_s, 3),
-        "save_s": round(save_s, 3),
-        "peak_before_fit_mb": round(before_fit_mb, 1),
         "artifact_mb": round(manifest.size_bytes / 2**20, 1),
     }
 
@@ -103,7 +149,7 @@ def cmd_load(args: argparse.Namespace) -> dict:
     return {
         "load_s": round(load_s, 4),
         "first_query_ms": round(first_query_ms, 3),
-        "mmapped": isinstance(model.neighbours, np.memmap),
+        "mmapped": isinstance(model.similar_lists.indices, np.memmap),
     }
 
 
@@ -113,15 +159,27 @@ def main(argv: list[str] | None = None) -> int:
     g = sub.add_parser("generate")
     g.add_argument("--spec", required=True, help="SyntheticSpec fields as JSON")
     g.add_argument("--out", required=True)
+    c = sub.add_parser("csv")
+    c.add_argument("--arrays", required=True)
+    c.add_argument("--out", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("--ratings", required=True)
+    t.add_argument("--model-dir", required=True)
+    t.add_argument("--eval-users", type=int, default=2000)
     f = sub.add_parser("fit")
-    src = f.add_mutually_exclusive_group(required=True)
-    src.add_argument("--ratings")
-    src.add_argument("--arrays")
+    f.add_argument("--ratings", required=True)
     f.add_argument("--model-dir", required=True)
     lo = sub.add_parser("load")
     lo.add_argument("--model-dir", required=True)
     args = p.parse_args(argv)
-    result = {"generate": cmd_generate, "fit": cmd_fit, "load": cmd_load}[args.cmd](args)
+    commands = {
+        "generate": cmd_generate,
+        "csv": cmd_csv,
+        "train": cmd_train,
+        "fit": cmd_fit,
+        "load": cmd_load,
+    }
+    result = commands[args.cmd](args)
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
     return 0
 

@@ -21,6 +21,12 @@ refused with a 503 ``batch_unavailable`` on a server whose ``maxmemory-policy`` 
 Results are written per chunk with HSET, so a chunk computed twice (a worker killed after
 writing, before acking) overwrites itself instead of adding rows: every row appears once.
 
+Three kinds of upload, told apart by the header: ``movie_id`` (similar movies), ``user_id``
+(recommendations for users the model knows) and both (``histories``: each user's rows are their
+history, with optional ``rating`` and ``timestamp`` columns, so a MovieLens ratings file is a
+valid upload; answered like ``predict`` and ``POST /v1/recommendations``). A histories job's
+``total_rows`` counts its users: one history is one unit of work.
+
 Row limit: a file with more than ``settings.batch_max_rows`` ids is a 400 ``too_many_rows``
 (the bytes were acceptable; it is the content that is too long); more than
 ``settings.batch_max_bytes`` bytes is a 413 ``too_large``.
@@ -32,11 +38,12 @@ import contextlib
 import csv
 import io
 import logging
+import math
 import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import orjson
@@ -57,9 +64,15 @@ K_DEFAULT, K_MAX = 10, 100
 RECENT_KEEP = 50
 
 # kind -> (input column, result column for the recommended movie)
-KINDS = {"movies": ("movie_id", "similar_movie_id"), "users": ("user_id", "movie_id")}
+KINDS = {
+    "movies": ("movie_id", "similar_movie_id"),
+    "users": ("user_id", "movie_id"),
+    "histories": ("user_id", "movie_id"),  # user_id,movie_id[,rating][,timestamp] rows
+}
 _HEADER_NAMES = {"movieid": "movies", "userid": "users"}
+_HISTORY_COLUMNS = {"rating": "rating", "timestamp": "timestamp"}
 _DIGITS = re.compile(r"[0-9]{1,10}")  # ids are below 2**31: at most 10 digits
+_STAMP = re.compile(r"[0-9]{1,18}")  # seconds (MovieLens) or milliseconds since 1970
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
@@ -178,11 +191,22 @@ class DurabilityGuard:
 # ---- validation --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ParsedUpload:
-    """A validated upload: the kind of job and its ids with the file line of each."""
+    """A validated upload: the kind of job and its ids with the file line of each (for
+    ``histories``, ``ids`` are the users and ``movies`` / ``ratings`` / ``timestamps`` the rest
+    of each row; ratings and timestamps are empty lists when the file has no such column)."""
 
     kind: str
     ids: list[int]
     lines: list[int]
+    movies: list[int] = field(default_factory=list)
+    ratings: list[float] = field(default_factory=list)
+    timestamps: list[int] = field(default_factory=list)
+
+    def payload(self) -> dict:
+        out: dict = {"ids": self.ids, "lines": self.lines}
+        if self.kind == "histories":
+            out |= {"movies": self.movies, "ratings": self.ratings, "timestamps": self.timestamps}
+        return out
 
 
 def _line_of(data: bytes, offset: int) -> int:
@@ -247,6 +271,8 @@ def _parse_rows(reader: Iterator[list[str]], max_rows: int) -> ParsedUpload:
             break
     header_line = reader.line_num  # type: ignore[attr-defined]
     kind, column = _header_kind(header or [], header_line)
+    if kind == "histories":
+        return _parse_histories(reader, header or [], header_line, max_rows)
     name = KINDS[kind][0]
 
     ids: list[int] = []
@@ -293,26 +319,103 @@ def _parse_rows(reader: Iterator[list[str]], max_rows: int) -> ParsedUpload:
     return ParsedUpload(kind=kind, ids=ids, lines=lines)
 
 
+def _norm(cell: str) -> str:
+    return re.sub(r"[\s_\-]", "", cell.strip().lower())
+
+
 def _header_kind(header: list[str], line: int) -> tuple[str, int]:
     found = [
         (_HEADER_NAMES[norm], i)
         for i, cell in enumerate(header)
-        if (norm := re.sub(r"[\s_\-]", "", cell.strip().lower())) in _HEADER_NAMES
+        if (norm := _norm(cell)) in _HEADER_NAMES
     ]
-    kinds = {kind for kind, _ in found}
-    if len(kinds) > 1:
-        raise _reject(
-            "invalid_header", line, "the header names both movie_id and user_id; upload one kind"
-        )
+    kinds = [kind for kind, _ in found]
+    if len(kinds) != len(set(kinds)):
+        raise _reject("invalid_header", line, "the header names a column twice")
+    if set(kinds) == {"movies", "users"}:
+        return "histories", -1
     if not found:
         got = ",".join(header)[:80]
         raise _reject(
             "invalid_header",
             line,
-            f"expected a header 'movie_id' (similar movies) or 'user_id' "
-            f"(recommendations), got {got!r}",
+            f"expected a header 'movie_id' (similar movies), 'user_id' (recommendations) or "
+            f"'user_id,movie_id[,rating,timestamp]' (histories), got {got!r}",
         )
     return found[0]
+
+
+def _parse_histories(
+    reader: Iterator[list[str]], header: list[str], header_line: int, max_rows: int
+) -> ParsedUpload:
+    """``user_id,movie_id[,rating][,timestamp]`` rows (any order, other columns ignored)."""
+    names = [_norm(c) for c in header]
+    col = {"user": names.index("userid"), "movie": names.index("movieid")}
+    for name in _HISTORY_COLUMNS:
+        if name in names:
+            col[name] = names.index(name)
+    parsed = ParsedUpload(kind="histories", ids=[], lines=[])
+    errors: list[dict] = []
+    error_count = 0
+    line_num = header_line
+    for row in reader:
+        line, line_num = line_num + 1, reader.line_num  # type: ignore[attr-defined]
+        if not any(cell.strip() for cell in row):
+            continue
+        values = {n: (row[i].strip() if i < len(row) else None) for n, i in col.items()}
+        problem = _history_problem(values)
+        if problem:
+            error_count += 1
+            if len(errors) < MAX_ERRORS:
+                errors.append(_error(line, problem[0], value=problem[1]))
+            continue
+        if len(parsed.ids) >= max_rows:
+            raise _reject(
+                "too_many_rows",
+                line,
+                f"more than {max_rows} rows; split the file",
+                max_rows=max_rows,
+            )
+        parsed.ids.append(int(values["user"]))  # type: ignore[arg-type]
+        parsed.movies.append(int(values["movie"]))  # type: ignore[arg-type]
+        if "rating" in col:
+            parsed.ratings.append(float(values["rating"]))  # type: ignore[arg-type]
+        if "timestamp" in col:
+            parsed.timestamps.append(int(values["timestamp"]))  # type: ignore[arg-type]
+        parsed.lines.append(line)
+    if errors:
+        first = errors[0]
+        more = f" ({error_count} lines have errors)" if error_count > 1 else ""
+        raise BadRequest(
+            f"line {first['line']}: {first['message']}{more}",
+            code="invalid_rows",
+            details={"errors": errors, "error_count": error_count},
+        )
+    if not parsed.ids:
+        raise _reject("no_rows", header_line + 1, "the file has a header but no history rows")
+    return parsed
+
+
+def _history_problem(values: dict[str, str | None]) -> tuple[str, str | None] | None:
+    """What is wrong with one history row, or None."""
+    for name, label in (("user", "user_id"), ("movie", "movie_id")):
+        raw = values[name]
+        if raw is None:
+            return f"missing the {label} column", None
+        if not (_DIGITS.fullmatch(raw) and 0 < int(raw) <= MAX_ID):
+            return f"{raw!r} is not a valid {label} (a positive integer)", raw
+    rating = values.get("rating")
+    if "rating" in values:
+        try:
+            ok = rating is not None and math.isfinite(float(rating))
+        except ValueError:
+            ok = False
+        if not ok:
+            return f"{rating!r} is not a valid rating (a number)", rating
+    stamp = values.get("timestamp")
+    if "timestamp" in values and not (stamp is not None and _STAMP.fullmatch(stamp)):
+        return f"{stamp!r} is not a valid timestamp (unix seconds)", stamp
+    return None
 
 
 def parse_k(raw: str | None) -> int:
@@ -412,19 +515,20 @@ class BatchJobs:
         parsed = parse_upload(data, max_bytes=s.batch_max_bytes, max_rows=s.batch_max_rows)
         job_id = uuid.uuid4().hex
         now = time.time()
+        units = len(set(parsed.ids)) if parsed.kind == "histories" else len(parsed.ids)
         fields = {
             "kind": parsed.kind,
             "k": k,
             "owner": owner or "",
             "filename": (filename or "")[:200],
             "status": QUEUED,
-            "total_rows": len(parsed.ids),
+            "total_rows": units,
             "processed_rows": 0,
             "chunk_size": max(1, s.batch_chunk_size),
             "created": now,
             "attempts": 0,
         }
-        payload = orjson.dumps({"ids": parsed.ids, "lines": parsed.lines})
+        payload = orjson.dumps(parsed.payload())
         keys = self.keys
         with store_errors():
             await self.guard.check(client)

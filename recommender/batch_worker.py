@@ -26,7 +26,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,9 +68,39 @@ def default_consumer_name() -> str:
 
 
 # ---- the computation (pure, runs in a thread) ----------------------------------------------
+@dataclass(frozen=True)
+class History:
+    """One user's rows of a histories upload (a unit of work: one list of recommendations)."""
+
+    user: int
+    row: int  # 1-based input row of the user's first history row
+    movies: list[int]
+    ratings: list[float] | None
+    timestamps: list[int] | None
+
+
+def histories_of(data: dict) -> list[History]:
+    """A histories job's input grouped by user, in order of first appearance."""
+    users, movies = data["ids"], data["movies"]
+    ratings, stamps = data.get("ratings") or None, data.get("timestamps") or None
+    rows: dict[int, list[int]] = {}
+    for i, user in enumerate(users):
+        rows.setdefault(user, []).append(i)
+    return [
+        History(
+            user=user,
+            row=idx[0] + 1,
+            movies=[movies[i] for i in idx],
+            ratings=[ratings[i] for i in idx] if ratings else None,
+            timestamps=[stamps[i] for i in idx] if stamps else None,
+        )
+        for user, idx in rows.items()
+    ]
+
+
 def known_mask(model: SimilarityModel, kind: str, ids: np.ndarray) -> np.ndarray:
-    """Which ids the model knows, vectorised."""
-    if kind == "movies":
+    """Which ids the model knows, vectorised (movie ids for "movies" and "histories")."""
+    if kind in ("movies", "histories"):
         return model.item_indices(ids) >= 0
     users = np.asarray(model.user_ids)
     if users.size == 0:
@@ -83,19 +113,22 @@ def compute_rows(
     model: SimilarityModel,
     kind: str,
     k: int,
-    ids: list[int],
+    ids: Sequence[int] | Sequence[History],
     known: np.ndarray,
     start: int,
     stop: int,
 ) -> list[dict]:
-    """Result rows for input rows [start, stop) - the same answers as the online API."""
+    """Result rows for work units [start, stop) - the same answers as the online API
+    (``/v1/similar``, ``/v1/users/{id}/recommendations``, and for histories ``predict``)."""
     source, target = KINDS[kind]
+    if kind == "histories":
+        return _history_rows(model, k, ids[start:stop])  # type: ignore[arg-type]
     query = model.similar if kind == "movies" else model.recommend_user
     rows: list[dict] = []
     for i in range(start, stop):
         if not known[i]:
             continue
-        for rank, (movie, score) in enumerate(query(ids[i], k), 1):
+        for rank, (movie, score) in enumerate(query(ids[i], k), 1):  # type: ignore[arg-type]
             rows.append(
                 {
                     "row": i + 1,
@@ -108,11 +141,29 @@ def compute_rows(
     return rows
 
 
+def _history_rows(model: SimilarityModel, k: int, work: Sequence[History]) -> list[dict]:
+    rows: list[dict] = []
+    for unit in work:
+        answer = model.recommend_history(unit.movies, unit.ratings, unit.timestamps, k=k)
+        for rank, (movie, score) in enumerate(answer.items, 1):
+            rows.append(
+                {
+                    "row": unit.row,
+                    "user_id": unit.user,
+                    "rank": rank,
+                    "movie_id": int(movie),
+                    "score": round(float(score), 6),
+                }
+            )
+    return rows
+
+
 def unknown_warnings(
     kind: str, ids: list[int], lines: list[int], known: np.ndarray, version: str
 ) -> tuple[list[dict], int]:
-    """Per-line warnings for ids the model does not know (the first MAX_WARNINGS, and a count)."""
-    name = KINDS[kind][0]
+    """Per-line warnings for ids the model does not know (the first MAX_WARNINGS, and a count);
+    for histories the ids are the rows' movie ids, which are ignored like the API ignores them."""
+    name = "movie_id" if kind == "histories" else KINDS[kind][0]
     missing = np.flatnonzero(~known)
     warnings = [
         {
@@ -120,7 +171,7 @@ def unknown_warnings(
             "row": int(i) + 1,
             "id": ids[i],
             "message": f"line {lines[i]}: unknown {name} {ids[i]} (not in model {version}); "
-            "skipped",
+            + ("ignored" if kind == "histories" else "skipped"),
         }
         for i in missing[:MAX_WARNINGS].tolist()
     ]
@@ -396,9 +447,15 @@ class Worker:
             )
             await r.delete(self.keys.results(job_id), self.keys.counts(job_id))
 
-        ids_arr = np.asarray(ids, dtype=np.int64)
-        known = await asyncio.to_thread(known_mask, model, kind, ids_arr)
-        warnings, warning_count = unknown_warnings(kind, ids, lines, known, version)
+        checked = data["movies"] if kind == "histories" else ids
+        known = await asyncio.to_thread(
+            known_mask, model, kind, np.asarray(checked, dtype=np.int64)
+        )
+        warnings, warning_count = unknown_warnings(kind, checked, lines, known, version)
+        work: Sequence[int] | Sequence[History] = ids
+        if kind == "histories":
+            work = histories_of(data)
+            known = np.ones(len(work), dtype=bool)
         await r.hset(
             self.keys.job(job_id),
             mapping={
@@ -422,7 +479,7 @@ class Worker:
         started = time.perf_counter()
         try:
             computed = await self._run_chunks(
-                entry, model, kind, k, ids, known, int(fields["chunk_size"])
+                entry, model, kind, k, work, known, int(fields["chunk_size"])
             )
         except Stopped:
             await self._release(entry.entry_id, job_id)
@@ -455,7 +512,7 @@ class Worker:
         model: SimilarityModel,
         kind: str,
         k: int,
-        ids: list[int],
+        ids: Sequence[int] | Sequence[History],
         known: np.ndarray,
         chunk_size: int,
     ) -> int:

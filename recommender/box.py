@@ -91,12 +91,21 @@ def check_history(history: object) -> list[int]:
     return history
 
 
-def _tag(body: dict, source: str) -> tuple[bytes, bytes]:
-    """The body as sent now (source "model") and as stored (source "cache")."""
-    body["source"] = source
+def _tag(body: dict) -> tuple[bytes, bytes]:
+    """The body as sent now (with the model's ``source``: "collaborative", "blend" or "content")
+    and as stored (source "cache": an answer computed before)."""
     sent = orjson.dumps(body)
     body["source"] = "cache"
     return sent, orjson.dumps(body)
+
+
+def _similar_body(loaded: Loaded, movie_id: int, k: int) -> dict:
+    return {
+        "movie_id": movie_id,
+        "model_version": loaded.version,
+        "items": _items(loaded.model.similar(movie_id, k)),
+        "source": loaded.model.similar_source_of(movie_id),
+    }
 
 
 class RecommenderBox:
@@ -153,7 +162,7 @@ class RecommenderBox:
                 return hit
             self.computed[kind] += 1
             body = await asyncio.to_thread(compute) if offload else compute()
-            sent, stored = _tag(body, "model")
+            sent, stored = _tag(body)
             await self.cache.set(key, stored)
             return sent
 
@@ -194,9 +203,7 @@ class RecommenderBox:
                 loaded.memo.put((movie_id, k), stored)
                 return stored
             self.computed["similar"] += 1
-            items = _items(loaded.model.similar(movie_id, k))
-            body = {"movie_id": movie_id, "model_version": loaded.version, "items": items}
-            sent, stored = _tag(body, "model")
+            sent, stored = _tag(_similar_body(loaded, movie_id, k))
             await self.cache.set(key, stored)
             loaded.memo.put((movie_id, k), stored)
             return sent
@@ -223,9 +230,7 @@ class RecommenderBox:
         for i, movie_id in enumerate(known):
             if bodies[i] is None:
                 self.computed["similar"] += 1
-                items = _items(loaded.model.similar(movie_id, k))
-                body = {"movie_id": movie_id, "model_version": loaded.version, "items": items}
-                bodies[i], stored = _tag(body, "model")
+                bodies[i], stored = _tag(_similar_body(loaded, movie_id, k))
                 to_store.append((keys[i], stored))
         await self.cache.set_many(to_store)
         return b"".join(
@@ -254,7 +259,12 @@ class RecommenderBox:
 
         def compute() -> dict:
             items = _items(loaded.model.recommend_user(user_id, k))
-            return {"user_id": user_id, "model_version": loaded.version, "items": items}
+            return {
+                "user_id": user_id,
+                "model_version": loaded.version,
+                "items": items,
+                "source": "collaborative",
+            }
 
         key = cache_key(loaded.version, "user", f"{user_id}:{k}")
         return await self._cached(key, "user", compute, offload=True)
@@ -263,27 +273,35 @@ class RecommenderBox:
         return orjson.loads(await self.user_recommendations_json(user_id, k))
 
     async def recommend_json(self, history: list[int], k: int = 10) -> bytes:
-        """From a list of movie ids (oldest first). Unknown ids are ignored; when none is known
-        the answer is the most popular movies, marked ``source: "fallback"``."""
+        """From a list of movie ids (oldest first). Ids the model does not know are listed in
+        ``ignored``; when none is known the answer is the most popular movies, marked
+        ``source: "fallback"``. Scores are on one scale throughout (the model's, whose
+        popularity prior is what ranks a fallback)."""
         loaded = self._loaded()
         check_history(history)
         check_k(k)
         known = [m for m in history if m in loaded.known]
+        ignored = orjson.dumps(list(dict.fromkeys(m for m in history if m not in loaded.known)))
         if not known:
             body = {
                 "model_version": loaded.version,
                 "items": loaded.popular[:k],
                 "source": "fallback",
             }
-            return orjson.dumps(body)
+            return orjson.dumps(body)[:-1] + b',"ignored":' + ignored + b"}"
 
         def compute() -> dict:
-            items = _items(loaded.model.recommend(known, k))
-            return {"model_version": loaded.version, "items": items}
+            answer = loaded.model.recommend_history(known, k=k)
+            return {
+                "model_version": loaded.version,
+                "items": _items(answer.items),
+                "source": answer.source,
+            }
 
         digest = hashlib.blake2b(orjson.dumps(known), digest_size=16).hexdigest()
         key = cache_key(loaded.version, "history", f"{digest}:{k}")
-        return await self._cached(key, "history", compute, offload=len(known) > THREAD_THRESHOLD)
+        body = await self._cached(key, "history", compute, offload=len(known) > THREAD_THRESHOLD)
+        return body[:-1] + b',"ignored":' + ignored + b"}"
 
     async def recommend(self, history: list[int], k: int = 10) -> dict:
         return orjson.loads(await self.recommend_json(history, k))

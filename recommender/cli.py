@@ -1,8 +1,13 @@
 """``python -m recommender <command>``: train, evaluate, publish, rollback, list, predict, similar.
 
-The CSV helpers (``parse_histories``, ``parse_movie_ids``, ``prediction_rows``,
-``similar_rows``) are public so the batch worker computes offline predictions with exactly the
-same parsing and output format as the CLI.
+``train`` is a pipeline with bounded memory: the ratings stream into numeric arrays
+(``recommender.data``), the evaluation scores a sample of users in blocks, and
+``--max-memory`` refuses a run whose estimated peak does not fit before it starts; the measured
+peak is printed and recorded in the manifest.
+
+``predict`` reads histories with optional rating and timestamp columns (a MovieLens ratings
+file is valid input) and answers each with ``SimilarityModel.recommend_history``, the served
+code path, so a user's rows give the same list as ``/v1/users/{id}/recommendations``.
 """
 
 from __future__ import annotations
@@ -12,15 +17,35 @@ import csv
 import io
 import json
 import os
+import re
+import resource
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import fields, replace
 from pathlib import Path
 
-from recommender.data import data_hash, load_ratings
-from recommender.evaluate import evaluate, format_table
-from recommender.model import ModelParams, SimilarityModel, fit
+import numpy as np
+
+from recommender.data import (
+    Catalog,
+    Interactions,
+    data_hash,
+    estimate_rows,
+    find_catalog,
+    load_catalog,
+    load_histories,
+    load_ratings,
+)
+from recommender.evaluate import (
+    PROTOCOLS,
+    evaluate,
+    evaluate_sample,
+    format_tables,
+    holdout_split,
+    write_holdout,
+)
+from recommender.model import ALGORITHMS, ModelParams, SimilarityModel, choose_algorithm, fit
 from recommender.registry import (
     IntegrityError,
     ModelRegistry,
@@ -50,26 +75,6 @@ def _is_header(cells: list[str]) -> bool:
     return not cells[0].lstrip("-").isdigit()
 
 
-def parse_histories(lines: Iterable[str]) -> dict[int, list[int]]:
-    """``user_id,movie_id`` rows (header optional) -> histories in row order (oldest first)."""
-    histories: dict[int, list[int]] = {}
-    for lineno, cells in _rows(lines):
-        if lineno == 1 and _is_header(cells):
-            continue
-        if len(cells) != 2:
-            raise InputError(f"line {lineno}: expected 'user_id,movie_id', got {len(cells)} fields")
-        try:
-            user, movie = int(cells[0]), int(cells[1])
-        except ValueError:
-            raise InputError(
-                f"line {lineno}: user_id and movie_id must be integers, got {','.join(cells)!r}"
-            ) from None
-        histories.setdefault(user, []).append(movie)
-    if not histories:
-        raise InputError("no user_id,movie_id rows found")
-    return histories
-
-
 def parse_movie_ids(lines: Iterable[str]) -> list[int]:
     """One movie id per row (header optional), duplicates kept in order."""
     ids: list[int] = []
@@ -94,11 +99,27 @@ SIMILAR_HEADER = ("movie_id", "rank", "similar_movie_id", "score")
 
 
 def prediction_rows(
-    model: SimilarityModel, histories: dict[int, list[int]], k: int
+    model: SimilarityModel, histories: Interactions, k: int, ignored: list[int] | None = None
 ) -> Iterator[tuple[int, int, int, float]]:
-    """(user_id, rank, movie_id, score) for each history; unknown movies in it are ignored."""
-    for user, history in histories.items():
-        for rank, (movie, score) in enumerate(model.recommend(history, k), start=1):
+    """(user_id, rank, movie_id, score) per user of ``histories``, in order of first appearance;
+    movie ids the model does not know are appended to ``ignored``."""
+    users = histories.user_ids
+    order = np.argsort(users, kind="stable")
+    bounds = np.flatnonzero(np.diff(users[order])) + 1
+    groups = np.split(order, bounds) if len(order) else []
+    groups.sort(key=lambda g: int(g[0]))
+    for rows in groups:
+        rows = np.sort(rows)
+        answer = model.recommend_history(
+            histories.item_ids[rows],
+            histories.ratings[rows],
+            histories.timestamps[rows],
+            k=k,
+        )
+        if ignored is not None:
+            ignored.extend(answer.ignored)
+        user = int(users[rows[0]])
+        for rank, (movie, score) in enumerate(answer.items, start=1):
             yield user, rank, movie, score
 
 
@@ -159,42 +180,134 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (ru_maxrss, KiB on Linux), in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+_SIZE = re.compile(r"^\s*([0-9.]+)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+
+
+def parse_size(value: str) -> int:
+    """``4G``, ``3.5GiB``, ``512M``, ``1000000`` (bytes) -> bytes."""
+    match = _SIZE.match(value)
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected a size like 4G or 512M, got {value!r}")
+    scale = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    return int(float(match.group(1)) * scale[match.group(2).lower()])
+
+
+# bytes per rating row at the training peak, and the fixed part: measured with bench/training.py
+# (synthetic 1M-20M rows; docs/recommender.md "Training at scale") and rounded up
+BYTES_PER_ROW = 110
+FIXED_BYTES = 600 << 20
+
+
+def estimate_peak(rows: int, n_ease_items: int = 0, evaluate: bool = True) -> int:
+    """Estimated peak RSS of ``train``: the interactions (28 B/row, and a training copy while
+    evaluating), the fit's sorting and sparse matrices, kNN blocks, and a dense EASE matrix."""
+    per_row = BYTES_PER_ROW + (28 if evaluate else 0)
+    return FIXED_BYTES + rows * per_row + 2 * 4 * n_ease_items * n_ease_items
+
+
+def _check_memory(limit: int | None, estimate: int, stage: str) -> None:
+    if limit is not None and estimate > limit:
+        raise MemoryLimitError(
+            f"{stage}: the estimated peak is {estimate / 2**30:.2f} GiB, over --max-memory "
+            f"{limit / 2**30:.2f} GiB; refusing to start (give it more memory, or train with "
+            "--no-evaluate / --algorithm knn)"
+        )
+
+
+class MemoryLimitError(InputError):
+    """A run that would not fit in ``--max-memory``."""
+
+
+def _catalog(args: argparse.Namespace) -> Catalog | None:
+    if getattr(args, "no_content", False):
+        return None
+    path = args.movies or find_catalog(args.ratings)
+    if path is None:
+        _log("no movies file next to the ratings: similar lists are collaborative only")
+        return None
+    catalog = load_catalog(path, args.tags)
+    _log(f"catalog {path}: {len(catalog)} movies, {sum(1 for t in catalog.tags if t)} with tags")
+    return catalog
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     params = _params_from_args(args)
-    _log(f"loading {args.ratings}")
+    started = time.perf_counter()
+    rows_guess = estimate_rows(args.ratings)
+    _check_memory(
+        args.max_memory, estimate_peak(rows_guess, 0, not args.no_evaluate), "before loading"
+    )
+    _log(f"loading {args.ratings} (~{rows_guess:,} rows)")
     interactions = load_ratings(args.ratings)
     digest = data_hash(args.ratings)
+    catalog = _catalog(args)
+    read_s = time.perf_counter() - started
+    # ratings per movie (re-ratings count twice): an upper bound for the EASE size check
+    popularity = np.unique(interactions.item_ids, return_counts=True)[1]
+    algorithm = choose_algorithm(params, popularity)
+    n_ease = int((popularity >= params.ease_min_users).sum()) if algorithm == "ease+knn" else 0
+    estimate = estimate_peak(len(interactions), n_ease, not args.no_evaluate)
+    _check_memory(args.max_memory, estimate, "after loading")
+    _log(
+        f"{len(interactions):,} ratings read in {read_s:.1f}s; algorithm {algorithm}; "
+        f"estimated peak {estimate / 2**20:,.0f} MiB"
+    )
     metrics: dict = {}
+    evaluate_s = 0.0
     if not args.no_evaluate:
-        _log("evaluating on the chronological hold-out")
-        results = evaluate(interactions, params, reference=None)
+        t0 = time.perf_counter()
+        _log(f"evaluating on a sample of {args.eval_users} users (strict hold-out)")
+        results = evaluate_sample(interactions, params, catalog=None, max_users=args.eval_users)
         ours, pop = results["models"]["ours"], results["models"]["popularity"]
-        metrics = {
-            key: ours[key]
-            for key in ("recall@10", "recall@20", "ndcg@10", "ndcg@20", "hitrate@10", "coverage@10")
-        }
-        metrics["eval_users"] = results["protocol"]["eval_users"]
+        metrics = {key: ours[key] for key in ("recall@10", "recall@20", "ndcg@10", "ndcg@20")}
+        metrics["hitrate@10"] = ours["hitrate@10"]
+        metrics["eval_users"] = results["split"]["eval_users"]
         metrics["popularity_recall@10"] = pop["recall@10"]
-        metrics["popularity_ndcg@10"] = pop["ndcg@10"]
-        _log(format_table(results))
-    _log(f"fitting on all {len(interactions)} ratings")
+        metrics["popularity_recall@20"] = pop["recall@20"]
+        metrics["popularity_ndcg@20"] = pop["ndcg@20"]
+        evaluate_s = time.perf_counter() - t0
+        _log(
+            f"| model | Recall@20 | NDCG@20 |\n|---|---|---|\n"
+            f"| ours | {ours['recall@20']:.4f} | {ours['ndcg@20']:.4f} |\n"
+            f"| popularity | {pop['recall@20']:.4f} | {pop['ndcg@20']:.4f} |"
+        )
+        del results
+    _log(f"fitting on all {len(interactions):,} ratings")
     t0 = time.perf_counter()
-    model = fit(interactions, params, progress=not args.quiet)
+    model = fit(interactions, params, catalog, progress=not args.quiet)
     trained = time.perf_counter() - t0
+    n_rows = len(interactions)
+    del interactions
     registry = _registry(args)
+    training = {
+        "rows": n_rows,
+        "read_s": round(read_s, 3),
+        "evaluate_s": round(evaluate_s, 3),
+        "estimated_peak_mb": round(estimate / 2**20, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "content": catalog is not None,
+    }
     manifest = registry.register(
         model,
         data_hash=digest,
         metrics=metrics,
         trained_seconds=trained,
         publish=not args.no_publish,
+        training=training,
     )
     if not args.no_publish:
         _announce(manifest.version)
     state = "published" if not args.no_publish else "registered (not published)"
     _log(
         f"{state} {manifest.version}: {model.n_items} movies, {model.n_users} users, "
-        f"fit {trained:.2f}s, in {registry.model_dir}"
+        f"{model.algorithm}, fit {trained:.1f}s, total {time.perf_counter() - started:.1f}s, "
+        f"peak memory {peak_rss_mb():,.0f} MiB, model {manifest.size_bytes / 2**20:.1f} MiB, "
+        f"in {registry.model_dir}"
     )
     print(manifest.version)
     return 0
@@ -203,11 +316,24 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     params = _params_from_args(args)
     interactions = load_ratings(args.ratings)
-    results = evaluate(interactions, params, include_ease=args.ease)
+    catalog = _catalog(args)
+    if args.holdout:
+        n = write_holdout(holdout_split(interactions, "strict"), args.holdout)
+        _log(f"wrote the strict hold-out ({n} rows) to {args.holdout}")
+    results = evaluate(
+        interactions,
+        params,
+        catalog,
+        protocols=args.protocol or PROTOCOLS,
+        quick=args.quick,
+        with_implicit=not args.no_implicit,
+        with_cold=not args.no_cold,
+        log=_log,
+    )
     results["ratings"] = str(args.ratings)
-    print(format_table(results))
+    print(format_tables(results))
     if args.json:
-        text = json.dumps(results, indent=2)
+        text = json.dumps(results, indent=2, default=float)
         if args.json == "-":
             print(text)
         else:
@@ -264,13 +390,16 @@ def _read_lines(path: str) -> list[str]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    try:
-        histories = parse_histories(_read_lines(args.users))
-    except InputError as exc:
-        raise InputError(f"{args.users}: {exc}") from None
+    histories = load_histories(args.users)
     model = _load_model(args)
-    n = write_csv(args.out, PREDICT_HEADER, prediction_rows(model, histories, args.k))
-    _log(f"wrote {n} rows for {len(histories)} users to {args.out}")
+    ignored: list[int] = []
+    n = write_csv(args.out, PREDICT_HEADER, prediction_rows(model, histories, args.k, ignored))
+    users = len(np.unique(histories.user_ids))
+    if ignored:
+        unique = list(dict.fromkeys(ignored))
+        shown = ", ".join(map(str, unique[:10])) + (" ..." if len(unique) > 10 else "")
+        _log(f"warning: {len(unique)} movie id(s) unknown to the model were ignored: {shown}")
+    _log(f"wrote {n} rows for {users} users to {args.out}")
     return 0
 
 
@@ -302,6 +431,14 @@ def _k(value: str) -> int:
 
 def _add_param_overrides(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model parameters (defaults: ModelParams)")
+    g.add_argument("--algorithm", choices=ALGORITHMS)
+    g.add_argument("--ease-l2", dest="ease_l2", type=float)
+    g.add_argument("--ease-neighbours", dest="ease_neighbours", type=int)
+    g.add_argument("--ease-min-users", dest="ease_min_users", type=int)
+    g.add_argument("--knn-weight", dest="knn_weight", type=float)
+    g.add_argument("--popularity-weight", dest="popularity_weight", type=float)
+    g.add_argument("--dense-max-items", dest="dense_max_items", type=int)
+    g.add_argument("--blend-likes", dest="blend_likes", type=int)
     g.add_argument("--weighting", choices=("none", "tfidf", "bm25"))
     g.add_argument("--bm25-k1", dest="bm25_k1", type=float)
     g.add_argument("--bm25-b", dest="bm25_b", type=float)
@@ -310,8 +447,15 @@ def _add_param_overrides(p: argparse.ArgumentParser) -> None:
     g.add_argument("--shrinkage", type=float)
     g.add_argument("--neighbours", type=int)
     g.add_argument("--min-rating", dest="min_rating", type=float)
-    g.add_argument("--popularity-damping", dest="popularity_damping", type=float)
     g.add_argument("--recency-half-life", dest="recency_half_life", type=float)
+
+
+def _add_catalog(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--movies", help="movies.csv / movies.dat / u.item (default: next to --ratings)")
+    p.add_argument("--tags", help="tags.csv (default: next to the movies file)")
+    p.add_argument(
+        "--no-content", action="store_true", help="no content model (similar lists: kNN only)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -327,19 +471,48 @@ def build_parser() -> argparse.ArgumentParser:
             help="model registry directory (env MARQUEE_MODEL_DIR, else var/models)",
         )
 
-    p = sub.add_parser("train", help="evaluate, fit on all ratings, register and publish")
-    p.add_argument("--ratings", default=DEFAULT_RATINGS, help="ratings.csv or ratings.dat")
+    p = sub.add_parser("train", help="evaluate on a sample, fit on all ratings, register, publish")
+    p.add_argument(
+        "--ratings",
+        default=DEFAULT_RATINGS,
+        help="ratings.csv, ratings.dat, u.data or Parquet (userId,movieId,rating,timestamp)",
+    )
+    _add_catalog(p)
     model_dir(p)
     p.add_argument("--no-publish", action="store_true", help="register without publishing")
     p.add_argument("--no-evaluate", action="store_true", help="skip the hold-out evaluation")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--eval-users",
+        type=int,
+        default=2000,
+        help="users in the evaluation sample (strict hold-out; default 2000)",
+    )
+    p.add_argument(
+        "--max-memory",
+        type=parse_size,
+        help="refuse to start when the estimated peak exceeds this (e.g. 4G)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
     _add_param_overrides(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="ours vs popularity vs reference BM25 item-kNN")
+    p = sub.add_parser(
+        "evaluate", help="tuned peer table on both hold-out protocols, cold users and movies"
+    )
     p.add_argument("--ratings", default=DEFAULT_RATINGS)
+    _add_catalog(p)
     p.add_argument("--json", metavar="OUT", help="also write the results as JSON ('-' = stdout)")
-    p.add_argument("--ease", action="store_true", help="also measure EASE (dense; small catalogs)")
+    p.add_argument(
+        "--holdout",
+        metavar="FILE",
+        help="also write the strict hold-out as CSV (user_id,movie_id,rating,timestamp,part)",
+    )
+    p.add_argument(
+        "--protocol", action="append", choices=PROTOCOLS, help="only this protocol (repeatable)"
+    )
+    p.add_argument("--quick", action="store_true", help="tiny grids (a smoke test, not a result)")
+    p.add_argument("--no-implicit", action="store_true", help="leave out implicit's ALS / BM25")
+    p.add_argument("--no-cold", action="store_true", help="leave out cold users / cold movies")
     _add_param_overrides(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -359,7 +532,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="offline recommendations for user histories (CSV)")
     model_dir(p)
     p.add_argument("--version", help="model version (default: current)")
-    p.add_argument("--users", required=True, help="CSV of user_id,movie_id history rows")
+    p.add_argument(
+        "--users",
+        required=True,
+        help="histories: user_id,movie_id[,rating[,timestamp]] rows, header optional "
+        "(a MovieLens ratings file is valid)",
+    )
     p.add_argument("--k", type=_k, default=10)
     p.add_argument("--out", required=True, help="output CSV: user_id,rank,movie_id,score")
     p.set_defaults(func=cmd_predict)
@@ -380,6 +558,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except (InputError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("error: out of memory (see train --max-memory)", file=sys.stderr)
         return 2
     except FileNotFoundError as exc:
         print(f"error: {exc.filename or exc}: no such file", file=sys.stderr)

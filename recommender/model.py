@@ -1,48 +1,77 @@
-"""Item-item similarity model: arrays in, arrays out, no I/O.
+"""The served model: arrays in, arrays out, no I/O.
 
-``fit`` turns rating events into a users x items matrix, weights it (BM25 / TF-IDF / none),
-computes item-item similarities block by block (``W[:, block].T @ W``) and keeps only the top-K
-neighbours of every item. The dense n_items x n_items matrix is never built, so memory is
-bounded by ``block x n_items`` floats whatever the catalog size; blocks run on a small thread
-pool because scipy's sparse product and numpy's partition release the GIL.
+Two questions, two tables (both :class:`~recommender.neighbours.Neighbours`, so they memory-map):
 
-The fitted :class:`SimilarityModel` is nothing but numpy arrays plus the frozen params, so
-joblib can store it uncompressed and every worker process can memory-map one copy of it.
-Serving-time work (``similar``, ``recommend``) is a handful of vectorised array lookups.
+* **Recommendations for a history** score every movie as
+  ``EASE(everything rated) + knn_weight * kNN(liked, recent first)``. EASE (``recommender.ease``,
+  pruned to each movie's top weights) is the stronger model of "people who rated these also
+  rated"; the item-kNN over liked movies, with recent likes weighing more, adds what a person
+  is into *now*. Measured on held-out data the blend beats both, and beats a tuned EASE
+  (docs/recommender.md). Catalogs too large for a dense EASE use the kNN alone
+  (``algorithm`` in the manifest says which).
+* **Similar movies** are the kNN's lists (BM25-weighted asymmetric cosine over likes), which read
+  well. Movies with few likes get a blend with their content neighbours (genres, tags, title,
+  year; ``recommender.content``), movies nobody liked get content neighbours alone, so every
+  catalog movie has an answer, and each list says which it is (``similar_source``).
+
+Every path that recommends - the served ``/v1/users/{id}/recommendations`` and
+``/v1/recommendations``, ``python -m recommender predict``, the batch worker, and evaluation -
+goes through :meth:`SimilarityModel.top_items`, so they agree to the last digit.
 """
 
 from __future__ import annotations
 
-import os
+import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
 
-from recommender.data import Interactions
+from recommender import ease as ease_mod
+from recommender.data import Catalog, Interactions, chronological_order
+from recommender.neighbours import Neighbours, blend_rows, top_k_rows
 
 WEIGHTINGS = ("none", "tfidf", "bm25")
 SIMILARITIES = ("cosine", "dot")
+ALGORITHMS = ("auto", "ease+knn", "knn")
+# what an item's similar list (or a history's recommendations) is based on
+SOURCES = ("none", "collaborative", "blend", "content")
+NONE, COLLABORATIVE, BLEND, CONTENT = range(4)
 
 
 @dataclass(frozen=True)
 class ModelParams:
-    """Hyper-parameters; defaults are the best measured on ml-latest-small (docs/recommender.md).
+    """Hyper-parameters; defaults are chosen on a validation split of ml-latest-small by
+    ``python -m recommender evaluate`` (docs/recommender.md).
 
-    weighting           how a user's vote for an item is weighted before the item-item product:
+    kNN (similar lists, and the "what now" part of recommendations):
+    weighting           how a user's like is weighted before the item-item product:
                         "bm25" (implicit-style: items = documents, users = terms), "tfidf", "none".
     bm25_k1, bm25_b     BM25 saturation and length (item popularity) normalisation.
     similarity          "cosine" (shrinkage + asymmetry ``alpha``) or "dot" (raw product).
     alpha               asymmetric cosine, sim(i, j) = dot / (|i|^2a * |j|^2(1-a) + shrinkage);
                         0.5 is plain cosine, larger values favour popular neighbours j.
     shrinkage           added to the cosine denominator: damps similarities backed by few users.
-    neighbours          K neighbours kept per item (memory: n_items * K * 8 bytes).
-    min_rating          ratings below this are dropped before fitting (0 keeps every rating).
-    popularity_damping  final user scores are divided by popularity ** damping (< 0 boosts).
-    recency_half_life   in a history (oldest first) the item this many positions before the most
-                        recent one weighs half as much (0 = every history item weighs the same).
+    neighbours          K neighbours kept per movie.
+    min_rating          a rating >= this is a like; likes build the kNN (every rating is EASE
+                        input, and every rated movie is excluded from recommendations).
+    recency_half_life   among a history's likes (oldest first), the like this many positions
+                        before the most recent one weighs half (0 = all weigh the same).
+    EASE:
+    algorithm           "auto" (EASE + kNN while the EASE items fit ``dense_max_items``, else the
+                        kNN alone), "ease+knn" or "knn".
+    ease_l2             EASE's L2 regularisation (lambda).
+    ease_neighbours     top-N weights (by magnitude) kept per movie of the dense EASE matrix.
+    ease_min_users      movies rated by fewer users stay out of EASE (cost is cubic in movies).
+    knn_weight          user score = EASE + knn_weight * kNN.
+    popularity_weight   movies with a positive score get popularity_weight * popularity / max
+                        popularity / history length on top: a prior that matters for short
+                        histories and fades for long ones (and ranks an empty history).
+    dense_max_items     the most movies a dense EASE may have (n^2 float32 + n^3 flops).
+    Similar lists:
+    blend_likes         movies with fewer likes than this blend in their content neighbours,
+                        the collaborative share being likes / blend_likes (0 = never blend).
     """
 
     weighting: str = "bm25"
@@ -53,20 +82,33 @@ class ModelParams:
     shrinkage: float = 10.0
     neighbours: int = 50
     min_rating: float = 3.5
-    popularity_damping: float = -0.1
     recency_half_life: float = 3.0
+    algorithm: str = "auto"
+    ease_l2: float = 200.0
+    ease_neighbours: int = 500
+    ease_min_users: int = 10
+    knn_weight: float = 0.4
+    popularity_weight: float = 3.0
+    dense_max_items: int = 16_000
+    blend_likes: int = 20
 
     def __post_init__(self) -> None:
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
         if self.similarity not in SIMILARITIES:
             raise ValueError(f"similarity must be one of {SIMILARITIES}, got {self.similarity!r}")
-        if self.neighbours < 1:
-            raise ValueError("neighbours must be >= 1")
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
+        if self.neighbours < 1 or self.ease_neighbours < 1:
+            raise ValueError("neighbours and ease_neighbours must be >= 1")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError("alpha must be within [0, 1]")
-        if self.shrinkage < 0 or self.recency_half_life < 0 or self.bm25_k1 < 0:
-            raise ValueError("shrinkage, recency_half_life and bm25_k1 must be >= 0")
+        if min(self.shrinkage, self.recency_half_life, self.bm25_k1, self.knn_weight) < 0:
+            raise ValueError("shrinkage, recency_half_life, bm25_k1 and knn_weight must be >= 0")
+        if self.popularity_weight < 0:
+            raise ValueError("popularity_weight must be >= 0")
+        if self.ease_l2 <= 0:
+            raise ValueError("ease_l2 must be > 0")
         if not 0.0 <= self.bm25_b <= 1.0:
             raise ValueError("bm25_b must be within [0, 1]")
 
@@ -79,26 +121,39 @@ class ModelParams:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+@dataclass(frozen=True)
+class Recommendations:
+    """One history's answer: ranked ``(movie_id, score)``, what it is based on, what was
+    ignored. Scores are the model's (0.0 = no evidence: a popular movie filling the list)."""
+
+    items: list[tuple[int, float]]
+    source: str  # "collaborative" | "content" | "blend" | "fallback" (nothing known: popular)
+    ignored: list[int] = field(default_factory=list)  # history ids the model does not know
+
+
 @dataclass(eq=False)
 class SimilarityModel:
-    """Top-K item neighbours plus the known users' histories, as plain arrays.
+    """The fitted model: numpy arrays plus the params (joblib stores it, workers mmap it).
 
-    ``neighbours[i]`` holds internal item indices (``-1`` padding) sorted by ``scores[i]``
-    descending; ``user_items[user_indptr[u]:user_indptr[u + 1]]`` is user ``u``'s history,
-    oldest first, so recency weighting works for known users too.
+    ``user_items[user_indptr[u]:user_indptr[u + 1]]`` is user ``u``'s history (item indices,
+    oldest first, one entry per movie) and ``user_liked`` marks the likes in it.
     """
 
-    item_ids: np.ndarray  # (n_items,) int64, sorted external movie ids
-    neighbours: np.ndarray  # (n_items, K) int32, -1 padded
-    scores: np.ndarray  # (n_items, K) float32, 0 padded
-    item_popularity: np.ndarray  # (n_items,) int32 interaction counts
+    item_ids: np.ndarray  # (n_items,) int64, sorted external movie ids: the catalog
+    item_popularity: np.ndarray  # (n_items,) int32, users who rated the movie
+    item_likes: np.ndarray  # (n_items,) int32, users who liked it
+    knn: Neighbours  # kNN for user scores (content rows for movies nobody liked)
+    similar_lists: Neighbours  # the served similar lists
+    similar_source: np.ndarray  # (n_items,) uint8 index into SOURCES
+    item_basis: np.ndarray  # (n_items,) uint8: COLLABORATIVE, CONTENT or NONE for user scores
     user_ids: np.ndarray  # (n_users,) int64, sorted
     user_indptr: np.ndarray  # (n_users + 1,) int64
-    user_items: np.ndarray  # (nnz,) int32 item indices, chronological per user
+    user_items: np.ndarray  # (nnz,) int32
+    user_liked: np.ndarray  # (nnz,) bool
     params: ModelParams = field(default_factory=ModelParams)
-    # per user_items entry: rating >= params.min_rating. Only positives drive the scores; every
-    # rated movie is excluded from the user's recommendations. None = all positive.
-    user_positive: np.ndarray | None = None
+    ease: Neighbours | None = None  # pruned EASE weights (None: algorithm "knn")
+    algorithm: str = "knn"
+    timings: dict = field(default_factory=dict)  # seconds per fit stage
 
     # ---- lookups -------------------------------------------------------------------------
     @property
@@ -108,6 +163,14 @@ class SimilarityModel:
     @property
     def n_users(self) -> int:
         return int(len(self.user_ids))
+
+    @property
+    def nbytes(self) -> int:
+        tables = [self.knn, self.similar_lists] + ([self.ease] if self.ease is not None else [])
+        arrays = [self.item_ids, self.item_popularity, self.item_likes, self.similar_source]
+        arrays += [self.user_ids, self.user_indptr, self.user_items, self.user_liked]
+        unique = {id(t): t.nbytes for t in tables}
+        return sum(unique.values()) + sum(a.nbytes for a in arrays)
 
     def _item_index(self, movie_id: int) -> int:
         i = int(np.searchsorted(self.item_ids, movie_id))
@@ -138,46 +201,85 @@ class SimilarityModel:
     def has_user(self, user_id: int) -> bool:
         return self._user_index(user_id) >= 0
 
-    # ---- queries -------------------------------------------------------------------------
+    # ---- similar movies ------------------------------------------------------------------
     def similar(self, movie_id: int, k: int = 10) -> list[tuple[int, float]]:
-        """Top-``k`` most similar movies (never the movie itself); KeyError if unknown."""
+        """Top-``k`` similar movies (never the movie itself); KeyError if unknown."""
         i = self._item_index(movie_id)
         if i < 0:
             raise KeyError(movie_id)
-        row = np.asarray(self.neighbours[i])
-        valid = row >= 0
-        idx = row[valid][: max(k, 0)]
-        sc = np.asarray(self.scores[i])[valid][: max(k, 0)]
-        return list(zip(self.item_ids[idx].tolist(), sc.astype(float).tolist(), strict=True))
+        idx, w = self.similar_lists.row(i)
+        k = max(k, 0)
+        return list(zip(self.item_ids[idx[:k]].tolist(), w[:k].astype(float).tolist(), strict=True))
+
+    def similar_source_of(self, movie_id: int) -> str:
+        """What ``similar(movie_id)`` is based on: collaborative, blend, content (or none)."""
+        i = self._item_index(movie_id)
+        if i < 0:
+            raise KeyError(movie_id)
+        return SOURCES[int(self.similar_source[i])]
 
     def similar_many(
         self, movie_ids: Iterable[int], k: int = 10
     ) -> dict[int, list[tuple[int, float]]]:
         """``similar`` for several movies; unknown ids are left out of the result."""
-        out: dict[int, list[tuple[int, float]]] = {}
-        for movie_id in movie_ids:
-            if self.has_item(movie_id):
-                out[int(movie_id)] = self.similar(movie_id, k)
-        return out
+        return {int(m): self.similar(m, k) for m in movie_ids if self.has_item(m)}
 
+    # ---- recommendations -----------------------------------------------------------------
     def popular(self, k: int = 10, exclude: Iterable[int] = ()) -> list[tuple[int, float]]:
-        """Most interacted-with movies, score = interaction count; ``exclude`` are movie ids."""
-        idx = self._popular_indices(k, self.item_indices(list(exclude)))
-        pop = self.item_popularity[idx].astype(float)
-        return list(zip(self.item_ids[idx].tolist(), pop.tolist(), strict=True))
+        """The most rated movies, score 0.0 (popularity is not evidence about a person)."""
+        return self.recommend_history([], k=k, exclude_ids=exclude).items
 
     def recommend(
         self, history: Sequence[int], k: int = 10, exclude: bool = True
     ) -> list[tuple[int, float]]:
-        """Aggregate the neighbours of ``history`` (movie ids, oldest first).
+        """Recommendations for movie ids (oldest first, all liked); unknown ids are ignored."""
+        return self.recommend_history(history, k=k, exclude=exclude).items
 
-        Unknown ids are ignored; with nothing known the answer is the most popular movies.
-        History items are excluded when ``exclude``; short lists are topped up with popular
-        movies (score 0.0) so callers always get ``k`` items when the catalog has them.
+    def recommend_history(
+        self,
+        movie_ids: Sequence[int] | np.ndarray,
+        ratings: Sequence[float] | np.ndarray | None = None,
+        timestamps: Sequence[int] | np.ndarray | None = None,
+        *,
+        k: int = 10,
+        exclude: bool = True,
+        exclude_ids: Iterable[int] = (),
+    ) -> Recommendations:
+        """Recommendations for a history given from outside (an API call, a predict file).
+
+        The history is put in the shape training gives a known user: ordered by timestamp
+        (ties by movie id; row order when there are no timestamps), one entry per movie (the
+        latest), liked = rating >= ``min_rating`` (no rating, NaN: liked). So a user's rows of
+        the training file give exactly ``recommend_user``'s answer.
         """
-        idx = self.item_indices(list(history))
-        idx = idx[idx >= 0]
-        return self._recommend_indices(idx, k, exclude)
+        ids = np.asarray(list(movie_ids), dtype=np.int64)
+        idx = self.item_indices(ids)
+        ignored = list(dict.fromkeys(ids[idx < 0].tolist()))
+        rated = (
+            np.full(len(ids), np.nan, np.float32)
+            if ratings is None
+            else np.asarray(ratings, dtype=np.float32)
+        )
+        known = idx >= 0
+        idx, rated = idx[known], rated[known]
+        if timestamps is not None:
+            stamps = np.asarray(timestamps, dtype=np.int64)[known]
+            order = np.lexsort((idx, stamps))
+            idx, rated = idx[order], rated[order]
+        keep = _last_of_each(idx)
+        idx, rated = idx[keep], rated[keep]
+        liked = ~(rated < self.params.min_rating)  # NaN (no rating) counts as a like
+        extra = self.item_indices(list(exclude_ids))
+        top, scores = self.top_items(
+            np.array([0, len(idx)], np.int64),
+            idx,
+            liked,
+            k,
+            exclude=exclude,
+            extra_exclude=extra[extra >= 0],
+        )
+        items = _pairs(self.item_ids, top[0], scores[0])
+        return Recommendations(items, self.history_source(idx), ignored)
 
     def recommend_user(self, user_id: int, k: int = 10) -> list[tuple[int, float]]:
         """Recommendations for a user seen in training; KeyError if unknown."""
@@ -185,148 +287,150 @@ class SimilarityModel:
         if u < 0:
             raise KeyError(user_id)
         start, stop = int(self.user_indptr[u]), int(self.user_indptr[u + 1])
-        rated = np.asarray(self.user_items[start:stop]).astype(np.int64)
-        if self.user_positive is None:
-            return self._recommend_indices(rated, k, True)
-        liked = rated[np.asarray(self.user_positive[start:stop])]
-        return self._recommend_indices(liked, k, True, also_exclude=rated)
-
-    # ---- internals -----------------------------------------------------------------------
-    def _popular_indices(self, k: int, exclude_idx: np.ndarray) -> np.ndarray:
-        pop = np.asarray(self.item_popularity, dtype=np.float64).copy()
-        if exclude_idx.size:
-            pop[exclude_idx[exclude_idx >= 0]] = -np.inf
-        k = min(k, int(np.isfinite(pop).sum()))
-        if k <= 0:
-            return np.empty(0, dtype=np.int64)
-        top = np.argpartition(-pop, k - 1)[:k]
-        return top[np.lexsort((top, -pop[top]))]
-
-    def _recommend_indices(
-        self, hist: np.ndarray, k: int, exclude: bool, also_exclude: np.ndarray | None = None
-    ) -> list[tuple[int, float]]:
-        if k <= 0:
-            return []
-        hist = hist.astype(np.int64)
-        if exclude and also_exclude is not None:
-            excluded = np.union1d(hist, also_exclude)
-        else:
-            excluded = hist if exclude else np.empty(0, np.int64)
-        if hist.size == 0:
-            idx = self._popular_indices(k, excluded)
-            pop = self.item_popularity[idx].astype(float)
-            return list(zip(self.item_ids[idx].tolist(), pop.tolist(), strict=True))
-        weights = history_weights(len(hist), self.params.recency_half_life)
-        nb = np.asarray(self.neighbours[hist])
-        sc = np.asarray(self.scores[hist]) * weights[:, None]
-        valid = nb >= 0
-        cand, inverse = np.unique(nb[valid], return_inverse=True)
-        totals = np.bincount(inverse, weights=sc[valid], minlength=len(cand))
-        totals = _damp(totals, self.item_popularity[cand], self.params.popularity_damping)
-        keep = totals > 0
-        if excluded.size:
-            keep &= ~np.isin(cand, excluded)
-        cand, totals = cand[keep], totals[keep]
-        n = min(k, len(cand))
-        if n:
-            # everything tied with the n-th best goes into the exact sort, so ties are broken
-            # the same way every time: score, then popularity, then lower index
-            kth = -np.partition(-totals, n - 1)[n - 1]
-            sel = np.flatnonzero(totals >= kth)
-            pop = np.asarray(self.item_popularity)[cand[sel]]
-            top = sel[np.lexsort((cand[sel], -pop, -totals[sel]))][:n]
-            chosen, chosen_scores = cand[top], totals[top]
-        else:
-            chosen, chosen_scores = np.empty(0, np.int64), np.empty(0)
-        result = list(
-            zip(self.item_ids[chosen].tolist(), chosen_scores.astype(float).tolist(), strict=True)
+        top, scores = self.top_items(
+            np.array([0, stop - start], np.int64),
+            np.asarray(self.user_items[start:stop]),
+            np.asarray(self.user_liked[start:stop]),
+            k,
         )
-        if len(result) < k:
-            skip = np.concatenate([chosen, excluded])
-            fill = self._popular_indices(k - len(result), skip)
-            result += [(int(self.item_ids[i]), 0.0) for i in fill]
-        return result
+        return _pairs(self.item_ids, top[0], scores[0])
 
-    def similarity_matrix(self) -> sp.csr_matrix:
-        """The kept neighbours as a sparse n_items x n_items matrix (row = source item)."""
-        n, kk = self.neighbours.shape if self.neighbours.ndim == 2 else (0, 0)
-        nb = np.asarray(self.neighbours)
-        valid = nb >= 0
-        rows = np.repeat(np.arange(n), kk).reshape(n, kk)[valid]
-        return sp.csr_matrix(
-            (np.asarray(self.scores)[valid].astype(np.float32), (rows, nb[valid])), shape=(n, n)
-        )
+    def user_history(self, user_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """A known user's (movie ids oldest first, liked flags)."""
+        u = self._user_index(user_id)
+        if u < 0:
+            raise KeyError(user_id)
+        start, stop = int(self.user_indptr[u]), int(self.user_indptr[u + 1])
+        items = np.asarray(self.user_items[start:stop])
+        return self.item_ids[items], np.asarray(self.user_liked[start:stop]).copy()
 
-    def recommend_batch(
-        self,
-        histories: sp.csr_matrix,
-        k: int,
-        exclude: sp.csr_matrix | None = None,
-        batch_size: int = 2048,
-    ) -> np.ndarray:
-        """Top-``k`` internal item indices for many histories at once (used by evaluation).
+    def history_source(self, idx: np.ndarray) -> str:
+        """What recommendations for these (known) items rest on."""
+        basis = np.asarray(self.item_basis)[idx] if len(idx) else np.empty(0, np.uint8)
+        basis = basis[basis != NONE]
+        if basis.size == 0:
+            return "fallback"
+        if np.all(basis == COLLABORATIVE):
+            return "collaborative"
+        if np.all(basis == CONTENT):
+            return "content"
+        return "blend"
 
-        ``histories`` is users x n_items with the per-item history weights already applied
-        (see :func:`history_matrix`); items present in a row of ``exclude`` (default:
-        ``histories``) are never recommended. Rows with fewer than
-        ``k`` scored candidates are topped up with popular items, like ``recommend``.
+    # ---- scoring (every path) ------------------------------------------------------------
+    def score_rows(self, indptr: np.ndarray, items: np.ndarray, liked: np.ndarray) -> np.ndarray:
+        """Dense scores (n_histories x n_items, float64) of a batch of histories.
+
+        ``items[indptr[h]:indptr[h + 1]]`` is history ``h`` (item indices, oldest first, one per
+        movie), ``liked`` its like flags. Callers keep batches small (rows x n_items floats).
         """
-        sim = self.similarity_matrix()
-        damping = _damp(np.ones(self.n_items), self.item_popularity, self.params.popularity_damping)
-        pop_order = self._popular_indices(self.n_items, np.empty(0, np.int64))
-        pop_rank = np.empty(self.n_items, dtype=np.float64)
-        pop_rank[pop_order] = np.arange(self.n_items)
-        # a tiny popularity tie-breaker: exact ties rank like ``recommend`` (popularity, then
-        # index) and rows without scored candidates fall back to popular items
-        tie = 1e-9 * (1.0 - pop_rank / max(self.n_items, 1))
-        out = np.empty((histories.shape[0], k), dtype=np.int64)
-        for start in range(0, histories.shape[0], batch_size):
-            h = histories[start : start + batch_size]
-            dense = (h @ sim).toarray().astype(np.float64) * damping + tie
-            rows, cols = (h if exclude is None else exclude[start : start + batch_size]).nonzero()
-            dense[rows, cols] = -np.inf
-            top = np.argpartition(-dense, k - 1, axis=1)[:, :k]
-            order = np.argsort(-np.take_along_axis(dense, top, axis=1), axis=1, kind="stable")
-            out[start : start + batch_size] = np.take_along_axis(top, order, axis=1)
-        return out
+        n_rows = len(indptr) - 1
+        lengths = np.diff(indptr)
+        rows = np.repeat(np.arange(n_rows), lengths)
+        knn_w = _recency_weights(indptr, liked, self.params.recency_half_life)
+        liked_m = sp.csr_matrix(
+            (knn_w[liked], (rows[liked], items[liked])), shape=(n_rows, self.n_items)
+        )
+        scores = np.asarray((liked_m @ self.knn.matrix(self.n_items)).todense(), np.float64)
+        if self.ease is not None:
+            scores *= self.params.knn_weight
+            all_m = sp.csr_matrix(
+                (np.ones(len(items), np.float32), (rows, items)), shape=(n_rows, self.n_items)
+            )
+            scores += (all_m @ self.ease.matrix(self.n_items)).toarray()
+        if self.params.popularity_weight > 0:
+            popularity = np.asarray(self.item_popularity, dtype=np.float64)
+            prior = popularity / max(float(popularity.max(initial=0)), 1.0)
+            boost = (self.params.popularity_weight / np.maximum(lengths, 1))[:, None] * prior
+            # only movies the history speaks for (or anything, for an empty history): a short
+            # history gets the popular movies among those related to it, not the top chart
+            scores += boost * ((scores > 0) | (lengths == 0)[:, None])
+        return scores
+
+    def top_items(
+        self,
+        indptr: np.ndarray,
+        items: np.ndarray,
+        liked: np.ndarray,
+        k: int,
+        *,
+        exclude: bool = True,
+        extra_exclude: np.ndarray | None = None,
+        batch: int = 256,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` item indices and scores per history (rows padded with -1 / 0).
+
+        Every rated movie is excluded (with ``exclude``). Exact score ties go to the more
+        popular movie, then the lower index; movies without evidence score 0.0, so a short
+        list is filled with popular movies and a history of nothing known gets popular movies.
+        """
+        n_rows = len(indptr) - 1
+        k = max(0, min(k, self.n_items))
+        top = np.full((n_rows, k), -1, dtype=np.int64)
+        top_scores = np.zeros((n_rows, k), dtype=np.float64)
+        popularity = np.asarray(self.item_popularity)
+        for b0 in range(0, n_rows, batch):
+            b1 = min(b0 + batch, n_rows)
+            lo, hi = int(indptr[b0]), int(indptr[b1])
+            sub_ptr = np.asarray(indptr[b0 : b1 + 1]) - lo
+            sub_items = np.asarray(items[lo:hi], dtype=np.int64)
+            scores = self.score_rows(sub_ptr, sub_items, np.asarray(liked[lo:hi], dtype=bool))
+            if exclude:
+                rows = np.repeat(np.arange(b1 - b0), np.diff(sub_ptr))
+                scores[rows, sub_items] = -np.inf
+            if extra_exclude is not None and len(extra_exclude):
+                scores[:, extra_exclude] = -np.inf
+            for r in range(b1 - b0):
+                chosen = _top_row(scores[r], popularity, k)
+                top[b0 + r, : len(chosen)] = chosen
+                top_scores[b0 + r, : len(chosen)] = scores[r, chosen]
+        return top, top_scores
 
 
-def _damp(values: np.ndarray, popularity: np.ndarray, damping: float) -> np.ndarray:
-    if damping == 0:
-        return np.asarray(values, dtype=np.float64)
-    return values / np.maximum(np.asarray(popularity, dtype=np.float64), 1.0) ** damping
+def _pairs(item_ids: np.ndarray, top: np.ndarray, scores: np.ndarray) -> list[tuple[int, float]]:
+    valid = top >= 0
+    return list(
+        zip(item_ids[top[valid]].tolist(), scores[valid].astype(float).tolist(), strict=True)
+    )
 
 
-def history_weights(n: int, half_life: float) -> np.ndarray:
-    """Weight of each position of an oldest-first history (most recent = 1)."""
-    if half_life <= 0 or n == 0:
-        return np.ones(n, dtype=np.float64)
-    age = np.arange(n - 1, -1, -1, dtype=np.float64)
-    return np.power(0.5, age / half_life)
+def _top_row(row: np.ndarray, popularity: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` best finite scores: score, then popularity, then lower index."""
+    finite = np.isfinite(row)
+    n = min(k, int(finite.sum()))
+    if n <= 0:
+        return np.empty(0, dtype=np.int64)
+    kth = -np.partition(-np.where(finite, row, -np.inf), n - 1)[n - 1]
+    sel = np.flatnonzero(row >= kth)
+    order = np.lexsort((sel, -popularity[sel], -row[sel]))[:n]
+    return sel[order]
 
 
-def history_matrix(
-    indptr: np.ndarray, items: np.ndarray, n_items: int, half_life: float
-) -> sp.csr_matrix:
-    """CSR of oldest-first histories with recency weights, for ``recommend_batch``."""
+def _last_of_each(idx: np.ndarray) -> np.ndarray:
+    """Mask keeping the last occurrence of each value (a re-rated movie counts once, latest)."""
+    keep = np.zeros(len(idx), dtype=bool)
+    if len(idx):
+        _, first_from_end = np.unique(idx[::-1], return_index=True)
+        keep[len(idx) - 1 - first_from_end] = True
+    return keep
+
+
+def _recency_weights(indptr: np.ndarray, liked: np.ndarray, half_life: float) -> np.ndarray:
+    """Per history entry: 0.5 ** (likes after it in its history / half_life) for likes."""
+    weights = np.zeros(len(liked), dtype=np.float64)
+    if half_life <= 0:
+        weights[liked] = 1.0
+        return weights
     lengths = np.diff(indptr)
-    if half_life > 0:
-        ends = np.repeat(indptr[1:], lengths)
-        age = (ends - 1 - np.arange(len(items))).astype(np.float64)
-        data = np.power(0.5, age / half_life)
-    else:
-        data = np.ones(len(items), dtype=np.float64)
-    m = sp.csr_matrix((data, items, indptr), shape=(len(lengths), n_items))
-    m.sum_duplicates()
-    return m
+    rows = np.repeat(np.arange(len(lengths)), lengths)
+    likes_per_row = np.bincount(rows[liked], minlength=len(lengths))
+    rank = np.cumsum(liked) - 1  # global rank among likes
+    first_like = np.concatenate([[0], np.cumsum(likes_per_row)[:-1]])
+    age = likes_per_row[rows] - 1 - (rank - first_like[rows])
+    weights[liked] = np.power(0.5, age[liked] / half_life)
+    return weights
 
 
 # ---- fitting -----------------------------------------------------------------------------
-def _index(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    uniq, inverse = np.unique(values, return_inverse=True)
-    return uniq, inverse.astype(np.int32)
-
-
 def _weight(x: sp.csr_matrix, params: ModelParams) -> sp.csr_matrix:
     """Weight a users x items matrix, implicit-style: items are documents, users are terms."""
     n_users, n_items = x.shape
@@ -348,144 +452,224 @@ def _weight(x: sp.csr_matrix, params: ModelParams) -> sp.csr_matrix:
     return sp.csr_matrix((data.astype(np.float32), (x.row, x.col)), shape=x.shape)
 
 
-def _block_topk(
-    wt: sp.csr_matrix,
-    w: sp.csr_matrix,
-    sq_norms: np.ndarray,
-    start: int,
-    stop: int,
+def knn_table(
+    liked: sp.csr_matrix,
     params: ModelParams,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Top-K neighbours of items [start, stop): one sparse product, one partition."""
-    n_items = w.shape[1]
-    kk = min(params.neighbours, max(n_items - 1, 1))
-    dense = (wt[start:stop] @ w).toarray()
-    if params.similarity == "cosine":
-        left = np.power(sq_norms[start:stop], np.float32(params.alpha))
-        right = np.power(sq_norms, np.float32(1.0 - params.alpha))
-        denom = np.multiply.outer(left, right)
-        denom += np.float32(params.shrinkage)
-        np.divide(dense, denom, out=dense, where=denom > 0)
-        del denom
-    rows = np.arange(stop - start)
-    dense[rows, rows + start] = 0.0  # never your own neighbour
-    if kk < n_items:
-        top = np.argpartition(-dense, kk - 1, axis=1)[:, :kk]
-    else:
-        top = np.broadcast_to(np.arange(n_items), (stop - start, n_items)).copy()
-    top_scores = np.take_along_axis(dense, top, axis=1)
-    order = np.argsort(-top_scores, axis=1, kind="stable")
-    top = np.take_along_axis(top, order, axis=1).astype(np.int32)
-    top_scores = np.take_along_axis(top_scores, order, axis=1).astype(np.float32)
-    empty = top_scores <= 0
-    top[empty] = -1
-    top_scores[empty] = 0.0
-    if top.shape[1] < params.neighbours:  # tiny catalogs: pad to the requested width
-        pad = params.neighbours - top.shape[1]
-        top = np.pad(top, ((0, 0), (0, pad)), constant_values=-1)
-        top_scores = np.pad(top_scores, ((0, 0), (0, pad)))
-    return top, top_scores
+    tie: np.ndarray,
+    *,
+    n_jobs: int | None = None,
+    block_bytes: int = 128 << 20,
+) -> Neighbours:
+    """Top-K item-item similarities of a users x items likes matrix, block by block."""
+    w = _weight(liked, params)
+    wt = w.T.tocsr()
+    sq_norms = np.asarray(w.multiply(w).sum(axis=0)).ravel().astype(np.float32)
+    right = np.power(sq_norms, np.float32(1.0 - params.alpha))
+
+    def product(start: int, stop: int) -> np.ndarray:
+        dense = (wt[start:stop] @ w).toarray()
+        if params.similarity == "cosine":
+            denom = np.multiply.outer(
+                np.power(sq_norms[start:stop], np.float32(params.alpha)), right
+            )
+            denom += np.float32(params.shrinkage)
+            np.divide(dense, denom, out=dense, where=denom > 0)
+        return dense
+
+    n = liked.shape[1]
+    return top_k_rows(
+        n, n, product, params.neighbours, tie=tie, block_bytes=block_bytes, n_jobs=n_jobs
+    )
+
+
+def choose_algorithm(params: ModelParams, popularity: np.ndarray) -> str:
+    """EASE + kNN while the EASE movies fit a dense matrix, else the kNN alone."""
+    if params.algorithm != "auto":
+        return params.algorithm
+    n_ease = int((popularity >= params.ease_min_users).sum())
+    return "ease+knn" if 0 < n_ease <= params.dense_max_items else "knn"
+
+
+def _popularity_rank(popularity: np.ndarray) -> np.ndarray:
+    """Tie-breaker in [0, 1): more popular = higher; equal popularity by lower index."""
+    n = len(popularity)
+    order = np.lexsort((np.arange(n), -popularity.astype(np.int64)))
+    rank = np.empty(n, dtype=np.float64)
+    rank[order] = np.arange(n)
+    return (1.0 - rank / max(n, 1)).astype(np.float32)
 
 
 def fit(
     interactions: Interactions,
     params: ModelParams = ModelParams(),  # noqa: B008 - frozen dataclass, safe default
+    catalog: Catalog | None = None,
     progress: bool = False,
     *,
     n_jobs: int | None = None,
     block_bytes: int = 128 << 20,
 ) -> SimilarityModel:
-    """Fit the item-kNN model. Memory ~ nnz * 24 bytes + n_jobs * 3 * block_bytes."""
-    positive = interactions.ratings >= params.min_rating
-    if not positive.any():
+    """Fit the served model on rating events (and the movies' metadata, when given).
+
+    Memory: the interactions, two users x items CSR matrices (~12 bytes per rating each), the
+    kNN blocks (``block_bytes`` per thread) and, with EASE, one dense n_ease^2 float32 matrix.
+    """
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    log = _progress_log(progress)
+    if len(interactions) == 0:
+        raise ValueError("no interactions to fit")
+    liked_rows = ~(interactions.ratings < params.min_rating)
+    if not liked_rows.any():
         raise ValueError("no interactions left to fit (check min_rating)")
-    # the catalog is what somebody liked; users keep every rating of a catalog movie (so what
-    # they rated low is never recommended back to them), only the positives build similarity
-    item_ids = np.unique(interactions.item_ids[positive])
-    in_catalog = np.isin(interactions.item_ids, item_ids)
-    inter = interactions.subset(in_catalog) if not in_catalog.all() else interactions
-    positive = positive[in_catalog]
-    user_ids, u = _index(inter.user_ids)
-    i = np.searchsorted(item_ids, inter.item_ids).astype(np.int32)
+    rated_ids, rated_idx = np.unique(interactions.item_ids, return_inverse=True)
+    item_ids = rated_ids if catalog is None else np.union1d(rated_ids, catalog.movie_ids)
+    i = np.searchsorted(item_ids, rated_ids).astype(np.int32)[rated_idx]
+    del rated_idx
+    user_ids, u = np.unique(interactions.user_ids, return_inverse=True)
+    u = u.astype(np.int32)
     n_users, n_items = len(user_ids), len(item_ids)
 
-    # users' chronological histories (ties broken by movie id, so results are deterministic)
-    order = np.lexsort((i, inter.timestamps, u))
-    u_sorted, i_sorted, pos_sorted = u[order], i[order], positive[order]
-    x = sp.csr_matrix(
-        (np.ones(int(positive.sum()), dtype=np.float32), (u[positive], i[positive])),
-        shape=(n_users, n_items),
-    )
-    x.sum_duplicates()
-    x.data[:] = 1.0  # a re-rated movie is still one interaction
-    # de-duplicate histories too, keeping the latest position of each (user, item)
-    last = np.ones(len(u_sorted), dtype=bool)
+    # chronological histories, one entry per (user, movie): the latest rating counts
+    order = chronological_order(u, interactions.timestamps, i)
+    u_sorted, i_sorted, liked_sorted = u[order], i[order], liked_rows[order]
+    del order, u, i
     pair = u_sorted.astype(np.int64) * n_items + i_sorted
     _, first_from_end = np.unique(pair[::-1], return_index=True)
-    last[:] = False
-    last[len(pair) - 1 - first_from_end] = True
-    u_hist, i_hist, pos_hist = u_sorted[last], i_sorted[last], pos_sorted[last]
+    del pair
+    last = np.zeros(len(u_sorted), dtype=bool)
+    last[len(u_sorted) - 1 - first_from_end] = True
+    del first_from_end
+    u_hist, i_hist, liked_hist = u_sorted[last], i_sorted[last], liked_sorted[last]
+    del u_sorted, i_sorted, liked_sorted, last
     user_indptr = np.zeros(n_users + 1, dtype=np.int64)
     np.cumsum(np.bincount(u_hist, minlength=n_users), out=user_indptr[1:])
-    popularity = np.diff(x.tocsc().indptr).astype(np.int32)
+    popularity = np.bincount(i_hist, minlength=n_items).astype(np.int32)
+    likes = np.bincount(i_hist[liked_hist], minlength=n_items).astype(np.int32)
+    tie = _popularity_rank(popularity)
+    timings["prepare_s"] = time.perf_counter() - started
+    log(f"{n_users} users, {n_items} movies, {len(u_hist)} ratings")
 
-    w = _weight(x, params)
-    wt = w.T.tocsr()
-    sq_norms = np.asarray(w.multiply(w).sum(axis=0)).ravel().astype(np.float32)
+    t0 = time.perf_counter()
+    x_liked = sp.csr_matrix(
+        (np.ones(int(liked_hist.sum()), np.float32), (u_hist[liked_hist], i_hist[liked_hist])),
+        shape=(n_users, n_items),
+    )
+    knn = knn_table(x_liked, params, tie, n_jobs=n_jobs, block_bytes=block_bytes)
+    del x_liked
+    timings["knn_s"] = time.perf_counter() - t0
+    log(f"kNN: {timings['knn_s']:.1f}s")
 
-    block = max(1, min(n_items, block_bytes // max(1, n_items * 4)))
-    starts = list(range(0, n_items, block))
-    kk = params.neighbours
-    neighbours = np.full((n_items, kk), -1, dtype=np.int32)
-    scores = np.zeros((n_items, kk), dtype=np.float32)
-    jobs = n_jobs or min(2, os.cpu_count() or 1)
+    algorithm = choose_algorithm(params, popularity)
+    ease_table = None
+    if algorithm == "ease+knn":
+        t0 = time.perf_counter()
+        keep = np.flatnonzero(popularity >= params.ease_min_users)
+        x_all = sp.csr_matrix(
+            (np.ones(len(i_hist), np.float32), (u_hist, i_hist)), shape=(n_users, n_items)
+        )
+        b = ease_mod.weights(x_all[:, keep], params.ease_l2)
+        del x_all
+        pruned = ease_mod.prune(b, params.ease_neighbours, tie=tie[keep])
+        del b
+        ease_table = ease_mod.expand(pruned, keep, n_items)
+        timings["ease_s"] = time.perf_counter() - t0
+        log(f"EASE over {len(keep)} movies: {timings['ease_s']:.1f}s")
 
-    def run(start: int) -> int:
-        stop = min(start + block, n_items)
-        nb, sc = _block_topk(wt, w, sq_norms, start, stop, params)
-        neighbours[start:stop] = nb
-        scores[start:stop] = sc
-        return stop - start
-
-    bar = _progress(len(starts), progress)
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for _ in pool.map(run, starts):
-            bar.update(1)
-    bar.close()
-
+    t0 = time.perf_counter()
+    similar_lists, similar_source, user_knn, basis = _similar_lists(
+        knn, ease_table, likes, popularity, item_ids, catalog, params, tie
+    )
+    timings["content_s"] = time.perf_counter() - t0
+    timings["fit_s"] = time.perf_counter() - started
     return SimilarityModel(
         item_ids=item_ids.astype(np.int64),
-        neighbours=neighbours,
-        scores=scores,
         item_popularity=popularity,
+        item_likes=likes,
+        knn=user_knn,
+        similar_lists=similar_lists,
+        similar_source=similar_source,
+        item_basis=basis,
         user_ids=user_ids.astype(np.int64),
         user_indptr=user_indptr,
         user_items=i_hist.astype(np.int32),
+        user_liked=liked_hist.astype(bool),
         params=params,
-        user_positive=pos_hist,
+        ease=ease_table,
+        algorithm=algorithm,
+        timings={k: round(v, 3) for k, v in timings.items()},
     )
 
 
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
+def _similar_lists(
+    knn: Neighbours,
+    ease_table: Neighbours | None,
+    likes: np.ndarray,
+    popularity: np.ndarray,
+    item_ids: np.ndarray,
+    catalog: Catalog | None,
+    params: ModelParams,
+    tie: np.ndarray,
+) -> tuple[Neighbours, np.ndarray, Neighbours, np.ndarray]:
+    """(similar lists, their sources, the kNN table for user scores, each item's basis)."""
+    n = len(item_ids)
+    has_knn = np.diff(knn.indptr) > 0
+    has_ease = np.diff(ease_table.indptr) > 0 if ease_table is not None else np.zeros(n, bool)
+    basis = np.where(has_knn | has_ease, COLLABORATIVE, NONE).astype(np.uint8)
+    source = np.where(has_knn, COLLABORATIVE, NONE).astype(np.uint8)
+    if catalog is None or len(catalog) == 0:
+        return knn, source, knn, basis
 
-    def close(self) -> None:
-        pass
+    from recommender.content import content_neighbours, movie_features
+
+    features = movie_features(catalog)
+    # rows for every model item: movies rated but missing from the catalog get empty rows
+    rows = np.searchsorted(catalog.movie_ids, item_ids)
+    rows_c = np.minimum(rows, len(catalog) - 1)
+    in_catalog = catalog.movie_ids[rows_c] == item_ids
+    select = sp.csr_matrix(
+        (
+            np.ones(int(in_catalog.sum()), np.float32),
+            (np.flatnonzero(in_catalog), rows_c[in_catalog]),
+        ),
+        shape=(n, len(catalog)),
+    )
+    content = content_neighbours(select @ features, params.neighbours, popularity, tie)
+    has_content = np.diff(content.indptr) > 0
+    share = (
+        np.minimum(likes / params.blend_likes, 1.0)
+        if params.blend_likes > 0
+        else (likes > 0).astype(np.float64)
+    )
+    share = np.where(has_knn, share, 0.0)
+    similar_lists = blend_rows(knn, content, share, params.neighbours, tie)
+    source = np.select(
+        [has_knn & ((share >= 1.0) | ~has_content), has_knn, has_content],
+        [COLLABORATIVE, BLEND, CONTENT],
+        NONE,
+    ).astype(np.uint8)
+    # user scores: movies nobody liked (and outside EASE) lean on their content neighbours
+    content_only = ~has_knn & ~has_ease & has_content
+    basis = np.where(content_only, CONTENT, basis).astype(np.uint8)
+    user_share = np.where(content_only, 0.0, 1.0)
+    user_knn = blend_rows(knn, content, user_share, params.neighbours, tie)
+    return similar_lists, source, user_knn, basis
 
 
-def _progress(total: int, enabled: bool):
+def _progress_log(enabled: bool):
     if not enabled:
-        return _NoBar()
-    from tqdm import tqdm
+        return lambda message: None
+    import sys
 
-    return tqdm(total=total, desc="item blocks", unit="block")
+    return lambda message: print(f"  fit: {message}", file=sys.stderr, flush=True)
 
 
 __all__ = [
+    "ALGORITHMS",
     "ModelParams",
+    "Recommendations",
+    "SOURCES",
     "SimilarityModel",
+    "choose_algorithm",
     "fit",
-    "history_matrix",
-    "history_weights",
+    "knn_table",
 ]

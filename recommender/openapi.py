@@ -30,7 +30,7 @@ def recommender_paths() -> dict:
     return {
         "/v1/similar/{movie_id}": {
             "get": operation(
-                "movies most similar to one movie (cached per model version)",
+                "movies most similar to one movie (source: collaborative, blend or content; cache)",
                 parameters=[path_param("movie_id", "MovieLens id"), _K],
                 errors=(400, 404, 503),
             )
@@ -59,7 +59,10 @@ def recommender_paths() -> dict:
         },
         "/v1/recommendations": {
             "post": operation(
-                "recommendations from a viewing history; popular movies when none is known",
+                (
+                    "recommendations from a viewing history; unknown ids are listed in ignored "
+                    "and popular movies come back (source: fallback) when none is known"
+                ),
                 body=RECOMMENDATIONS_BODY,
                 errors=(400, 413, 503),
             )

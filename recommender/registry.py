@@ -3,7 +3,7 @@
 Layout::
 
     <model_dir>/versions/<version>/model.joblib    uncompressed joblib (arrays memory-map)
-    <model_dir>/versions/<version>/manifest.json   Manifest (sha256, hmac, params, metrics...)
+    <model_dir>/versions/<version>/manifest.json   Manifest (sha256, hmac, params, algorithm...)
     <model_dir>/current                             the published version's name (one line)
     <model_dir>/published.json                      publish history, oldest first (for rollback)
     <model_dir>/.lock                               flock serialising publish/rollback
@@ -68,6 +68,8 @@ class Manifest:
     n_users: int = 0
     trained_seconds: float = 0.0
     size_bytes: int = 0
+    algorithm: str = ""  # what scores users: "ease+knn" or "knn" (chosen by catalog size)
+    training: dict = field(default_factory=dict)  # rows, stage seconds, peak_rss_mb, ...
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -127,6 +129,7 @@ class ModelRegistry:
         metrics: dict,
         trained_seconds: float,
         publish: bool = True,
+        training: dict | None = None,
     ) -> Manifest:
         """Store ``model`` as a new version (and publish it unless ``publish=False``)."""
         self.versions_dir.mkdir(parents=True, exist_ok=True)
@@ -151,6 +154,8 @@ class ModelRegistry:
                 n_users=model.n_users,
                 trained_seconds=float(trained_seconds),
                 size_bytes=size,
+                algorithm=model.algorithm,
+                training={**model.timings, **(training or {})},
             )
             (staging / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
             os.rename(staging, self.versions_dir / version)

@@ -39,15 +39,16 @@ def redis_url(redis_server: str) -> str:
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model trained once per session on the bundled data and published in a registry."""
-    from recommender.data import data_hash, load_ratings
+    """A model trained once per session on the bundled data (ratings, movies and tags) and
+    published in a registry."""
+    from recommender.data import data_hash, load_catalog, load_ratings
     from recommender.model import fit
     from recommender.registry import ModelRegistry
 
     ratings = DATA_DIR / "ratings.csv"
     directory = tmp_path_factory.mktemp("models")
     started = time.perf_counter()
-    model = fit(load_ratings(ratings))
+    model = fit(load_ratings(ratings), catalog=load_catalog(DATA_DIR / "movies.csv"))
     ModelRegistry(directory).register(
         model,
         data_hash=data_hash(ratings),

@@ -29,6 +29,27 @@ def test_movies_and_users_are_told_apart_by_the_header() -> None:
     assert (users.kind, users.ids) == ("users", [7])
 
 
+def test_a_ratings_file_is_a_histories_upload() -> None:
+    data = b"userId,movieId,rating,timestamp\r\n1,2,4.5,100\r\n1,3,2,101\r\n\r\n2,2,5,99\r\n"
+    parsed = parse_upload(data, **LIMITS)
+    assert (parsed.kind, parsed.ids, parsed.movies) == ("histories", [1, 1, 2], [2, 3, 2])
+    assert (parsed.ratings, parsed.timestamps) == ([4.5, 2.0, 5.0], [100, 101, 99])
+    assert parsed.lines == [2, 3, 5]
+    bare = parse_upload(b"movie_id,user_id\n5,1\n", **LIMITS)
+    assert (bare.kind, bare.ids, bare.movies, bare.ratings) == ("histories", [1], [5], [])
+
+
+def test_every_bad_history_row_is_reported() -> None:
+    data = b"user_id,movie_id,rating,timestamp\n1,2,4,100\n1,x,4,100\n1,2,good,100\n1,2,4,-5\n1\n"
+    error = reject(data)
+    assert error.code == "invalid_rows" and lines_of(error) == [3, 4, 5, 6]
+    messages = [e["message"] for e in error.details["errors"]]
+    assert "'x' is not a valid movie_id" in messages[0]
+    assert "'good' is not a valid rating" in messages[1]
+    assert "'-5' is not a valid timestamp" in messages[2]
+    assert "missing the movie_id column" in messages[3]
+
+
 def test_friendly_variants_are_accepted() -> None:
     # a UTF-8 BOM, CRLF, MovieLens spelling, extra columns, blank lines, spaces, quotes
     data = '\ufeffmovieId,title\r\n1,Toy Story\r\n\r\n "2" ,"Jumanji, 1995"\r\n\r\n'.encode()
@@ -44,7 +65,7 @@ def test_friendly_variants_are_accepted() -> None:
         (b"movie_id\n", "no_rows", 2),
         (b"movie_id\r\n\r\n", "no_rows", 2),
         (b"title\nToy Story\n", "invalid_header", 1),
-        (b"movie_id,user_id\n1,2\n", "invalid_header", 1),
+        (b"movie_id,movieId\n1,2\n", "invalid_header", 1),
         (b"movie_id\n1\n2\x003\n", "invalid_encoding", 3),
         (b"\x89PNG\r\n\x1a\n\x00\x00", "invalid_encoding", 3),
         ("movie_id\n1\nCaf\u00e9\n".encode("latin-1"), "invalid_encoding", 3),

@@ -3,6 +3,8 @@ survives SIGKILL, graceful SIGTERM, one model version per job, and expiry."""
 
 from __future__ import annotations
 
+import csv
+import random
 import shutil
 import signal
 from collections import Counter
@@ -19,6 +21,8 @@ from services.platform.errors import NotFound
 from tests.batch.conftest import job_ttls, wait_status
 from tests.conftest import replace
 from tests.support import async_wait_until, wait_until
+
+DATA = Path(__file__).resolve().parents[2] / "data" / "ml-latest-small"
 
 
 def movies_csv(ids: list[int]) -> bytes:
@@ -123,6 +127,51 @@ async def test_a_users_job_matches_the_online_api_and_warns_of_unknown_ids(
             for rank, item in enumerate(body["items"], 1)
         ]
     assert rows == expected and len(rows) == 120 * 5
+
+
+async def test_a_histories_job_answers_like_the_api(
+    jobs: BatchJobs, start_worker, loaded_model, online: str, http: aiohttp.ClientSession
+) -> None:
+    """A MovieLens ratings file is a valid upload: each user's rows (shuffled, interleaved)
+    are their history, answered like GET /v1/users/{id}/recommendations; an unknown movie is
+    ignored with a warning naming its line, like POST /v1/recommendations ignores it."""
+    model, manifest = loaded_model
+    users = [3, 15, 42]
+    data = DATA / "ratings.csv"
+    with open(data, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if int(r["userId"]) in users]
+    random.Random(5).shuffle(rows)
+    lines = ["userId,movieId,rating,timestamp"]
+    lines += [f"{r['userId']},{r['movieId']},{r['rating']},{r['timestamp']}" for r in rows]
+    lines.append("42,999999,4.0,1")  # unknown movie: ignored, warned about
+    worker = start_worker()
+    job = await jobs.submit(("\n".join(lines) + "\n").encode(), "ratings.csv", owner=3, k=5)
+    assert job["kind"] == "histories" and job["total_rows"] == 3  # one unit per user
+    done = await wait_status(jobs, job["job_id"], proc=worker)
+    assert done["warning_count"] == 1 and done["warnings"][0]["line"] == len(lines)
+    assert "unknown movie_id 999999" in done["warnings"][0]["message"]
+    assert done["warnings"][0]["message"].endswith("ignored")
+
+    results = await jobs.results(job["job_id"])
+    first_row = {}
+    for n, r in enumerate(rows, 1):
+        first_row.setdefault(int(r["userId"]), n)
+    expected = []
+    for user in sorted(users, key=first_row.get):
+        async with http.get(f"{online}/v1/users/{user}/recommendations?k=5") as resp:
+            body = await resp.json()
+        assert body["model_version"] == done["model_version"] == manifest.version
+        expected += [
+            {
+                "row": first_row[user],
+                "user_id": user,
+                "rank": rank,
+                "movie_id": item["movie_id"],
+                "score": item["score"],
+            }
+            for rank, item in enumerate(body["items"], 1)
+        ]
+    assert results == expected
 
 
 def assert_every_row_once(rows: list[dict], ids: list[int], k: int, model) -> None:

@@ -79,7 +79,7 @@ async def test_recommender_cache_hits_misses_and_model_version(settings, serve_a
     for _ in range(2):
         async with http.get(f"{base}/v1/similar/2?k=5") as resp:
             sources.append((await resp.json())["source"])
-    assert sources == ["model", "cache"]
+    assert sources == ["collaborative", "cache"]
     after = await scrape(http, base)
     cache = "marquee_cache_requests_total"
     assert value(after, cache, result="miss") - value(text, cache, result="miss") >= 1

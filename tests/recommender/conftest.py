@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from recommender.data import Interactions, load_ratings
+from recommender.data import Interactions, load_catalog, load_ratings
 from recommender.model import ModelParams, SimilarityModel, fit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,7 +27,7 @@ def ml_interactions() -> Interactions:
 
 @pytest.fixture(scope="session")
 def ml_model(ml_interactions: Interactions) -> SimilarityModel:
-    return fit(ml_interactions, ModelParams())
+    return fit(ml_interactions, ModelParams(), load_catalog(MOVIES))
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,8 @@ from services.platform.settings import Settings
 from tests.recommender.test_service import start
 from tests.support import async_wait_until, free_port, get_json, start_redis
 
+COMPUTED = ("collaborative", "blend", "content")  # a similar list computed now, not cached
+
 
 def counted(metrics: Metrics, cache: str, result: str) -> float:
     value = metrics.registry.get_sample_value(
@@ -209,7 +211,7 @@ async def test_service_survives_redis_killed_and_restarted(
     replica = None
     try:
         status, body = await get_json(http, f"{rec.url}/v1/similar/1?k=5")
-        assert (status, body["source"]) == (200, "model")
+        assert (status, body["source"]) == (200, "collaborative")
         assert (await get_json(http, f"{rec.url}/v1/similar/1?k=5"))[1]["source"] == "cache"
 
         own_redis.kill()  # SIGKILL, by PID
@@ -218,9 +220,9 @@ async def test_service_survives_redis_killed_and_restarted(
         for movie_id in movie_ids[:20]:
             status, body = await get_json(http, f"{rec.url}/v1/similar/{movie_id}?k=5")
             assert status == 200, body
-            assert body["source"] == "model" and len(body["items"]) == 5
+            assert body["source"] in COMPUTED and len(body["items"]) == 5
         status, body = await get_json(http, f"{rec.url}/v1/users/1/recommendations")
-        assert status == 200 and body["source"] == "model"
+        assert status == 200 and body["source"] == "collaborative"
         cache = rec.box.cache
         assert cache.remote.errors >= 1
         assert len([r for r in caplog.records if "redis unavailable" in r.getMessage()]) == 1
@@ -268,7 +270,7 @@ async def test_service_survives_a_frozen_redis(
         model = rec.box.current.model
         for movie_id in model.item_ids[1:31]:
             status, body = await get_json(http, f"{rec.url}/v1/similar/{int(movie_id)}?k=3")
-            assert (status, body["source"]) == (200, "model")
+            assert status == 200 and body["source"] in COMPUTED
         # the breaker skipped the frozen Redis: not one timeout per request
         assert 1 <= rec.box.cache.remote.errors <= 10
         own_redis.signal(signal.SIGCONT)

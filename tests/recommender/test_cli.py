@@ -37,13 +37,16 @@ def trained(tmp_path_factory: pytest.TempPathFactory, ml_ratings_path: Path) -> 
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr
     version = proc.stdout.strip()
     assert ModelRegistry(model_dir).current_version() == version
     manifest = ModelRegistry(model_dir).manifest(version)
-    assert manifest.metrics["recall@10"] > manifest.metrics["popularity_recall@10"]
+    assert manifest.metrics["recall@20"] > manifest.metrics["popularity_recall@20"]
+    assert manifest.metrics["eval_users"] > 500
+    assert manifest.algorithm == "ease+knn" and manifest.training["content"] is True
+    assert manifest.training["peak_rss_mb"] > 0 and "peak memory" in proc.stderr
     assert "| ours |" in proc.stderr
     return model_dir
 
@@ -222,6 +225,17 @@ def test_list_publish_rollback(
     assert capsys.readouterr().out.strip() == first
     assert main(["publish", "20990101T000000Z-00000000", "--model-dir", str(model_dir)]) == 1
     assert "unknown model version" in capsys.readouterr().err
+
+
+def test_train_refuses_to_start_over_its_memory_limit(
+    tmp_path: Path, ml_ratings_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model_dir = tmp_path / "m"
+    args = ["train", "--ratings", str(ml_ratings_path), "--model-dir", str(model_dir)]
+    assert main([*args, "--max-memory", "64M"]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to start" in err and "64M" not in err and "0.06 GiB" in err
+    assert ModelRegistry(model_dir).list() == []
 
 
 def test_bad_ratings_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -37,13 +37,13 @@ async def test_memo_answers_repeats_as_cache(
     try:
         metrics = rec.box.metrics
         status, first = await get_raw(http, f"{rec.url}/v1/similar/1")
-        assert status == 200 and orjson.loads(first)["source"] == "model"
+        assert status == 200 and orjson.loads(first)["source"] == "collaborative"
         assert (1, 10) in rec.box.current.memo  # the default k, stored as its cached form
         hits = memo_count(metrics, "hit")
         for _ in range(3):
             status, again = await get_raw(http, f"{rec.url}/v1/similar/1?k=10")
             assert status == 200
-            assert again == first.replace(b'"source":"model"', b'"source":"cache"')
+            assert again == first.replace(b'"source":"collaborative"', b'"source":"cache"')
         assert memo_count(metrics, "hit") == hits + 3
         assert memo_count(metrics, "miss") >= 1
         # the request itself is still counted by the platform middleware
@@ -75,7 +75,7 @@ async def test_memo_never_serves_a_previous_version(
         assert (status, reloaded["version"]) == (200, v2) and v2 != v1
         assert rec.box.current.memo is not old_memo and len(rec.box.current.memo) == 0
         status, body = await get_json(http, f"{rec.url}/v1/similar/1?k=4")
-        assert (status, body["model_version"], body["source"]) == (200, v2, "model")
+        assert (status, body["model_version"], body["source"]) == (200, v2, "collaborative")
         status, body = await get_json(http, f"{rec.url}/v1/similar/1?k=4")
         assert (status, body["model_version"], body["source"]) == (200, v2, "cache")
     finally:

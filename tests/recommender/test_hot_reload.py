@@ -97,7 +97,7 @@ async def test_hot_reload_under_load(
         await async_wait_until(subscribed, 5, "the watcher to subscribe")
         assert await current_version(http, base) == v1
         # a v1 entry in the cache, to show the swap needs no flush
-        assert (await get_json(http, f"{base}/v1/similar/1?k=5"))[1]["source"] == "model"
+        assert (await get_json(http, f"{base}/v1/similar/1?k=5"))[1]["source"] == "collaborative"
         assert (await get_json(http, f"{base}/v1/similar/1?k=5"))[1]["source"] == "cache"
 
         model = (await asyncio.to_thread(registry.load))[0]
@@ -133,7 +133,7 @@ async def test_hot_reload_under_load(
         # the v1 entry is still in Redis (no flush) but a v2 answer never comes from it
         assert plain.exists(redis_key(namespace, cache_key(v1, "similar", "1:5")))
         status, body = await get_json(http, f"{base}/v1/similar/1?k=5")
-        assert (status, body["model_version"], body["source"]) == (200, v2, "model")
+        assert (status, body["model_version"], body["source"]) == (200, v2, "collaborative")
 
         await answered(20)
         published_at = time.monotonic()

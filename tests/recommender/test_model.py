@@ -1,87 +1,37 @@
-"""Model, data loading and offline evaluation."""
+"""The served model: similar lists for every movie, recommendations on every path, fitting."""
 
 from __future__ import annotations
 
+import csv
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from recommender.data import Interactions, data_hash, load_ratings
-from recommender.evaluate import (
-    REFERENCE_PARAMS,
-    Split,
-    _eval_histories,
-    chronological_split,
-    evaluate_params,
-    evaluate_popularity,
-    format_table,
-)
-from recommender.model import ModelParams, SimilarityModel, fit
+from recommender import ease
+from recommender.data import Catalog, Interactions
+from recommender.model import SOURCES, ModelParams, SimilarityModel, fit
+from tests.recommender.conftest import MOVIES
 
-# ---- data ------------------------------------------------------------------------------------
+TOY_STORY, TOY_STORY_2, LION_KING, ALADDIN, SHREK = 1, 3114, 364, 588, 4306
+PULP_FICTION, RESERVOIR_DOGS, SE7EN = 296, 1089, 47
+HITCHHIKER = 33004
 
 
-def test_load_csv(ml_interactions: Interactions) -> None:
-    assert len(ml_interactions) == 100_836
-    assert ml_interactions.user_ids.dtype == np.int64
-    assert ml_interactions.item_ids.dtype == np.int64
-    assert ml_interactions.ratings.dtype == np.float32
-    assert ml_interactions.timestamps.dtype == np.int64
-    assert (ml_interactions.user_ids[0], ml_interactions.item_ids[0]) == (1, 1)
-    assert ml_interactions.ratings[0] == 4.0 and ml_interactions.timestamps[0] == 964982703
-    assert len(np.unique(ml_interactions.user_ids)) == 610
+def catalog_ids() -> list[int]:
+    with open(MOVIES, newline="", encoding="utf-8") as fh:
+        return [int(r["movieId"]) for r in csv.DictReader(fh)]
 
 
-def test_load_dat_matches_csv(tmp_path: Path, ml_interactions: Interactions) -> None:
-    rows = slice(0, 500)
-    lines = [
-        f"{u}::{m}::{int(r) if r == int(r) else r}::{t}"
-        for u, m, r, t in zip(
-            ml_interactions.user_ids[rows],
-            ml_interactions.item_ids[rows],
-            ml_interactions.ratings[rows],
-            ml_interactions.timestamps[rows],
-            strict=True,
-        )
-    ]
-    path = tmp_path / "ratings.dat"
-    path.write_text("\n".join(lines) + "\n")
-    loaded = load_ratings(path)
-    for name in ("user_ids", "item_ids", "ratings", "timestamps"):
-        np.testing.assert_array_equal(getattr(loaded, name), getattr(ml_interactions, name)[rows])
-    assert data_hash(path) == data_hash(path) and len(data_hash(path)) == 64
-
-
-@pytest.mark.parametrize(
-    ("content", "message"),
-    [
-        ("userId,movieId,rating,timestamp\r\n1,2,3.5,100\r\n1,3,oops,101\r\n", "line 3"),
-        ("userId,movieId,rating,timestamp\n1,2,3.5,100\n1,3,4\n", "line 3: expected 4 fields"),
-        ("1::2::3::100\n2::3::4::5::6\n", "line 2"),
-        ("1::2::3::100\n2::3.5::4::5\n", "line 2"),
-        ("name,title\nfoo,bar\n", "line 1"),
-        ("", "empty"),
-        ("userId,movieId,rating,timestamp\n", "no ratings rows"),
-    ],
-)
-def test_malformed_ratings(tmp_path: Path, content: str, message: str) -> None:
-    path = tmp_path / "ratings.csv"
-    path.write_text(content)
-    with pytest.raises(ValueError, match=message):
-        load_ratings(path)
-
-
-# ---- similar lists make sense ----------------------------------------------------------------
+# ---- similar lists ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     ("movie_id", "expected_genres"),
     [
-        (1, {"Animation", "Children", "Adventure", "Comedy", "Fantasy"}),  # Toy Story
+        (TOY_STORY, {"Animation", "Children", "Adventure", "Comedy", "Fantasy"}),
         (2571, {"Action", "Sci-Fi", "Thriller"}),  # The Matrix
-        (296, {"Crime", "Thriller", "Drama", "Comedy"}),  # Pulp Fiction
+        (PULP_FICTION, {"Crime", "Thriller", "Drama", "Comedy"}),
         (1196, {"Action", "Adventure", "Sci-Fi"}),  # Star Wars V
     ],
 )
@@ -97,13 +47,14 @@ def test_similar_share_genres(
     assert len(sharing) >= 7, [(m, ml_genres[m]) for m, _ in similar]
 
 
-def test_toy_story_neighbours_are_family_films(
-    ml_model: SimilarityModel, ml_genres: dict[int, set[str]]
-) -> None:
-    similar = [m for m, _ in ml_model.similar(1, 10)]
-    assert 3114 in similar  # Toy Story 2
-    family = [m for m in similar if ml_genres[m] & {"Animation", "Children"}]
-    assert len(family) >= 4, [(m, ml_genres[m]) for m in similar]
+def test_well_known_lists_still_read_well(ml_model: SimilarityModel) -> None:
+    """What a film fan liked about the kNN lists is kept (they stay collaborative)."""
+    toy_story = [m for m, _ in ml_model.similar(TOY_STORY, 10)]
+    assert toy_story[0] == TOY_STORY_2
+    assert {LION_KING, ALADDIN, SHREK} <= set(toy_story)
+    pulp = [m for m, _ in ml_model.similar(PULP_FICTION, 10)]
+    assert {RESERVOIR_DOGS, SE7EN} <= set(pulp)
+    assert ml_model.similar_source_of(TOY_STORY) == "collaborative"
 
 
 def test_similar_contract(ml_model: SimilarityModel) -> None:
@@ -119,25 +70,126 @@ def test_similar_contract(ml_model: SimilarityModel) -> None:
     assert set(many) == {1, 296} and many[1] == ml_model.similar(1, 3)
 
 
+def test_every_catalog_movie_has_similar_movies(ml_model: SimilarityModel) -> None:
+    ids = catalog_ids()
+    assert len(ids) == 9742
+    empty = [m for m in ids if not ml_model.similar(m, 10)]
+    assert empty == []
+    sources = {ml_model.similar_source_of(m) for m in ids}
+    assert sources == {"collaborative", "blend", "content"}
+
+
+def test_sources_follow_the_number_of_likes(ml_model: SimilarityModel) -> None:
+    likes = np.asarray(ml_model.item_likes)
+    source = np.asarray(ml_model.similar_source)
+    blend_likes = ml_model.params.blend_likes
+    assert set(source[likes >= blend_likes]) == {SOURCES.index("collaborative")}
+    few = source[(likes > 0) & (likes < blend_likes)]
+    # blended, unless a movie has no description to blend with (then its kNN list stays)
+    assert set(few) == {SOURCES.index("blend"), SOURCES.index("collaborative")}
+    assert (few == SOURCES.index("blend")).mean() > 0.99
+    assert set(source[likes == 0]) == {SOURCES.index("content")}
+
+
+def test_ties_are_broken_by_popularity_not_by_index(ml_model: SimilarityModel) -> None:
+    """Equal scores are ordered by how many people rated the movie, for every list."""
+    popularity = np.asarray(ml_model.item_popularity)
+    table = ml_model.similar_lists
+    checked = 0
+    for i in range(ml_model.n_items):
+        idx, w = table.row(i)
+        same = np.flatnonzero(w[1:] == w[:-1])
+        for j in same:
+            assert popularity[idx[j]] >= popularity[idx[j + 1]], (i, idx[j], idx[j + 1])
+            checked += 1
+    assert checked > 0  # the data has exact ties; they were looked at
+
+
+def test_rare_movies_are_not_runs_of_equal_scores(ml_model: SimilarityModel) -> None:
+    """The Hitchhiker's Guide to the Galaxy had ranks 3-10 all at 0.429699; lists of movies
+    with few likes are blended with content neighbours and ranked by evidence."""
+    scores = [s for _, s in ml_model.similar(HITCHHIKER, 10)]
+    assert len(set(np.round(scores, 6))) == 10
+    likes = np.asarray(ml_model.item_likes)
+    rare = ml_model.item_ids[(likes > 0) & (likes < 5)][:200]
+    distinct = [len(set(np.round([s for _, s in ml_model.similar(int(m), 10)], 6))) for m in rare]
+    assert np.mean(distinct) > 8
+
+
 # ---- recommendations -------------------------------------------------------------------------
 
 
-def test_recommend_excludes_history_and_ignores_unknown(ml_model: SimilarityModel) -> None:
-    history = [1, 3114, 2355, 999_999_999]
-    recs = ml_model.recommend(history, 10)
-    ids = [m for m, _ in recs]
+def test_history_answers_exclude_it_and_report_unknown_ids(ml_model: SimilarityModel) -> None:
+    history = [TOY_STORY, TOY_STORY_2, 2355, 999_999_999]
+    answer = ml_model.recommend_history(history, k=10)
+    ids = [m for m, _ in answer.items]
     assert len(ids) == 10 and not set(ids) & set(history)
-    assert ids == [m for m, _ in ml_model.recommend(history[:3], 10)]
+    assert answer.ignored == [999_999_999] and answer.source == "collaborative"
+    assert answer.items == ml_model.recommend_history(history[:3], k=10).items
     with_history = [m for m, _ in ml_model.recommend(history, 50, exclude=False)]
     assert set(with_history) & set(history[:3])
 
 
-def test_recommend_falls_back_to_popular(ml_model: SimilarityModel) -> None:
-    assert ml_model.recommend([], 5) == ml_model.popular(5)
-    assert ml_model.recommend([999_999_999], 5) == ml_model.popular(5)
-    top = ml_model.popular(3)
-    assert [c for _, c in top] == sorted((c for _, c in top), reverse=True)
-    assert top[0][0] not in [m for m, _ in ml_model.popular(3, exclude=[top[0][0]])]
+def test_unknown_history_falls_back_to_popular_on_the_model_scale(
+    ml_model: SimilarityModel,
+) -> None:
+    answer = ml_model.recommend_history([999_999_999, 999_999_998], k=5)
+    assert answer.source == "fallback" and answer.ignored == [999_999_999, 999_999_998]
+    assert answer.items == ml_model.popular(5)
+    scores = [s for _, s in answer.items]
+    # the popularity prior of the model, not raw counts like 329.0
+    assert scores == sorted(scores, reverse=True)
+    assert 0 < scores[0] <= ml_model.params.popularity_weight
+    top = answer.items[0][0]
+    assert top not in [m for m, _ in ml_model.popular(3, exclude=[top])]
+
+
+def test_content_only_history(ml_model: SimilarityModel) -> None:
+    unrated = int(ml_model.item_ids[np.asarray(ml_model.item_popularity) == 0][0])
+    answer = ml_model.recommend_history([unrated], k=5)
+    assert answer.source == "content" and len(answer.items) == 5
+    mixed = ml_model.recommend_history([unrated, TOY_STORY], k=5)
+    assert mixed.source == "blend"
+
+
+def _rows_of(ml: Interactions, user: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    mine = ml.user_ids == user
+    return ml.item_ids[mine], ml.ratings[mine], ml.timestamps[mine]
+
+
+@pytest.mark.parametrize("user", [1, 7, 414, 610])
+def test_a_users_rows_give_their_served_recommendations(
+    ml_model: SimilarityModel, ml_interactions: Interactions, user: int
+) -> None:
+    """recommend_history on a user's training rows (any row order) = recommend_user."""
+    items, ratings, stamps = _rows_of(ml_interactions, user)
+    served = ml_model.recommend_user(user, 20)
+    assert ml_model.recommend_history(items, ratings, stamps, k=20).items == served
+    shuffled = np.random.default_rng(user).permutation(len(items))
+    again = ml_model.recommend_history(items[shuffled], ratings[shuffled], stamps[shuffled], k=20)
+    assert again.items == served
+
+
+def test_ratings_matter(ml_model: SimilarityModel, ml_interactions: Interactions) -> None:
+    """Low ratings are EASE input but not likes; dropping them changes the answer."""
+    items, ratings, stamps = _rows_of(ml_interactions, 1)
+    all_liked = ml_model.recommend_history(items, None, stamps, k=20).items
+    assert all_liked != ml_model.recommend_user(1, 20)
+
+
+def test_batch_scoring_matches_single(ml_model: SimilarityModel) -> None:
+    users = ml_model.user_ids[:40]
+    rows = np.searchsorted(ml_model.user_ids, users)
+    starts, stops = ml_model.user_indptr[rows], ml_model.user_indptr[rows + 1]
+    take = np.concatenate([np.arange(a, b) for a, b in zip(starts, stops, strict=True)])
+    indptr = np.concatenate([[0], np.cumsum(stops - starts)])
+    top, scores = ml_model.top_items(
+        indptr, ml_model.user_items[take], ml_model.user_liked[take], 10, batch=16
+    )
+    for row, user in enumerate(users):
+        single = ml_model.recommend_user(int(user), 10)
+        assert ml_model.item_ids[top[row]].tolist() == [m for m, _ in single]
+        np.testing.assert_allclose(scores[row], [s for _, s in single])
 
 
 def test_recommend_user(ml_model: SimilarityModel, ml_interactions: Interactions) -> None:
@@ -147,35 +199,6 @@ def test_recommend_user(ml_model: SimilarityModel, ml_interactions: Interactions
     recs = ml_model.recommend_user(1, 10)
     seen = set(ml_interactions.item_ids[ml_interactions.user_ids == 1].tolist())
     assert len(recs) == 10 and not {m for m, _ in recs} & seen
-    # scores come from the liked part of the stored (chronological) history; everything the
-    # user rated is excluded
-    start, stop = ml_model.user_indptr[0], ml_model.user_indptr[1]
-    rated = np.asarray(ml_model.user_items[start:stop])
-    liked = rated[np.asarray(ml_model.user_positive[start:stop])]
-    assert 0 < len(liked) < len(rated)
-    seen_ids = set(ml_model.item_ids[rated].tolist())
-    from_history = [
-        (m, s)
-        for m, s in ml_model.recommend(ml_model.item_ids[liked].tolist(), 60)
-        if m not in seen_ids
-    ]
-    assert from_history[:10] == recs
-
-
-def test_batch_scoring_matches_single(ml_model: SimilarityModel) -> None:
-    """Evaluation scores users in batches; it must rank like the served single-user path."""
-    users = ml_model.user_ids[:40]
-    split = Split(
-        train=_tiny(),
-        users=users,
-        test_indptr=np.zeros(41, np.int64),
-        test_items=np.empty(0, np.int64),
-    )
-    liked, seen = _eval_histories(ml_model, split)
-    batch = ml_model.recommend_batch(liked, 10, exclude=seen)
-    for row, user in enumerate(users):
-        single = [m for m, _ in ml_model.recommend_user(int(user), 10)]
-        assert ml_model.item_ids[batch[row]].tolist()[:8] == single[:8]
 
 
 # ---- fitting ---------------------------------------------------------------------------------
@@ -210,9 +233,9 @@ def test_fit_matches_dense_cosine() -> None:
         alpha=0.5,
         shrinkage=0.0,
         neighbours=5,
-        popularity_damping=0.0,
         recency_half_life=0.0,
         min_rating=0.0,
+        algorithm="knn",
     )
     model = fit(_tiny(), params)
     x = np.zeros((5, 6))
@@ -232,18 +255,48 @@ def test_fit_matches_dense_cosine() -> None:
         got = model.similar(int(movie), 10)
         assert [s for s, _ in expected] == pytest.approx([s for _, s in got], rel=1e-5)
         assert {m for _, m in expected} == {m for m, _ in got}
-    assert model.neighbours.shape == (6, 5) and model.neighbours.dtype == np.int32
     assert model.similar(10, 10)[0][0] == 20
-    assert [m for m, _ in model.similar(60, 10)] == [40, 50]  # padding dropped
+    assert [m for m, _ in model.similar(60, 10)] == [40, 50]
     np.testing.assert_array_equal(model.item_popularity, [2, 3, 2, 2, 2, 1])
+    assert model.algorithm == "knn" and model.ease is None
 
 
 def test_blocked_fit_is_identical(ml_interactions: Interactions) -> None:
     sample = ml_interactions.subset(ml_interactions.user_ids <= 200)
-    whole = fit(sample, ModelParams(), n_jobs=1)
-    blocked = fit(sample, ModelParams(), n_jobs=2, block_bytes=1 << 16)
-    np.testing.assert_array_equal(whole.neighbours[:, :20], blocked.neighbours[:, :20])
-    np.testing.assert_allclose(whole.scores, blocked.scores, rtol=1e-6)
+    params = ModelParams(algorithm="knn")
+    whole = fit(sample, params, n_jobs=1)
+    blocked = fit(sample, params, n_jobs=2, block_bytes=1 << 16)
+    np.testing.assert_array_equal(whole.knn.indptr, blocked.knn.indptr)
+    np.testing.assert_array_equal(whole.knn.indices, blocked.knn.indices)
+    np.testing.assert_allclose(whole.knn.weights, blocked.knn.weights, rtol=1e-6)
+
+
+def test_ease_matches_the_textbook_inverse() -> None:
+    rng = np.random.default_rng(3)
+    import scipy.sparse as sp
+
+    x = sp.csr_matrix((rng.random((200, 300)) < 0.05).astype(np.float32))
+    b = ease.weights(x, 20.0)
+    g = (x.T @ x).toarray().astype(np.float64) + 20.0 * np.eye(300)
+    p = np.linalg.inv(g)
+    expected = -p / np.diag(p)[None, :]
+    np.fill_diagonal(expected, 0.0)
+    np.testing.assert_allclose(b, expected, atol=1e-5)
+    pruned = ease.prune(b, 7)
+    idx, w = pruned.row(11)
+    assert len(idx) == 7 and 11 not in idx.tolist()
+    strongest = np.argsort(-np.abs(expected[11]))[:7]
+    assert set(idx.tolist()) == set(strongest.tolist())
+    # negative weights are kept (they push down what does not go together)
+    assert (ease.prune(b, 50).weights < 0).any()
+
+
+def test_algorithm_is_chosen_by_size(ml_interactions: Interactions) -> None:
+    sample = ml_interactions.subset(ml_interactions.user_ids <= 100)
+    assert fit(sample, ModelParams()).algorithm == "ease+knn"
+    small = fit(sample, ModelParams(dense_max_items=100))
+    assert small.algorithm == "knn" and small.ease is None
+    assert len(small.recommend_user(1, 10)) == 10
 
 
 def test_params_are_validated() -> None:
@@ -251,43 +304,23 @@ def test_params_are_validated() -> None:
         ModelParams(weighting="magic")
     with pytest.raises(ValueError, match="neighbours"):
         ModelParams(neighbours=0)
+    with pytest.raises(ValueError, match="algorithm"):
+        ModelParams(algorithm="magic")
+    with pytest.raises(ValueError, match="ease_l2"):
+        ModelParams(ease_l2=0)
     params = ModelParams(neighbours=30)
     assert ModelParams.from_dict(params.to_dict() | {"unknown": 1}) == params
     with pytest.raises(ValueError, match="no interactions"):
         fit(_tiny(), ModelParams(min_rating=5.0))
 
 
-# ---- evaluation ------------------------------------------------------------------------------
-
-
-def test_split_is_chronological(ml_interactions: Interactions) -> None:
-    split = chronological_split(ml_interactions)
-    assert len(split.users) > 500
-    train = split.train
-    for row in range(0, len(split.users), 97):
-        user = split.users[row]
-        test = split.test_items[split.test_indptr[row] : split.test_indptr[row + 1]]
-        mine = ml_interactions.user_ids == user
-        positives = (ml_interactions.ratings >= 4) & mine
-        assert len(test) == int(np.ceil(positives.sum() * 0.2))
-        test_times = ml_interactions.timestamps[mine & np.isin(ml_interactions.item_ids, test)]
-        train_mine = train.user_ids == user
-        assert not np.isin(train.item_ids[train_mine], test).any()
-        assert train.timestamps[train_mine].max() <= test_times.min()
-
-
-def test_ours_beats_popularity_and_reference(ml_interactions: Interactions) -> None:
-    split = chronological_split(ml_interactions)
-    ours = evaluate_params(split, ModelParams())
-    popularity = evaluate_popularity(split)
-    reference = evaluate_params(split, REFERENCE_PARAMS)
-    assert ours["recall@10"] >= 1.4 * popularity["recall@10"]
-    assert ours["ndcg@10"] >= 1.25 * popularity["ndcg@10"]
-    assert ours["coverage@10"] >= 5 * popularity["coverage@10"]
-    assert ours["recall@10"] >= reference["recall@10"]
-    assert ours["ndcg@10"] >= reference["ndcg@10"]
-    # without recency weighting, the similarity alone is still on par with the reference
-    plain = evaluate_params(split, replace(ModelParams(), recency_half_life=0.0))
-    assert plain["recall@10"] >= 0.95 * reference["recall@10"]
-    table = format_table({"models": {"ours": ours, "popularity": popularity}})
-    assert table.count("\n") == 3 and "| ours |" in table
+def test_movies_outside_the_ratings_come_from_the_catalog() -> None:
+    catalog = Catalog(
+        movie_ids=np.array([10, 20, 30, 40, 50, 60, 70]),
+        titles=[f"Film {i} (1999)" for i in range(6)] + ["Unseen (1999)"],
+        genres=[["Drama"]] * 3 + [["Comedy"]] * 3 + [["Drama"]],
+        tags=[[] for _ in range(7)],
+    )
+    model = fit(_tiny(), replace(ModelParams(), algorithm="knn", min_rating=0.0), catalog)
+    assert model.has_item(70) and model.similar_source_of(70) == "content"
+    assert {m for m, _ in model.similar(70, 3)} <= {10, 20, 30}

@@ -59,8 +59,10 @@ def test_register_publish_list_load(tmp_path: Path, small_model: SimilarityModel
 
     model, manifest = registry.load()
     assert manifest == first
-    assert isinstance(model.neighbours, np.memmap) and isinstance(model.scores, np.memmap)
-    np.testing.assert_array_equal(model.neighbours, small_model.neighbours)
+    assert model.algorithm == manifest.algorithm == small_model.algorithm == "ease+knn"
+    for table in (model.knn, model.ease):
+        assert isinstance(table.indices, np.memmap) and isinstance(table.weights, np.memmap)
+    np.testing.assert_array_equal(model.ease.indices, small_model.ease.indices)
     assert model.similar(int(model.item_ids[0]), 5) == small_model.similar(
         int(small_model.item_ids[0]), 5
     )

@@ -4,21 +4,27 @@ trained model registry."""
 from __future__ import annotations
 
 import asyncio
+import csv
 import dataclasses
+import random
 import shutil
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+import numpy as np
 import pytest
 from aiohttp.test_utils import TestServer
 
 from recommender.app import RECOMMENDER, create_app
+from recommender.cli import main as cli_main
 from recommender.registry import ModelRegistry
 from services.platform.settings import Settings
 from tests.support import async_wait_until, get_json
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
+DATA = Path(__file__).resolve().parents[2] / "data" / "ml-latest-small"
 UNKNOWN = 999_999
 
 
@@ -71,7 +77,7 @@ async def test_similar_shape_then_cached(
     assert status == 200
     assert set(first) == {"movie_id", "model_version", "items", "source"}
     assert first["movie_id"] == 1 and first["model_version"] == version
-    assert first["source"] == "model"
+    assert first["source"] == "collaborative"  # Toy Story: well liked, its kNN list
     assert len(first["items"]) == 5
     assert all(set(i) == {"movie_id", "score"} and i["movie_id"] != 1 for i in first["items"])
     scores = [i["score"] for i in first["items"]]
@@ -118,7 +124,7 @@ async def test_unknown_ids_are_404(rec: Running, http: aiohttp.ClientSession) ->
 async def test_user_recommendations(rec: Running, http: aiohttp.ClientSession) -> None:
     status, body = await get_json(http, f"{rec.url}/v1/users/1/recommendations?k=7")
     assert status == 200
-    assert body["user_id"] == 1 and body["source"] == "model" and len(body["items"]) == 7
+    assert body["user_id"] == 1 and body["source"] == "collaborative" and len(body["items"]) == 7
     assert body["model_version"] == rec.box.version
     status, again = await get_json(http, f"{rec.url}/v1/users/1/recommendations?k=7")
     assert again["source"] == "cache" and again["items"] == body["items"]
@@ -133,19 +139,117 @@ async def test_recommendations_from_history(rec: Running, http: aiohttp.ClientSe
     url = f"{rec.url}/v1/recommendations"
     status, body = await post(http, url, json={"history": [1, 2, 3, UNKNOWN], "k": 6})
     assert status == 200, body
-    assert set(body) == {"model_version", "items", "source"} and body["source"] == "model"
+    assert set(body) == {"model_version", "items", "source", "ignored"}
+    assert body["source"] == "collaborative" and body["ignored"] == [UNKNOWN]
     ids = [i["movie_id"] for i in body["items"]]
     assert len(ids) == 6 and not {1, 2, 3} & set(ids)
 
     status, cached = await post(http, url, json={"history": [1, 2, 3], "k": 6})
     assert status == 200 and cached["source"] == "cache" and cached["items"] == body["items"]
+    assert cached["ignored"] == []
 
+
+async def test_unknown_histories_fall_back_on_one_scale(
+    rec: Running, http: aiohttp.ClientSession
+) -> None:
+    url = f"{rec.url}/v1/recommendations"
+    status, known = await post(http, url, json={"history": [1]})
+    top_known = known["items"][0]["score"]
     for history in ([], [UNKNOWN, UNKNOWN + 1]):
         status, fallback = await post(http, url, json={"history": history})
         assert status == 200 and fallback["source"] == "fallback"
+        assert fallback["ignored"] == history
         assert len(fallback["items"]) == 10  # default k: the most popular movies
-        counts = [i["score"] for i in fallback["items"]]
-        assert counts == sorted(counts, reverse=True)
+        scores = [i["score"] for i in fallback["items"]]
+        assert scores == sorted(scores, reverse=True)
+        # the model's popularity prior, on the scale of real answers (not counts like 329.0)
+        assert 0 < scores[0] <= rec.box.current.model.params.popularity_weight
+        assert scores[0] < 10 * top_known
+
+
+async def test_a_movie_nobody_rated_gets_content_neighbours(
+    rec: Running, http: aiohttp.ClientSession
+) -> None:
+    model = rec.box.current.model
+    unrated = int(model.item_ids[np.asarray(model.item_popularity) == 0][0])
+    status, body = await get_json(http, f"{rec.url}/v1/similar/{unrated}?k=5")
+    assert status == 200 and body["source"] == "content" and len(body["items"]) == 5
+    status, body = await post(
+        http, f"{rec.url}/v1/recommendations", json={"history": [unrated], "k": 5}
+    )
+    assert status == 200 and body["source"] == "content" and len(body["items"]) == 5
+
+
+async def test_every_catalog_movie_has_similar_movies(
+    rec: Running, http: aiohttp.ClientSession
+) -> None:
+    with open(DATA / "movies.csv", newline="", encoding="utf-8") as fh:
+        ids = [int(row["movieId"]) for row in csv.DictReader(fh)]
+    sources: Counter[str] = Counter()
+    for start in range(0, len(ids), 100):
+        chunk = ",".join(map(str, ids[start : start + 100]))
+        status, body = await get_json(http, f"{rec.url}/v1/similar?ids={chunk}&k=10")
+        assert status == 200 and body["missing"] == []
+        assert all(r["items"] for r in body["results"])
+        sources.update(r["source"] for r in body["results"])
+    assert sum(sources.values()) == len(ids) == 9742
+    assert set(sources) == {"collaborative", "blend", "content"}
+
+
+def predict(model_dir: Path, histories: Path, k: int = 10) -> dict[int, list[tuple[int, float]]]:
+    """``python -m recommender predict`` on a file; its answers by user."""
+    out = histories.with_name(f"{histories.stem}-predicted.csv")
+    args = ["predict", "--model-dir", str(model_dir), "--users", str(histories), "--k", str(k)]
+    assert cli_main([*args, "--out", str(out)]) == 0
+    got: dict[int, list[tuple[int, float]]] = {}
+    with open(out, newline="") as fh:
+        for r in csv.DictReader(fh):
+            got.setdefault(int(r["user_id"]), []).append((int(r["movie_id"]), float(r["score"])))
+    return got
+
+
+def same_answer(predicted: list[tuple[int, float]], body: dict) -> bool:
+    api = [(i["movie_id"], i["score"]) for i in body["items"]]
+    ids_equal = [m for m, _ in predicted] == [m for m, _ in api]
+    return ids_equal and all(
+        abs(a - b) < 1e-5 for (_, a), (_, b) in zip(predicted, api, strict=True)
+    )
+
+
+async def test_predict_on_ratings_rows_equals_user_recommendations(
+    rec: Running, http: aiohttp.ClientSession, model_dir: Path, tmp_path: Path
+) -> None:
+    """A user's MovieLens rows (shuffled) through ``predict`` = GET /v1/users/{id}/..."""
+    users = [1, 7, 68, 414]
+    with open(DATA / "ratings.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if int(r["userId"]) in users]
+    random.Random(3).shuffle(rows)
+    path = tmp_path / "histories.csv"
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["userId", "movieId", "rating", "timestamp"])
+        writer.writeheader()
+        writer.writerows(rows)
+    predicted = predict(model_dir, path)
+    assert sorted(predicted) == users
+    for user in users:
+        status, body = await get_json(http, f"{rec.url}/v1/users/{user}/recommendations?k=10")
+        assert status == 200 and same_answer(predicted[user], body), (user, body)
+
+
+async def test_predict_on_movie_ids_equals_history_recommendations(
+    rec: Running, http: aiohttp.ClientSession, model_dir: Path, tmp_path: Path
+) -> None:
+    """``user_id,movie_id`` rows (no rating: likes; row order: time) = POST /v1/recommendations."""
+    histories = {9001: [1, 3114, 2355], 9002: [296], 9003: [2571, 999_999_999]}
+    path = tmp_path / "ids.csv"
+    lines = [f"{user},{movie}" for user, movies in histories.items() for movie in movies]
+    path.write_text("user_id,movie_id\n" + "\n".join(lines) + "\n")
+    predicted = predict(model_dir, path)
+    for user, history in histories.items():
+        status, body = await post(
+            http, f"{rec.url}/v1/recommendations", json={"history": history, "k": 10}
+        )
+        assert status == 200 and same_answer(predicted[user], body), (user, body)
 
 
 @pytest.mark.parametrize(
@@ -180,7 +284,7 @@ async def test_similar_batch_lists_missing(rec: Running, http: aiohttp.ClientSes
     assert status == 200, body
     assert body["missing"] == [UNKNOWN] and body["model_version"] == rec.box.version
     assert [r["movie_id"] for r in body["results"]] == [1, 2]
-    assert all(len(r["items"]) == 3 and r["source"] == "model" for r in body["results"])
+    assert all(len(r["items"]) == 3 and r["source"] == "collaborative" for r in body["results"])
     status, again = await get_json(http, url)
     assert [r["source"] for r in again["results"]] == ["cache", "cache"]
     # the batch shares its entries with the single-movie endpoint

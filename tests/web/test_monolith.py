@@ -83,7 +83,7 @@ async def test_movie_page_end_to_end(base):
     assert data["movie"]["title"] == "Toy Story" and data["movie"]["year"] == 1995
     assert data["plan"]["status"] == "anonymous"
     assert data["degraded"] == []
-    assert data["similar"]["source"] in ("model", "cache")
+    assert data["similar"]["source"] in ("collaborative", "cache")
     items = data["similar"]["items"]
     assert len(items) >= 8
     assert all(set(i) == {"movie_id", "title", "year", "genres", "score"} for i in items)
