@@ -13,15 +13,16 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from recommender.batch_api import setup_batch_api
-from recommender.box import MAX_BATCH_IDS, MAX_K, RecommenderBox
+from recommender.box import MAX_BATCH_IDS, RecommenderBox
 from recommender.cache import LocalCache, open_cache
 from recommender.openapi import recommender_paths
 from recommender.redisconn import Namespace, describe
 from recommender.reload import ModelWatcher
+from recommender.schemas import MAX_K, RecommendRequest
 from services.platform.app import SETTINGS, add_openapi_paths, add_ready_check, create_base_app
 from services.platform.auth import bearer_ok
-from services.platform.errors import ApiError, BadRequest, Forbidden, Unauthorized
-from services.platform.jsonutil import json_response, raw_json_response, read_json
+from services.platform.errors import ApiError, Forbidden, Unauthorized
+from services.platform.jsonutil import json_response, raw_json_response, read_body
 from services.platform.middleware import METRICS
 from services.platform.params import path_id, query_ids, query_int
 from services.platform.runner import run_service
@@ -72,14 +73,12 @@ async def user_recommendations(request: web.Request) -> web.Response:
 
 async def recommendations(request: web.Request) -> web.Response:
     box = request.app[RECOMMENDER]
-    body = await read_json(request)
-    if not isinstance(body, dict):
-        raise BadRequest(
-            'body must be a JSON object: {"history": [ids], "k": 10}', code="invalid_json"
-        )
-    if "history" not in body:
-        raise BadRequest("history is required", code="invalid_history")
-    return raw_json_response(await box.recommend_json(body["history"], body.get("k", 10)))
+    body = await read_body(request, RecommendRequest, '{"history": [1, 2571], "k": 10}', CODES)
+    return raw_json_response(await box.recommend_json(body.history, body.k))
+
+
+# A bad ``history`` or ``k`` answers with the code a bad id or ``k`` gets everywhere else.
+CODES = {"": "invalid_json", "history": "invalid_history", "k": "invalid_param"}
 
 
 async def model_info(request: web.Request) -> web.Response:

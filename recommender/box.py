@@ -7,7 +7,7 @@ computed by exactly one model version and labelled with it, and a swap never nee
 request path or a cache flush (cache keys carry the version).
 
 Each query has two forms: ``*_json`` returns the response body as bytes (what the HTTP routes send,
-and what the cache stores), the plain name returns the same body as a dict.
+and what the cache stores), the plain name returns the same body as its payload Struct.
 """
 
 from __future__ import annotations
@@ -15,16 +15,31 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TypeGuard
 
+import msgspec
 import orjson
 
 from recommender.cache import Cache, LocalCache, ResponseMemo, SingleFlight, cache_key
+from recommender.model import SimilarityModel
 from recommender.registry import IntegrityError, ModelRegistry, RegistryError
+from recommender.schemas import (
+    MAX_HISTORY,
+    MAX_K,
+    Manifest,
+    ModelChange,
+    ModelInfo,
+    Recommendations,
+    ScoredMovie,
+    Similar,
+    SimilarBatch,
+    UserRecommendations,
+)
 from services.platform.errors import ApiError, BadRequest, Conflict, NotFound, NotReady
 from services.platform.metrics import Metrics
 from services.platform.params import MAX_ID
@@ -32,8 +47,11 @@ from services.platform.settings import Settings
 
 log = logging.getLogger("marquee.recommender")
 
-MAX_K = 100
-MAX_HISTORY = 1000
+_decode_similar = msgspec.json.Decoder(Similar).decode
+_decode_batch = msgspec.json.Decoder(SimilarBatch).decode
+_decode_recommendations = msgspec.json.Decoder(Recommendations).decode
+_decode_user = msgspec.json.Decoder(UserRecommendations).decode
+
 MAX_BATCH_IDS = 100
 POPULAR_KEPT = MAX_K
 THREAD_THRESHOLD = 256  # histories longer than this are aggregated off the event loop
@@ -44,20 +62,34 @@ MEMO_BYTES = 64 * 2**20  # per loaded version: ~140k default answers of ~460 byt
 class Loaded:
     """One model version, ready to serve: swapped in and out as a whole."""
 
-    model: Any
-    manifest: Any
+    model: SimilarityModel
+    manifest: Manifest
     version: str
-    info: dict
-    popular: list[dict]  # the top POPULAR_KEPT movies, the fallback answer
+    info: ModelInfo
+    popular: list[ScoredMovie]  # the top POPULAR_KEPT movies, the fallback answer
     known: frozenset[int]  # the model's movie ids (a set lookup, not a binary search per call)
     memo: ResponseMemo  # this version's similar/{id} bodies by (movie_id, k); dies with it
 
 
-def _items(pairs: list[tuple[int, float]]) -> list[dict]:
-    return [{"movie_id": int(m), "score": round(float(s), 6)} for m, s in pairs]
+def _items(pairs: list[tuple[int, float]]) -> list[ScoredMovie]:
+    """Model output as payload items; a non-finite score (a corrupt artifact, a numeric bug) is
+    never served: such a list is an error, not an answer."""
+    items = []
+    for m, score in pairs:
+        value = float(score)
+        if not math.isfinite(value):
+            raise ModelFault(f"the model gave movie {int(m)} a score of {value}")
+        items.append(ScoredMovie(int(m), round(value, 6)))
+    return items
 
 
-def _is_int(value: object) -> bool:
+class ModelFault(NotReady):
+    """The loaded model produced garbage; the box answers 503 rather than serve it."""
+
+    code = "model_fault"
+
+
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -91,21 +123,22 @@ def check_history(history: object) -> list[int]:
     return history
 
 
-def _tag(body: dict) -> tuple[bytes, bytes]:
+def _tag(body: Similar | Recommendations | UserRecommendations) -> tuple[bytes, bytes]:
     """The body as sent now (with the model's ``source``: "collaborative", "blend" or "content")
     and as stored (source "cache": an answer computed before)."""
-    sent = orjson.dumps(body)
-    body["source"] = "cache"
-    return sent, orjson.dumps(body)
+    return _encode(body), _encode(msgspec.structs.replace(body, source="cache"))
 
 
-def _similar_body(loaded: Loaded, movie_id: int, k: int) -> dict:
-    return {
-        "movie_id": movie_id,
-        "model_version": loaded.version,
-        "items": _items(loaded.model.similar(movie_id, k)),
-        "source": loaded.model.similar_source_of(movie_id),
-    }
+_encode = msgspec.json.encode
+
+
+def _similar_body(loaded: Loaded, movie_id: int, k: int) -> Similar:
+    return Similar(
+        movie_id=movie_id,
+        model_version=loaded.version,
+        items=_items(loaded.model.similar(movie_id, k)),
+        source=loaded.model.similar_source_of(movie_id),
+    )
 
 
 class RecommenderBox:
@@ -154,7 +187,12 @@ class RecommenderBox:
 
     # ---- cache-aside with single-flight ---------------------------------------------------------
     async def _cached(
-        self, key: str, kind: str, compute: Callable[[], dict], *, offload: bool = False
+        self,
+        key: str,
+        kind: str,
+        compute: Callable[[], Recommendations | UserRecommendations],
+        *,
+        offload: bool = False,
     ) -> bytes:
         async def fetch() -> bytes:
             hit = await self.cache.get(key)
@@ -210,8 +248,8 @@ class RecommenderBox:
 
         return await self._flights.run(key, fetch)
 
-    async def similar(self, movie_id: int, k: int = 10) -> dict:
-        return orjson.loads(await self.similar_json(movie_id, k))
+    async def similar(self, movie_id: int, k: int = 10) -> Similar:
+        return _decode_similar(await self.similar_json(movie_id, k))
 
     async def similar_many_json(self, movie_ids: list[int], k: int = 10) -> bytes:
         """Several movies at once: one MGET and one pipelined SET, each result being the very
@@ -225,13 +263,16 @@ class RecommenderBox:
         known = list(dict.fromkeys(m for m in movie_ids if m in loaded.known))
         missing = list(dict.fromkeys(m for m in movie_ids if m not in loaded.known))
         keys = [cache_key(loaded.version, "similar", f"{m}:{k}") for m in known]
-        bodies = await self.cache.get_many(keys)
+        cached = await self.cache.get_many(keys)
+        bodies: list[bytes] = []
         to_store = []
         for i, movie_id in enumerate(known):
-            if bodies[i] is None:
+            body = cached[i]
+            if body is None:
                 self.computed["similar"] += 1
-                bodies[i], stored = _tag(_similar_body(loaded, movie_id, k))
+                body, stored = _tag(_similar_body(loaded, movie_id, k))
                 to_store.append((keys[i], stored))
+            bodies.append(body)
         await self.cache.set_many(to_store)
         return b"".join(
             [
@@ -245,8 +286,8 @@ class RecommenderBox:
             ]
         )
 
-    async def similar_many(self, movie_ids: list[int], k: int = 10) -> dict:
-        return orjson.loads(await self.similar_many_json(movie_ids, k))
+    async def similar_many(self, movie_ids: list[int], k: int = 10) -> SimilarBatch:
+        return _decode_batch(await self.similar_many_json(movie_ids, k))
 
     async def user_recommendations_json(self, user_id: int, k: int = 10) -> bytes:
         loaded = self._loaded()
@@ -257,20 +298,15 @@ class RecommenderBox:
                 f"user {user_id} is not known to model {loaded.version}", code="unknown_user"
             )
 
-        def compute() -> dict:
+        def compute() -> UserRecommendations:
             items = _items(loaded.model.recommend_user(user_id, k))
-            return {
-                "user_id": user_id,
-                "model_version": loaded.version,
-                "items": items,
-                "source": "collaborative",
-            }
+            return UserRecommendations(user_id, loaded.version, items, "collaborative")
 
         key = cache_key(loaded.version, "user", f"{user_id}:{k}")
         return await self._cached(key, "user", compute, offload=True)
 
-    async def user_recommendations(self, user_id: int, k: int = 10) -> dict:
-        return orjson.loads(await self.user_recommendations_json(user_id, k))
+    async def user_recommendations(self, user_id: int, k: int = 10) -> UserRecommendations:
+        return _decode_user(await self.user_recommendations_json(user_id, k))
 
     async def recommend_json(self, history: list[int], k: int = 10) -> bytes:
         """From a list of movie ids (oldest first). Ids the model does not know are listed in
@@ -281,38 +317,36 @@ class RecommenderBox:
         check_history(history)
         check_k(k)
         known = [m for m in history if m in loaded.known]
-        ignored = orjson.dumps(list(dict.fromkeys(m for m in history if m not in loaded.known)))
+        ignored = list(dict.fromkeys(m for m in history if m not in loaded.known))
         if not known:
-            body = {
-                "model_version": loaded.version,
-                "items": loaded.popular[:k],
-                "source": "fallback",
-            }
-            return orjson.dumps(body)[:-1] + b',"ignored":' + ignored + b"}"
+            fallback = Recommendations(
+                loaded.version, loaded.popular[:k], "fallback", ignored=ignored
+            )
+            return _encode(fallback)
 
-        def compute() -> dict:
+        def compute() -> Recommendations:
             answer = loaded.model.recommend_history(known, k=k)
-            return {
-                "model_version": loaded.version,
-                "items": _items(answer.items),
-                "source": answer.source,
-            }
+            return Recommendations(loaded.version, _items(answer.items), answer.source)
 
         digest = hashlib.blake2b(orjson.dumps(known), digest_size=16).hexdigest()
         key = cache_key(loaded.version, "history", f"{digest}:{k}")
         body = await self._cached(key, "history", compute, offload=len(known) > THREAD_THRESHOLD)
-        return body[:-1] + b',"ignored":' + ignored + b"}"
+        if not ignored:
+            return body
+        # the cached answer is for the known ids; which ids were left out is this request's
+        return _encode(msgspec.structs.replace(_decode_recommendations(body), ignored=ignored))
 
-    async def recommend(self, history: list[int], k: int = 10) -> dict:
-        return orjson.loads(await self.recommend_json(history, k))
+    async def recommend(self, history: list[int], k: int = 10) -> Recommendations:
+        return _decode_recommendations(await self.recommend_json(history, k))
 
-    def model_info(self) -> dict:
-        return dict(self._loaded().info)
+    def model_info(self) -> ModelInfo:
+        return self._loaded().info
 
     # ---- versions ---------------------------------------------------------------------------
-    def _swap(self, model: Any, manifest: Any) -> Loaded:
-        info = dict(manifest.to_dict())
-        info["loaded_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    def _swap(self, model: SimilarityModel, manifest: Manifest) -> Loaded:
+        info = ModelInfo(
+            **manifest.to_dict(), loaded_at=datetime.now(UTC).isoformat(timespec="seconds")
+        )
         loaded = Loaded(
             model=model,
             manifest=manifest,
@@ -326,7 +360,7 @@ class RecommenderBox:
         self.metrics.set_model_version(loaded.version)
         return loaded
 
-    async def reload(self) -> dict:
+    async def reload(self) -> ModelChange:
         """Load the registry's current version if it is not the one being served.
 
         Loading (integrity check + memory-mapped joblib load) runs in a thread, so serving goes
@@ -346,7 +380,7 @@ class RecommenderBox:
                     f"no model version is published in {self.settings.model_dir}", code="no_model"
                 )
             if version == previous:
-                return {"version": version, "previous": previous, "changed": False}
+                return ModelChange(version, previous, changed=False)
             try:
                 model, manifest = await asyncio.to_thread(self.registry.load, version)
             except IntegrityError as exc:
@@ -376,7 +410,7 @@ class RecommenderBox:
                     "items": int(model.n_items),
                 },
             )
-            return {"version": loaded.version, "previous": previous, "changed": True}
+            return ModelChange(loaded.version, previous, changed=True)
 
     async def refresh(self) -> bool:
         """The watcher's reload: quiet when nothing changed, and it does not retry (or re-log) a
@@ -389,11 +423,11 @@ class RecommenderBox:
         if version is None or version == self.version or version == self._rejected:
             return False
         try:
-            return bool((await self.reload())["changed"])
+            return (await self.reload()).changed
         except ApiError:
             return False  # reload() logged why
 
-    async def rollback(self) -> dict:
+    async def rollback(self) -> ModelChange:
         """Make the registry's previous version current, then serve it."""
         try:
             manifest = await asyncio.to_thread(self.registry.rollback)

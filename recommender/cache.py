@@ -292,7 +292,7 @@ class RedisCache:
         ok, value = await self._call(lambda: self.client.get(self.prefix + key))
         if ok:
             self._count("hit" if value is not None else "miss")
-        return value if ok else None
+        return value if ok and isinstance(value, bytes) else None
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         if not keys:

@@ -364,7 +364,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         f"{'':2}{'version':<32}{'created':<22}{'items':>7}{'users':>8}{'recall@10':>11}"
         f"{'fit s':>8}\n"
     )
-    for m in registry.list():
+    for m in registry.manifests():
         recall = m.metrics.get("recall@10")
         recall_s = f"{recall:.4f}" if isinstance(recall, int | float) else "-"
         mark = "* " if m.version == current else "  "

@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-from recommender.box import MAX_BATCH_IDS, MAX_HISTORY, MAX_K
+from recommender.box import MAX_BATCH_IDS
+from recommender.schemas import (
+    MAX_K,
+    ModelChange,
+    ModelInfo,
+    Recommendations,
+    RecommendRequest,
+    Similar,
+    SimilarBatch,
+    UserRecommendations,
+)
 from services.platform.openapi import operation, path_param, query_param
-from services.platform.params import MAX_ID
 
 _K = query_param(
     "k", {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 10}, "results wanted"
 )
-
-RECOMMENDATIONS_BODY = {
-    "type": "object",
-    "required": ["history"],
-    "properties": {
-        "history": {
-            "type": "array",
-            "maxItems": MAX_HISTORY,
-            "items": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
-            "description": "movie ids the viewer interacted with, oldest first",
-        },
-        "k": {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 10},
-    },
-}
 
 
 def recommender_paths() -> dict:
@@ -31,6 +26,7 @@ def recommender_paths() -> dict:
         "/v1/similar/{movie_id}": {
             "get": operation(
                 "movies most similar to one movie (source: collaborative, blend or content; cache)",
+                returns=Similar,
                 parameters=[path_param("movie_id", "MovieLens id"), _K],
                 errors=(400, 404, 503),
             )
@@ -38,10 +34,12 @@ def recommender_paths() -> dict:
         "/v1/similar": {
             "get": operation(
                 "similar movies for several movies; unknown ids are listed in missing",
+                returns=SimilarBatch,
                 parameters=[
                     query_param(
                         "ids",
-                        {"type": "string", "pattern": r"^\d+(,\d+)*$"},
+                        # ids are 1 to 2**31 - 1: no zero, at most 10 digits each
+                        {"type": "string", "pattern": r"^[1-9][0-9]{0,9}(,[1-9][0-9]{0,9}){0,99}$"},
                         f"comma-separated movie ids, at most {MAX_BATCH_IDS}",
                         required=True,
                     ),
@@ -53,6 +51,7 @@ def recommender_paths() -> dict:
         "/v1/users/{user_id}/recommendations": {
             "get": operation(
                 "recommendations for a user seen in training",
+                returns=UserRecommendations,
                 parameters=[path_param("user_id", "MovieLens user id"), _K],
                 errors=(400, 404, 503),
             )
@@ -63,14 +62,20 @@ def recommender_paths() -> dict:
                     "recommendations from a viewing history; unknown ids are listed in ignored "
                     "and popular movies come back (source: fallback) when none is known"
                 ),
-                body=RECOMMENDATIONS_BODY,
+                returns=Recommendations,
+                body=RecommendRequest,
                 errors=(400, 413, 503),
             )
         },
-        "/v1/model": {"get": operation("the manifest of the model being served", errors=(503,))},
+        "/v1/model": {
+            "get": operation(
+                "the manifest of the model being served", returns=ModelInfo, errors=(503,)
+            )
+        },
         "/v1/model/reload": {
             "post": operation(
                 "load the registry's current version if it is not the one served (admin)",
+                returns=ModelChange,
                 errors=(401, 403, 409),
                 security=True,
             )
@@ -78,6 +83,7 @@ def recommender_paths() -> dict:
         "/v1/model/rollback": {
             "post": operation(
                 "make the previous version current in the registry and serve it (admin)",
+                returns=ModelChange,
                 errors=(401, 403, 409),
                 security=True,
             )

@@ -34,13 +34,13 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import joblib
 
 from recommender.model import SimilarityModel
+from recommender.schemas import Manifest
 
 ARTIFACT = "model.joblib"
 MANIFEST = "manifest.json"
@@ -53,34 +53,6 @@ class IntegrityError(Exception):
 
 class RegistryError(Exception):
     """Unknown version, nothing published, nothing to roll back to, ..."""
-
-
-@dataclass(frozen=True)
-class Manifest:
-    version: str
-    created: str  # ISO 8601, UTC
-    sha256: str
-    hmac: str | None
-    data_hash: str
-    params: dict = field(default_factory=dict)
-    metrics: dict = field(default_factory=dict)
-    n_items: int = 0
-    n_users: int = 0
-    trained_seconds: float = 0.0
-    size_bytes: int = 0
-    algorithm: str = ""  # what scores users: "ease+knn" or "knn" (chosen by catalog size)
-    training: dict = field(default_factory=dict)  # rows, stage seconds, peak_rss_mb, ...
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Manifest:
-        known = set(cls.__dataclass_fields__)
-        missing = {"version", "created", "sha256", "data_hash"} - set(data)
-        if missing:
-            raise ValueError(f"manifest is missing {sorted(missing)}")
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def file_digests(fh, key: bytes | None) -> tuple[str, str | None, int]:
@@ -221,7 +193,7 @@ class ModelRegistry:
         except (ValueError, TypeError) as exc:
             raise IntegrityError(f"manifest of {version} is unreadable: {exc}") from None
 
-    def list(self) -> list[Manifest]:
+    def manifests(self) -> list[Manifest]:
         """Every registered version, oldest first."""
         if not self.versions_dir.is_dir():
             return []

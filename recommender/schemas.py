@@ -1,8 +1,19 @@
-"""The recommender's payloads (see ``services.platform.schemas``)."""
+"""The recommender's payloads (see ``services.platform.schemas``), and the manifest a model
+version is stored with, which ``/v1/model`` serves."""
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
 import msgspec
+
+from services.platform.params import MAX_ID
+
+MAX_K = 100
+MAX_HISTORY = 1000
+
+MovieId = Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)]
+K = Annotated[int, msgspec.Meta(ge=1, le=MAX_K)]
 
 
 class ScoredMovie(msgspec.Struct, frozen=True, gc=False):
@@ -11,8 +22,9 @@ class ScoredMovie(msgspec.Struct, frozen=True, gc=False):
 
 
 class Similar(msgspec.Struct, gc=False):
-    """``GET /v1/similar/{id}``. ``source`` says where the list came from: the model, the cache
-    (the model's answer stored earlier) or a fallback."""
+    """``GET /v1/similar/{id}``. ``source`` says where the list came from: "collaborative"
+    (what people rated), "blend" (with the movies' content, for movies few rated), "content"
+    (genres, tags, title: for movies nobody rated well) or "cache" (an answer computed before)."""
 
     movie_id: int
     model_version: str
@@ -26,17 +38,72 @@ class SimilarBatch(msgspec.Struct, gc=False):
     missing: list[int]
 
 
-class Recommendations(msgspec.Struct, gc=False, omit_defaults=True):
-    """``GET /v1/users/{id}/recommendations`` and ``POST /v1/recommendations``."""
+class Recommendations(msgspec.Struct, gc=False):
+    """``POST /v1/recommendations``: for a history. ``source``: how the list was made
+    ("collaborative", "cache", or "fallback": the most popular movies, when nothing in the
+    history is known); ``ignored``: the history's ids the model does not know."""
 
     model_version: str
     items: list[ScoredMovie]
     source: str
-    user_id: int | None = None
+    ignored: list[int] = msgspec.field(default_factory=list)
 
 
-class RecommendRequest(msgspec.Struct, forbid_unknown_fields=True):
+class UserRecommendations(msgspec.Struct, gc=False):
+    """``GET /v1/users/{id}/recommendations``: for a user seen in training."""
+
+    user_id: int
+    model_version: str
+    items: list[ScoredMovie]
+    source: str
+
+
+class RecommendRequest(msgspec.Struct):
     """The body of ``POST /v1/recommendations``: movie ids, oldest first."""
 
-    history: list[int]
-    k: int = 10
+    history: Annotated[list[MovieId], msgspec.Meta(max_length=MAX_HISTORY)]
+    k: K = 10
+
+
+class Manifest(msgspec.Struct, frozen=True, kw_only=True):
+    """A stored model version: what it is (algorithm, params, data), how to check its bytes
+    (sha256, HMAC), how it was made and how it scored offline."""
+
+    version: str
+    created: str  # ISO 8601, UTC
+    sha256: str
+    hmac: str | None
+    data_hash: str
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+    metrics: dict[str, Any] = msgspec.field(default_factory=dict)
+    n_items: int = 0
+    n_users: int = 0
+    trained_seconds: float = 0.0
+    size_bytes: int = 0
+    algorithm: str = ""  # what scores users: "ease+knn" or "knn" (chosen by catalog size)
+    training: dict[str, Any] = msgspec.field(default_factory=dict)  # rows, stages, peak RSS
+
+    def to_dict(self) -> dict[str, Any]:
+        return msgspec.structs.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        missing = {"version", "created", "sha256", "data_hash"} - set(data)
+        if missing:
+            raise ValueError(f"manifest is missing {sorted(missing)}")
+        return msgspec.convert({"hmac": None, **data}, cls)
+
+
+class ModelInfo(Manifest, frozen=True, kw_only=True):
+    """``GET /v1/model``: the manifest of the version served, and since when."""
+
+    loaded_at: str
+
+
+class ModelChange(msgspec.Struct):
+    """``POST /v1/model/reload`` and ``/rollback``: the version served now, the one before,
+    and whether it changed."""
+
+    version: str
+    previous: str | None
+    changed: bool

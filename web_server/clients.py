@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from recommender.box import RecommenderBox
-from recommender.schemas import Recommendations, RecommendRequest, Similar
+from recommender.schemas import Recommendations, RecommendRequest, Similar, UserRecommendations
 from services.catalog.catalog import Catalog
 from services.catalog.schemas import Genre, Genres, Movie, MovieList, Movies, SearchResult
 from services.platform.auth import SESSION_HEADER
@@ -106,7 +106,7 @@ class RecommenderClient(Protocol):
 
     async def user_recommendations(
         self, user_id: int, k: int, *, timeout: float | None = None
-    ) -> Recommendations: ...
+    ) -> UserRecommendations: ...
 
     async def recommend(
         self, history: list[int], k: int, *, timeout: float | None = None
@@ -260,9 +260,9 @@ class HttpRecommender:
 
     async def user_recommendations(
         self, user_id: int, k: int, *, timeout: float | None = None
-    ) -> Recommendations:
+    ) -> UserRecommendations:
         return await self.client.get(
-            f"/v1/users/{user_id}/recommendations?k={k}", Recommendations, timeout=timeout
+            f"/v1/users/{user_id}/recommendations?k={k}", UserRecommendations, timeout=timeout
         )
 
     async def recommend(
@@ -458,11 +458,11 @@ class LocalRecommender(_Local):
 
     async def user_recommendations(
         self, user_id: int, k: int, *, timeout: float | None = None
-    ) -> Recommendations:
+    ) -> UserRecommendations:
         body = await self.acall(
             self.box.user_recommendations_json(user_id, k), timeout or self.timeout
         )
-        return decoder(Recommendations).decode(body)
+        return decoder(UserRecommendations).decode(body)
 
     async def recommend(
         self, history: list[int], k: int, *, timeout: float | None = None

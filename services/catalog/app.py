@@ -163,6 +163,6 @@ def main() -> None:
     settings = settings_or_exit()
     # Build once before any worker forks, so N workers don't all build it at once (PostgreSQL:
     # the first replica builds it under an advisory lock).
-    if not settings.database_url and settings.catalog_db is not None:
+    if not settings.database_url:
         build_catalog_db(settings.data_dir, settings.catalog_db)
     run_service(create_app, settings, "catalog", settings.catalog_port)

@@ -69,7 +69,6 @@ async def open_catalog(settings: Settings) -> Catalog:
         except BaseException:
             await pg.close()
             raise
-    assert settings.catalog_db is not None
     await asyncio.to_thread(build_catalog_db, settings.data_dir, settings.catalog_db)
     sqlite = await asyncio.to_thread(SqliteCatalogStore, settings.catalog_db)
     return Catalog(await asyncio.to_thread(sqlite.load_movies), sqlite)

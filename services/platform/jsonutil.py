@@ -3,6 +3,8 @@ decoded straight into their Struct, so a wrong shape is a 400 that names the fie
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import msgspec
@@ -52,9 +54,18 @@ async def read_json(request: web.Request) -> Any:
         raise BadRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
 
 
-async def read_body(request: web.Request, into: type[T], example: str) -> T:
-    """The request's JSON body as ``into``, or a 400 saying what is wrong (``example`` shows
-    the expected shape)."""
+_FIELD = re.compile(r"at `\$\.(\w+)|field `(\w+)`")
+
+
+async def read_body(
+    request: web.Request,
+    into: type[T],
+    example: str,
+    codes: Mapping[str, str] | None = None,
+) -> T:
+    """The request's JSON body as ``into`` (types and limits checked by its Struct), or a 400
+    saying what is wrong: its code is ``codes[field]`` for the field at fault, ``codes[""]``
+    when the body is not an object of that shape at all, "invalid_body" otherwise."""
     body = await request.read()
     if not body:
         raise BadRequest(
@@ -63,7 +74,10 @@ async def read_body(request: web.Request, into: type[T], example: str) -> T:
     try:
         return msgspec.json.decode(body, type=into)
     except msgspec.ValidationError as exc:
-        raise BadRequest(f"{exc}; expected JSON like {example}", code="invalid_body") from None
+        found = _FIELD.search(str(exc))
+        field = (found.group(1) or found.group(2)) if found else None
+        code = (codes or {}).get(field or "", "invalid_body")
+        raise BadRequest(f"{exc}; expected JSON like {example}", code=code) from None
     except msgspec.DecodeError as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
 

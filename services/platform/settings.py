@@ -37,6 +37,8 @@ SECRETS = ("secret_key", "service_token", "admin_token")
 # Values copied from an example file instead of made: refused outside development.
 PLACEHOLDER_MARKS = ("replace-me", "replace_me", "changeme", "change-me", "example", "placeholder")
 MIN_SECRET_LENGTH = 16
+# The default of a path that follows var_dir (replaced by var_dir/... when the settings are made).
+DERIVED = Path("<var_dir>")
 
 
 class SettingsError(ValueError):
@@ -100,14 +102,12 @@ class Settings:
         PROJECT_ROOT / "data" / "ml-latest-small", "The MovieLens files the catalog is built from"
     )
     var_dir: Path = _doc(PROJECT_ROOT / "var", "Where this install keeps its files")
-    catalog_db: Path | None = _doc(
-        None, "The catalog's SQLite file; default var_dir/catalog.sqlite3"
+    catalog_db: Path = _doc(DERIVED, "The catalog's SQLite file; default var_dir/catalog.sqlite3")
+    subscription_db: Path = _doc(
+        DERIVED, "The subscriptions' SQLite file; default var_dir/subscriptions.sqlite3"
     )
-    subscription_db: Path | None = _doc(
-        None, "The subscriptions' SQLite file; default var_dir/subscriptions.sqlite3"
-    )
-    model_dir: Path | None = _doc(
-        None, "The model registry (versions, current, previous); default var_dir/models"
+    model_dir: Path = _doc(
+        DERIVED, "The model registry (versions, current, previous); default var_dir/models"
     )
     templates_dir: Path = _doc(PROJECT_ROOT / "templates", "The Jinja2 templates and static files")
     # ---- secrets ------------------------------------------------------------------------------
@@ -171,7 +171,7 @@ class Settings:
             "model_dir": self.var_dir / "models",
         }
         for name, default in defaults.items():
-            if getattr(self, name) is None:
+            if getattr(self, name) in (DERIVED, None):
                 object.__setattr__(self, name, default)
         if not self.redis_namespace:
             digest = hashlib.sha256(str(self.var_dir.resolve()).encode()).hexdigest()
@@ -387,6 +387,8 @@ def _shown_default(f: dataclasses.Field[object]) -> str:
             value = value.relative_to(PROJECT_ROOT)
     if isinstance(value, tuple):
         value = ",".join(value)
+    if value == DERIVED:
+        return "(in var_dir)"
     if value is None or value == "":
         return "(unset)"
     if isinstance(value, bool):

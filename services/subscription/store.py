@@ -140,7 +140,6 @@ async def open_store(settings: Settings) -> Store:
         from services.subscription.pg_store import PostgresStore
 
         return await PostgresStore.open(settings.database_url)
-    assert settings.subscription_db is not None
     return await asyncio.to_thread(SqliteStore, settings.subscription_db)
 
 

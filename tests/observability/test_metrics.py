@@ -90,6 +90,7 @@ async def test_web_backend_calls_outcomes_and_latency_in_process(settings, serve
     base = await serve_app(_app("web", replace(settings, mode="monolith")))
     async with http.get(f"{base}/movies/1") as resp:
         assert resp.status == 200
+        await resp.read()  # the whole streamed page: its calls are done
     text = await scrape(http, base)
     for backend in ("catalog", "recommender"):
         assert value(text, "marquee_backend_calls_total", backend=backend, outcome="ok") >= 1

@@ -235,7 +235,7 @@ def test_train_refuses_to_start_over_its_memory_limit(
     assert main([*args, "--max-memory", "64M"]) == 2
     err = capsys.readouterr().err
     assert "refusing to start" in err and "64M" not in err and "0.06 GiB" in err
-    assert ModelRegistry(model_dir).list() == []
+    assert ModelRegistry(model_dir).manifests() == []
 
 
 def test_bad_ratings_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -48,7 +48,7 @@ def _overwrite(path: Path, data: bytes) -> None:
 
 def test_register_publish_list_load(tmp_path: Path, small_model: SimilarityModel) -> None:
     registry = ModelRegistry(tmp_path)
-    assert registry.current_version() is None and registry.list() == []
+    assert registry.current_version() is None and registry.manifests() == []
     first = _register(registry, small_model)
     assert registry.current_version() == first.version
     assert first.version[:8].isdigit() and first.version.split("-")[1] == first.sha256[:8]
@@ -69,7 +69,7 @@ def test_register_publish_list_load(tmp_path: Path, small_model: SimilarityModel
 
     second = _register(registry, small_model, publish=False)
     assert registry.current_version() == first.version  # registered, not published
-    assert [m.version for m in registry.list()] == sorted([first.version, second.version])
+    assert [m.version for m in registry.manifests()] == sorted([first.version, second.version])
     assert second.version != first.version
 
 

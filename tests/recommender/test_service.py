@@ -358,7 +358,7 @@ async def test_stampede_computes_once(rec: Running, http: aiohttp.ClientSession)
     # the same through the box directly (the monolith's in-process path)
     results = await asyncio.gather(*(rec.box.similar(50, 7) for _ in range(50)))
     assert rec.box.computed["similar"] - before == 2
-    assert len({r["model_version"] for r in results}) == 1
+    assert len({r.model_version for r in results}) == 1
 
 
 async def test_not_ready_until_a_model_is_published(

@@ -125,3 +125,13 @@ async def test_pages_forbid_framing_sniffing_and_foreign_content(web_base):
             policy = headers["Content-Security-Policy"]
             assert "frame-ancestors 'none'" in policy and "object-src 'none'" in policy, path
             assert "unsafe-eval" not in policy and "script-src 'self'" in policy, path
+
+
+def test_no_template_carries_inline_style_or_script() -> None:
+    """The content policy allows our own stylesheet only: an inline <style> or <script> in a
+    template would be refused by every browser (the batch pages' tables lost their layout)."""
+    from services.platform.settings import PROJECT_ROOT
+
+    for template in (PROJECT_ROOT / "templates").glob("*.html"):
+        text = template.read_text().lower()
+        assert "<style" not in text and "<script" not in text, template.name
