@@ -125,6 +125,12 @@ def stub_apps(delays: dict[str, float]) -> dict[str, web.Application]:
         await pause("subscription")
         return reply({"items": [PLAN]})
 
+    async def session(request: web.Request) -> web.Response:
+        """The web server's session check (once per user and re-check interval, not per page)."""
+        await pause("subscription")
+        user_id = int(request.match_info["user_id"])
+        return reply({"user_id": user_id, "generation": 0, "name": None})
+
     async def similar_one(request: web.Request) -> web.Response:
         await pause("recommender")
         movie_id = int(request.match_info["movie_id"])
@@ -176,6 +182,7 @@ def stub_apps(delays: dict[str, float]) -> dict[str, web.Application]:
             [
                 ("/v1/plans", plans),
                 ("/v1/users/{user_id}/subscription", subscription),
+                ("/v1/users/{user_id}/session", session),
                 *fragments["subscription"],
             ]
         ),
@@ -208,7 +215,9 @@ class PageParts:
         parts = self._cache.get(movie_id)
         if parts is None:
             shell = self.fragments.shell(_movie_struct(movie_id), logged_in=True)
-            before_plan, between, after = shell.fill({"user": 1, "csrf": "x" * 43})
+            before_plan, between, after = shell.fill(
+                {"user": 1, "user_label": "User 1", "user_initial": "1", "csrf": "x" * 43}
+            )
             cut = before_plan.index('<article class="movie"')
             parts = (before_plan[:cut], before_plan[cut:], between, after)
             self._cache[movie_id] = parts

@@ -70,8 +70,10 @@ def catalog_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def settings(tmp_path: Path, redis_url: str, model_dir: Path, catalog_db: Path) -> Settings:
-    """Settings for one test: its own var dir and subscription store, shared read-only data."""
+    """Settings for one test: its own var dir and subscription store, shared read-only data.
+    Development settings: the tests log in as MovieLens users by id (demo logins)."""
     return Settings(
+        development=True,
         var_dir=tmp_path,
         catalog_db=catalog_db,
         model_dir=model_dir,

@@ -16,7 +16,7 @@ from aiohttp import web
 from services.platform.app import SETTINGS, add_openapi_paths, add_ready_check, create_base_app
 from services.platform.middleware import METRICS
 from services.platform.settings import Settings
-from web_server import pages, render
+from web_server import pages, render, session
 from web_server.batch import setup_batch_pages
 from web_server.clients import Clients, http_clients, local_clients
 from web_server.composer import Composer
@@ -45,11 +45,12 @@ async def local_clients_ctx(app: web.Application) -> AsyncIterator[None]:
     from recommender.app import RECOMMENDER
     from recommender.batch_api import BATCH_JOBS
     from services.catalog.app import CATALOG
-    from services.subscription.app import SUBSCRIPTIONS
+    from services.subscription.app import ACCOUNTS, SUBSCRIPTIONS
 
     clients = local_clients(
         app[CATALOG],
         app[SUBSCRIPTIONS],
+        app[ACCOUNTS],
         app[RECOMMENDER],
         app[BATCH_JOBS],
         app[SETTINGS],
@@ -63,6 +64,7 @@ def setup_web(app: web.Application) -> None:
     """The pages, templates and static files on an app whose ``CLIENTS`` a cleanup_ctx fills."""
     render.setup_templates(app)
     app.middlewares.append(render.html_errors)
+    session.setup_sessions(app)  # who is logged in, before any handler runs
     pages.setup_routes(app)
     setup_batch_pages(app)
     add_openapi_paths(app, pages.openapi_paths(app[SETTINGS]))

@@ -35,10 +35,22 @@ from services.platform.errors import ApiError
 from services.platform.http_client import BackendClient, BackendError, BackendRejected, decoder
 from services.platform.metrics import Metrics
 from services.platform.settings import Settings
-from services.subscription.schemas import Plan, PlanChoice, Plans, Subscription
+from services.subscription.accounts import Accounts
+from services.subscription.schemas import (
+    Credentials,
+    DemoLogin,
+    Plan,
+    PlanChoice,
+    Plans,
+    SessionEnded,
+    SessionGrant,
+    SessionState,
+    Subscription,
+)
 from services.subscription.subscriptions import Subscriptions
 
 T = TypeVar("T")
+ACCOUNTS_TIMEOUT = 5.0  # seconds a log-in may take: its password hash may wait behind others
 
 __all__ = [
     "BackendError",
@@ -84,6 +96,20 @@ class SubscriptionClient(Protocol):
     async def cancel(
         self, user_id: int, session_token: str, idempotency_key: str
     ) -> Subscription: ...
+
+    # accounts and sessions (services.subscription.accounts); ``client`` is the visitor's
+    # address, which the log-in limits are kept by
+    async def register(self, name: str, password: str, client: str | None) -> SessionGrant: ...
+
+    async def log_in(self, name: str, password: str, client: str | None) -> SessionGrant: ...
+
+    async def demo_log_in(self, user_id: int, client: str | None) -> SessionGrant: ...
+
+    async def log_out(self, session_token: str) -> SessionEnded: ...
+
+    async def session_state(
+        self, user_id: int, session_token: str, *, timeout: float | None = None
+    ) -> SessionState: ...
 
 
 class RecommenderClient(Protocol):
@@ -172,10 +198,18 @@ class HttpCatalog:
 
 class HttpSubscriptions:
     """The user's own session token goes along, so the subscription service checks for itself
-    that the caller may read or change this user's plan."""
+    that the caller may read or change this user's plan.
 
-    def __init__(self, client: BackendClient) -> None:
+    Registering and logging in go through a client of their own (``accounts``: its own
+    connections, breaker and a deadline long enough for a password hash queued behind others),
+    so a flood of log-ins can neither open the breaker of the plan reads nor take their
+    connections. They carry the service token, so the service believes the visitor's address
+    they state."""
+
+    def __init__(self, client: BackendClient, accounts: BackendClient, service_token: str) -> None:
         self.client = client
+        self.accounts = accounts
+        self.service = {"Authorization": f"Bearer {service_token}"}
 
     async def plans(self, *, timeout: float | None = None) -> list[Plan]:
         return (await self.client.get("/v1/plans", Plans, timeout=timeout)).items
@@ -207,6 +241,42 @@ class HttpSubscriptions:
             f"/v1/users/{user_id}/subscription",
             Subscription,
             headers={SESSION_HEADER: session_token, "Idempotency-Key": idempotency_key},
+        )
+
+    async def register(self, name: str, password: str, client: str | None) -> SessionGrant:
+        body = Credentials(name, password, client)
+        return await self.accounts.send(
+            "POST", "/v1/accounts", SessionGrant, body=body, headers=self.service
+        )
+
+    async def log_in(self, name: str, password: str, client: str | None) -> SessionGrant:
+        body = Credentials(name, password, client)
+        return await self.accounts.send(
+            "POST", "/v1/sessions", SessionGrant, body=body, headers=self.service
+        )
+
+    async def demo_log_in(self, user_id: int, client: str | None) -> SessionGrant:
+        body = DemoLogin(user_id, client)
+        return await self.accounts.send(
+            "POST", "/v1/sessions/demo", SessionGrant, body=body, headers=self.service
+        )
+
+    async def log_out(self, session_token: str) -> SessionEnded:
+        return await self.accounts.send(
+            "DELETE",
+            "/v1/sessions/current",
+            SessionEnded,
+            headers={SESSION_HEADER: session_token},
+        )
+
+    async def session_state(
+        self, user_id: int, session_token: str, *, timeout: float | None = None
+    ) -> SessionState:
+        return await self.client.get(
+            f"/v1/users/{user_id}/session",
+            SessionState,
+            headers={SESSION_HEADER: session_token},
+            timeout=timeout,
         )
 
 
@@ -306,13 +376,14 @@ def http_clients(settings: Settings, metrics: Metrics | None = None) -> Clients:
     # the recommenders.
     replicas = tuple(u.strip() for u in settings.subscription_url.split(",") if u.strip())
     subscription = backend("subscription", replicas, settings.subscription_timeout)
+    accounts = backend("accounts", replicas, max(ACCOUNTS_TIMEOUT, settings.subscription_timeout))
     recommender = backend("recommender", settings.recommender_urls, settings.recommender_timeout)
     return Clients(
         HttpCatalog(catalog),
-        HttpSubscriptions(subscription),
+        HttpSubscriptions(subscription, accounts, settings.service_token),
         HttpRecommender(recommender),
         HttpBatch(recommender),
-        closers=(catalog.close, subscription.close, recommender.close),
+        closers=(catalog.close, subscription.close, accounts.close, recommender.close),
     )
 
 
@@ -394,11 +465,23 @@ class LocalCatalog(_Local):
 
 
 class LocalSubscriptions(_Local):
-    """No session token needed: in one process the web server has verified the session itself."""
+    """Reads need no session check: in one process the web server has checked the session
+    itself (within its recheck interval). A write is checked exactly, as the service's HTTP
+    routes do: a logged-out token changes nothing, whichever worker process it reaches."""
 
-    def __init__(self, subscriptions: Subscriptions, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, subscriptions: Subscriptions, accounts: Accounts, metrics: Metrics | None = None
+    ) -> None:
         super().__init__("subscription", metrics)
         self.subscriptions = subscriptions
+        self.accounts = accounts
+
+    async def _live(self, user_id: int, session_token: str) -> None:
+        claims = await self.acall(self.accounts.check_session(session_token), None)
+        if claims is None or claims.user_id != user_id:
+            raise BackendRejected(
+                self.name, 401, "session_ended", "this session has ended; log in again"
+            )
 
     async def plans(self, *, timeout: float | None = None) -> list[Plan]:
         return self.call(self.subscriptions.plans)
@@ -411,10 +494,29 @@ class LocalSubscriptions(_Local):
     async def put(
         self, user_id: int, plan: str, session_token: str, idempotency_key: str
     ) -> Subscription:
+        await self._live(user_id, session_token)
         return await self.acall(self.subscriptions.put(user_id, plan, idempotency_key), None)
 
     async def cancel(self, user_id: int, session_token: str, idempotency_key: str) -> Subscription:
+        await self._live(user_id, session_token)
         return await self.acall(self.subscriptions.cancel(user_id, idempotency_key), None)
+
+    async def register(self, name: str, password: str, client: str | None) -> SessionGrant:
+        return await self.acall(self.accounts.register(name, password, client), None)
+
+    async def log_in(self, name: str, password: str, client: str | None) -> SessionGrant:
+        return await self.acall(self.accounts.log_in(name, password, client), None)
+
+    async def demo_log_in(self, user_id: int, client: str | None) -> SessionGrant:
+        return await self.acall(self.accounts.demo_log_in(user_id), None)
+
+    async def log_out(self, session_token: str) -> SessionEnded:
+        return await self.acall(self.accounts.log_out(session_token), None)
+
+    async def session_state(
+        self, user_id: int, session_token: str, *, timeout: float | None = None
+    ) -> SessionState:
+        return await self.acall(self.accounts.session_state(user_id), timeout)
 
 
 class LocalRecommender(_Local):
@@ -484,6 +586,7 @@ RECENT_JOBS = 20
 def local_clients(
     catalog: Catalog,
     subscriptions: Subscriptions,
+    accounts: Accounts,
     box: RecommenderBox,
     jobs: BatchJobs,
     settings: Settings,
@@ -491,7 +594,7 @@ def local_clients(
 ) -> Clients:
     return Clients(
         LocalCatalog(catalog, metrics),
-        LocalSubscriptions(subscriptions, metrics),
+        LocalSubscriptions(subscriptions, accounts, metrics),
         LocalRecommender(box, settings.recommender_timeout, metrics),
         LocalBatch(jobs, metrics),
     )

@@ -36,13 +36,16 @@ class MovieFragments:
         self._rows: Lru[tuple[SimilarRow, str | None, bool], str] = Lru(ROWS_KEPT)
 
     def shell(self, movie: Movie, logged_in: bool) -> Stencil:
-        """Holes: ``user``, ``csrf`` (logged in only). Slots: ``plan``, ``similar``."""
+        """Holes: ``user``, ``user_label``, ``user_initial``, ``csrf`` (logged in only).
+        Slots: ``plan``, ``similar``."""
         key = (movie, logged_in)
         stencil = self._shells.get(key)
         if stencil is None:
             context = {
                 "movie": movie,
                 "user": hole("user") if logged_in else None,
+                "user_label": hole("user_label") if logged_in else None,
+                "user_initial": hole("user_initial") if logged_in else None,
                 "csrf_token": lambda: hole("csrf"),
                 "request_path": f"/movies/{movie.id}",
             }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import os
 import re
 from collections.abc import Awaitable, Sequence
@@ -17,6 +18,7 @@ from aiohttp import web
 
 from recommender.schemas import ScoredMovie
 from services.catalog.schemas import Movie
+from services.platform.app import SETTINGS
 from services.platform.errors import BadRequest, Forbidden, NotReady
 from services.platform.jsonutil import json_response, read_form
 from services.platform.middleware import (
@@ -28,6 +30,7 @@ from services.platform.middleware import (
 from services.platform.openapi import operation, path_param, query_param
 from services.platform.params import MAX_ID, parse_id, path_id, query_int
 from services.platform.settings import Settings
+from services.subscription.schemas import SessionGrant
 from web_server import session
 from web_server.clients import BackendError, BackendRejected
 from web_server.composer import PageFailed, Viewer
@@ -89,7 +92,14 @@ async def movie_page(request: web.Request) -> web.StreamResponse:
         movie = pending.movie
         csrf = session.csrf_token(request) if visitor else ""
         chunks = fragments.shell(movie, visitor is not None).fill(
-            {"user": visitor.user_id, "csrf": csrf} if visitor else {}
+            {
+                "user": visitor.user_id,
+                "user_label": session.current_label(request) or "",
+                "user_initial": session.current_initial(request) or "",
+                "csrf": csrf,
+            }
+            if visitor
+            else {}
         )
         form = {"movie_id": movie_id, "csrf": csrf, "key": new_key()}
 
@@ -247,7 +257,7 @@ async def search(request: web.Request) -> web.Response:
     return page(request, "search.html", context)
 
 
-# ---- login / logout ---------------------------------------------------------------------------
+# ---- log in, join, log out -------------------------------------------------------------------
 def _safe_next(raw: object) -> str:
     """Only a local path: never redirect a visitor off the site."""
     if isinstance(raw, str) and raw.startswith("/") and not raw.startswith(("//", "/\\")):
@@ -255,35 +265,149 @@ def _safe_next(raw: object) -> str:
     return "/"
 
 
-async def login_form(request: web.Request) -> web.Response:
-    context = {"next": _safe_next(request.query.get("next")), "error": None, "value": ""}
-    return page(request, "login.html", context)
+def _account_page(
+    request: web.Request,
+    template: str,
+    next_url: str,
+    *,
+    error: str | None = None,
+    name: str = "",
+    user_id: str = "",
+    status: int = 200,
+    retry_after: int | None = None,
+) -> web.Response:
+    """The log-in or join form, with what the visitor typed (never the password) and why it
+    was refused; a 429 says when to try again."""
+    context = {
+        "next": next_url,
+        "error": error,
+        "name": name,
+        "value": user_id,
+        "development": request.app[SETTINGS].development,
+    }
+    headers = {"Retry-After": str(retry_after)} if retry_after else None
+    return page(request, template, context, status=status, headers=headers)
 
 
-async def login(request: web.Request) -> web.StreamResponse:
-    form = await read_form(request)
-    session.require_csrf(request, form)
-    raw = str(form.get("user_id", "")).strip()[:20]
-    next_url = _safe_next(form.get("next"))
+def _retry_after(exc: BackendRejected) -> int | None:
+    details = exc.details if isinstance(exc.details, dict) else {}
+    seconds = details.get("retry_after")
+    return seconds if isinstance(seconds, int) and seconds > 0 else None
+
+
+async def _signed_in(
+    request: web.Request, call: Awaitable[SessionGrant], template: str, next_url: str, **typed: str
+) -> web.StreamResponse:
+    """Await a log-in or registration: on success set the cookie and go on to ``next_url``; a
+    refusal goes back on the form with the service's reason and status."""
     try:
-        user_id = parse_id(raw, "user_id")
-    except BadRequest:
-        context = {
-            "next": next_url,
-            "error": f"Enter your MovieLens user id: a whole number from 1 to {MAX_ID}.",
-            "value": raw,
-        }
-        return page(request, "login.html", context, status=400)
+        grant = await call
+    except BackendRejected as exc:
+        return _account_page(
+            request,
+            template,
+            next_url,
+            error=exc.message,
+            status=exc.status,
+            retry_after=_retry_after(exc),
+            **typed,
+        )
+    except BackendError:
+        raise NotReady("logging in is not possible right now; please try again shortly") from None
     response = see_other(next_url)
-    session.login(request, response, user_id)
+    session.login(request, response, grant)
     return response
 
 
+async def login_form(request: web.Request) -> web.Response:
+    return _account_page(request, "login.html", _safe_next(request.query.get("next")))
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    """Name and password; or, in development only, a MovieLens user id alone (the subscription
+    service refuses a demo login outside development, whatever this form says)."""
+    form = await read_form(request)
+    session.require_csrf(request, form)
+    next_url = _safe_next(form.get("next"))
+    subscriptions = request.app[CLIENTS].subscriptions
+    client = session.client_address(request)
+    if "user_id" in form:
+        raw = str(form.get("user_id", "")).strip()[:20]
+        try:
+            user_id = parse_id(raw, "user_id")
+        except BadRequest:
+            return _account_page(
+                request,
+                "login.html",
+                next_url,
+                error="Enter your MovieLens user id: a whole number (1 to 610 have ratings).",
+                user_id=raw,
+                status=400,
+            )
+        call = subscriptions.demo_log_in(user_id, client)
+        return await _signed_in(request, call, "login.html", next_url, user_id=raw)
+    name = str(form.get("name", "")).strip()[:64]
+    password = str(form.get("password", ""))[:1024]
+    if not name or not password:
+        return _account_page(
+            request,
+            "login.html",
+            next_url,
+            error="Enter your name and your password.",
+            name=name,
+            status=400,
+        )
+    call = subscriptions.log_in(name, password, client)
+    return await _signed_in(request, call, "login.html", next_url, name=name)
+
+
+async def join_form(request: web.Request) -> web.Response:
+    return _account_page(request, "join.html", _safe_next(request.query.get("next")))
+
+
+async def join(request: web.Request) -> web.StreamResponse:
+    """Make an account (name, password twice) and log it in."""
+    form = await read_form(request)
+    session.require_csrf(request, form)
+    next_url = _safe_next(form.get("next"))
+    name = str(form.get("name", "")).strip()[:64]
+    password = str(form.get("password", ""))[:1024]
+    confirm = str(form.get("confirm", ""))[:1024]
+    if not hmac.compare_digest(password.encode(), confirm.encode()):
+        return _account_page(
+            request,
+            "join.html",
+            next_url,
+            error="The two passwords are not the same; type them again.",
+            name=name,
+            status=400,
+        )
+    call = request.app[CLIENTS].subscriptions.register(
+        name, password, session.client_address(request)
+    )
+    return await _signed_in(request, call, "join.html", next_url, name=name)
+
+
 async def logout(request: web.Request) -> web.StreamResponse:
+    """End every session of this user (the subscription service moves them to the next session
+    generation), then drop the cookie. If that cannot be done now, nothing changes and the
+    visitor is told so: a cookie dropped here while it still works elsewhere is no logout."""
     form = await read_form(request)
     session.require_csrf(request, form)
     response = see_other("/")
-    session.logout(response)
+    token = session.session_cookie(request)
+    ended = None
+    if token and session.current_user(request) is not None:
+        try:
+            ended = await request.app[CLIENTS].subscriptions.log_out(token)
+        except BackendRejected:  # not a live session of ours any more: nothing to end
+            ended = None
+        except BackendError:
+            raise NotReady(
+                "you could not be logged out right now, so you are still logged in; "
+                "please try again shortly"
+            ) from None
+    session.logout(request, response, ended)
     return response
 
 
@@ -333,6 +457,8 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/search", search, name="search")
     app.router.add_get("/login", login_form, name="login")
     app.router.add_post("/login", login)
+    app.router.add_get("/join", join_form, name="join")
+    app.router.add_post("/join", join)
     app.router.add_post("/logout", logout, name="logout")
     app.router.add_post("/subscription", change_subscription, name="subscription")
     app.router.add_get("/api/pages/movies/{id}", movie_page_json, name="movie_json")
@@ -345,6 +471,11 @@ def openapi_paths(settings: Settings) -> dict:
 
     def post(summary: str) -> dict:
         op = operation(summary, ok=303, errors=(400, 403, 503), content_type=html)
+        op["requestBody"] = {"required": True, **form}
+        return op
+
+    def account_post(summary: str, errors: tuple[int, ...]) -> dict:
+        op = operation(summary, ok=303, errors=errors, content_type=html)
         op["requestBody"] = {"required": True, **form}
         return op
 
@@ -377,9 +508,19 @@ def openapi_paths(settings: Settings) -> dict:
             )
         },
         "/login": {
-            "get": operation("Login form (HTML)", errors=(), content_type=html),
-            "post": post("Log in with a MovieLens user id (sets the session cookie)"),
+            "get": operation("Log-in form (HTML)", errors=(), content_type=html),
+            "post": account_post(
+                "Log in with name + password (or, in development, a MovieLens user id); sets "
+                "the session cookie",
+                (400, 401, 403, 429, 503),
+            ),
         },
-        "/logout": {"post": post("Log out")},
+        "/join": {
+            "get": operation("Join form (HTML)", errors=(), content_type=html),
+            "post": account_post(
+                "Make an account (name, password twice) and log it in", (400, 403, 409, 429, 503)
+            ),
+        },
+        "/logout": {"post": post("Log out: end every session of this user")},
         "/subscription": {"post": post("Subscribe, change or cancel the viewer's plan")},
     }

@@ -166,6 +166,8 @@ def render(request: web.Request, template: str, context: Mapping[str, object]) -
     (the viewer, their CSRF token, the path). Only what a handler renders pays for these."""
     full = {
         "user": session.current_user(request),
+        "user_label": session.current_label(request),
+        "user_initial": session.current_initial(request),
         "csrf_token": lambda: session.csrf_token(request),
         "request_path": request.path,
         **context,

@@ -56,6 +56,18 @@ class UnsupportedMediaType(ApiError):
     code = "unsupported_media_type"
 
 
+class TooManyRequests(ApiError):
+    """Too many attempts for now: come back in ``retry_after`` seconds (sent as Retry-After and
+    in the details, so a client that relays the error can say it too)."""
+
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after: int, code: str | None = None) -> None:
+        super().__init__(message, code=code, details={"retry_after": retry_after})
+        self.retry_after = retry_after
+
+
 class NotReady(ApiError):
     """Unavailable for now; ``retry_after`` seconds is sent as Retry-After."""
 

@@ -97,7 +97,7 @@ class BackendRejected(Exception):
         self.status = status
         self.code = code
         self.message = message
-        self.details = details
+        self.details = details  # the error's details, e.g. {"retry_after": 60} of a 429
 
 
 @dataclass

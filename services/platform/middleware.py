@@ -157,9 +157,9 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 def error_response(exc: ApiError) -> web.Response:
-    """The JSON error; a 503 says when to come back (Retry-After)."""
+    """The JSON error; a 429 or a 503 says when to come back (Retry-After)."""
     headers = None
-    if exc.status == 503:
+    if exc.status in (429, 503):
         headers = {"Retry-After": str(getattr(exc, "retry_after", RETRY_AFTER_UNAVAILABLE))}
     return json_response(exc.to_dict(), status=exc.status, headers=headers)
 

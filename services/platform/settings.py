@@ -119,6 +119,16 @@ class Settings:
         False, "Mark cookies Secure on plain-HTTP requests too: TLS ends at a proxy in front"
     )
     session_max_age: int = _doc(30 * 24 * 3600, "Seconds a session (and a CSRF token) is valid")
+    session_recheck: float = _doc(
+        10.0,
+        "Seconds the web server trusts its last check that a user has not logged out, then checks "
+        "again (a logout through another process ends that user's cookies there within this)",
+    )
+    forwarded_hops: int = _doc(
+        0,
+        "Proxies in front of the web server that append to X-Forwarded-For: the visitor's "
+        "address (log-in limits) is that many entries from its end; 0 = the connection's peer",
+    )
     # ---- the composer and its clients ---------------------------------------------------------
     catalog_timeout: float = _doc(0.5, "Seconds a catalog call may take")
     subscription_timeout: float = _doc(0.3, "Seconds a subscription call may take")
@@ -288,6 +298,7 @@ def _check(s: Settings) -> None:
         "recommender_timeout",
         "page_budget",
         "breaker_reset",
+        "session_recheck",
         "model_poll_interval",
         "shutdown_timeout",
         "batch_claim_idle",
@@ -312,7 +323,7 @@ def _check(s: Settings) -> None:
     for name in at_least_one:
         if getattr(s, name) < 1:
             raise _refuse(name, getattr(s, name), "must be at least 1")
-    for name in ("backend_dns_refresh", "batch_chunk_pause"):
+    for name in ("backend_dns_refresh", "batch_chunk_pause", "forwarded_hops"):
         if getattr(s, name) < 0:
             raise _refuse(name, getattr(s, name), "cannot be negative")
     if not 0 <= s.retry_budget_ratio <= 1:

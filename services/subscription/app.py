@@ -1,8 +1,10 @@
 """The subscription service's HTTP transport: who may call (auth), request parsing, the spec.
 
 Authorization lives here, not in ``Subscriptions``: over HTTP a caller proves it is the user
-(the web server's signed session in ``X-Marquee-Session``) or a trusted service (the service
-token); in the monolith the web server checks the session itself and calls the class directly.
+(the web server's signed session in ``X-Marquee-Session``, of the user's current session
+generation: a logged-out token is refused) or a trusted service (the service token); in the
+monolith the web server checks the session itself and calls the class directly. The accounts'
+routes (register, log in, log out) are in ``accounts_api``.
 """
 
 from __future__ import annotations
@@ -12,13 +14,15 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from services.platform.app import SETTINGS, add_openapi_paths, add_ready_check, create_base_app
-from services.platform.auth import SESSION_HEADER, bearer_ok, session_user
+from services.platform.auth import SESSION_HEADER, bearer_ok
 from services.platform.errors import Forbidden, PayloadTooLarge, Unauthorized
 from services.platform.jsonutil import json_response, read_body
 from services.platform.openapi import operation, path_param
 from services.platform.params import path_id
 from services.platform.runner import run_service
 from services.platform.settings import Settings, settings_or_exit
+from services.subscription.accounts import Accounts
+from services.subscription.accounts_api import ACCOUNTS, setup_accounts
 from services.subscription.schemas import PlanChoice, Plans, Subscription
 from services.subscription.subscriptions import Subscriptions
 
@@ -28,34 +32,42 @@ IDEMPOTENCY_KEY = "Idempotency-Key"
 
 async def subscriptions_ctx(app: web.Application) -> AsyncIterator[None]:
     """Open the store (PostgreSQL at settings.database_url, else the SQLite file
-    settings.subscription_db), migrating it if needed; close it on shutdown."""
+    settings.subscription_db), migrating it if needed, and the accounts over the same store;
+    close them on shutdown."""
     app[SUBSCRIPTIONS] = await Subscriptions.open(app[SETTINGS])
+    app[ACCOUNTS] = Accounts(app[SUBSCRIPTIONS].store, app[SETTINGS])
     try:
         yield
     finally:
+        app[ACCOUNTS].close()
         await app[SUBSCRIPTIONS].close()
 
 
-def authorize(request: web.Request, user_id: int) -> None:
-    """Allow the service token, or the session of ``user_id`` itself; 401/403 otherwise."""
+async def authorize(request: web.Request, user_id: int) -> None:
+    """Allow the service token, or a live session of ``user_id`` itself (signed, unexpired, not
+    logged out since: its generation is the user's current one); 401/403 otherwise."""
     settings = request.app[SETTINGS]
     authorization = request.headers.get("Authorization")
     if bearer_ok(authorization, settings.service_token):
         return
     session = request.headers.get(SESSION_HEADER)
-    session_user_id = session_user(session, settings.secret_key, settings.session_max_age)
-    if session_user_id == user_id:
-        return
-    if session_user_id is not None:
+    accounts = request.app[ACCOUNTS]
+    claims = accounts.claims(session)
+    if claims is None:
+        if authorization or session:
+            raise Unauthorized("invalid or expired credentials")
+        raise Unauthorized(f"send {SESSION_HEADER} (the user's session) or a service bearer token")
+    if claims.user_id != user_id:
         raise Forbidden("this session belongs to another user")
-    if authorization or session:
-        raise Unauthorized("invalid or expired credentials")
-    raise Unauthorized(f"send {SESSION_HEADER} (the user's session) or a service bearer token")
+    if not await accounts.is_current(claims):
+        raise Unauthorized(
+            "this session has ended (logged out); log in again", code="session_ended"
+        )
 
 
-def _user(request: web.Request) -> int:
+async def _user(request: web.Request) -> int:
     user_id = path_id(request, "user_id")
-    authorize(request, user_id)
+    await authorize(request, user_id)
     return user_id
 
 
@@ -71,19 +83,19 @@ async def list_plans(request: web.Request) -> web.Response:
 
 
 async def get_subscription(request: web.Request) -> web.Response:
-    user_id = _user(request)
+    user_id = await _user(request)
     return json_response(await request.app[SUBSCRIPTIONS].get(user_id))
 
 
 async def put_subscription(request: web.Request) -> web.Response:
-    user_id = _user(request)
+    user_id = await _user(request)
     key = request.headers.get(IDEMPOTENCY_KEY)
     plan = await _plan_from_body(request)
     return json_response(await request.app[SUBSCRIPTIONS].put(user_id, plan, key))
 
 
 async def delete_subscription(request: web.Request) -> web.Response:
-    user_id = _user(request)
+    user_id = await _user(request)
     key = request.headers.get(IDEMPOTENCY_KEY)
     return json_response(await request.app[SUBSCRIPTIONS].cancel(user_id, key))
 
@@ -144,6 +156,7 @@ def setup_subscription(app: web.Application) -> None:
     app.router.add_put("/v1/users/{user_id}/subscription", put_subscription)
     app.router.add_delete("/v1/users/{user_id}/subscription", delete_subscription)
     add_openapi_paths(app, OPENAPI_PATHS)
+    setup_accounts(app)
 
 
 def create_app(settings: Settings) -> web.Application:

@@ -30,6 +30,7 @@ from services.subscription.store import (
     IDEMPOTENCY_TTL,
     MIGRATIONS,
     PLANS,
+    AccountRow,
     Row,
     StoredKey,
     WriteTransaction,
@@ -108,6 +109,65 @@ class PostgresStore:
         ):
             await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", USER_LOCK_SPACE, user_id)
             yield _PostgresWrite(conn, user_id)
+
+    # ---- accounts and session generations ---------------------------------------------------
+    async def create_account(
+        self, name: str, name_key: str, password_hash: str, now: float
+    ) -> int | None:
+        # The identity column numbers accounts (from 1,000,000); the unique name_key decides
+        # between two replicas registering one name at once: the second inserts nothing.
+        async with unavailable_as_503("creating the account"):
+            return await self.pool.fetchval(
+                "INSERT INTO accounts (name, name_key, password_hash, created_at) "
+                "VALUES ($1, $2, $3, $4) ON CONFLICT (name_key) DO NOTHING RETURNING user_id",
+                name,
+                name_key,
+                password_hash,
+                now,
+            )
+
+    async def find_account(self, name_key: str) -> AccountRow | None:
+        async with unavailable_as_503("reading the account"):
+            row = await self.pool.fetchrow(
+                "SELECT user_id, name, password_hash FROM accounts WHERE name_key = $1", name_key
+            )
+        return None if row is None else AccountRow(row[0], row[1], row[2])
+
+    async def set_password_hash(self, user_id: int, password_hash: str) -> None:
+        async with unavailable_as_503("updating the account"):
+            await self.pool.execute(
+                "UPDATE accounts SET password_hash = $2 WHERE user_id = $1", user_id, password_hash
+            )
+
+    async def session_generation(self, user_id: int) -> int:
+        async with unavailable_as_503("checking the session"):
+            generation = await self.pool.fetchval(
+                "SELECT generation FROM session_generations WHERE user_id = $1", user_id
+            )
+        return int(generation or 0)
+
+    async def session_state(self, user_id: int) -> tuple[int, str | None]:
+        async with unavailable_as_503("checking the session"):
+            row = await self.pool.fetchrow(
+                "SELECT (SELECT generation FROM session_generations WHERE user_id = $1), "
+                "(SELECT name FROM accounts WHERE user_id = $1)",
+                user_id,
+            )
+        return int(row[0] or 0), row[1]
+
+    async def end_sessions(self, user_id: int, generation: int) -> int:
+        async with unavailable_as_503("ending the sessions"), self.pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO session_generations AS s VALUES ($1, $2 + 1) "
+                "ON CONFLICT (user_id) DO UPDATE SET generation = s.generation + 1 "
+                "WHERE s.generation = $2",
+                user_id,
+                generation,
+            )
+            current = await conn.fetchval(
+                "SELECT generation FROM session_generations WHERE user_id = $1", user_id
+            )
+        return int(current)
 
 
 class _PostgresWrite:

@@ -1,4 +1,5 @@
-"""The subscription service's stores: what ``Subscriptions`` needs of one, and the SQLite one.
+"""The subscription service's stores: what ``Subscriptions`` and ``Accounts`` need of one, and
+the SQLite one.
 
 Two stores keep the same tables: SQLite (``SqliteStore``, the embedded default: one file in
 ``var/``) and PostgreSQL (``services.subscription.pg_store``, chosen by ``MARQUEE_DATABASE_URL``,
@@ -72,6 +73,18 @@ class StoredKey:
     response: dict  # the answer as sent (JSON), replayed for a retry
 
 
+@dataclass(frozen=True)
+class AccountRow:
+    """An account as stored (``services.subscription.accounts`` holds the rules)."""
+
+    user_id: int
+    name: str
+    password_hash: str  # argon2id, PHC form
+
+
+FIRST_ACCOUNT_ID = 1_000_000  # accounts' user ids start here, above every MovieLens user id
+
+
 class WriteTransaction(Protocol):
     """One write of one user, all or nothing; no other write of that user runs meanwhile."""
 
@@ -93,6 +106,32 @@ class Store(Protocol):
     def write(self, user_id: int) -> AbstractAsyncContextManager[WriteTransaction]: ...
 
     async def close(self) -> None: ...
+
+    # ---- accounts and session generations ---------------------------------------------------
+    async def create_account(
+        self, name: str, name_key: str, password_hash: str, now: float
+    ) -> int | None:
+        """The new account's user id (from ``FIRST_ACCOUNT_ID`` up), or None: the name is taken."""
+        ...
+
+    async def find_account(self, name_key: str) -> AccountRow | None: ...
+
+    async def set_password_hash(self, user_id: int, password_hash: str) -> None:
+        """Replace a hash made with weaker parameters (on a successful log-in)."""
+        ...
+
+    async def session_generation(self, user_id: int) -> int:
+        """The user's current session generation (0 for a user who never logged out)."""
+        ...
+
+    async def session_state(self, user_id: int) -> tuple[int, str | None]:
+        """The session generation and the account's name (None: no account, a demo user)."""
+        ...
+
+    async def end_sessions(self, user_id: int, generation: int) -> int:
+        """Move the user to the next generation if ``generation`` is still the current one (a
+        dead token cannot end the sessions made after it); returns the current generation."""
+        ...
 
 
 async def open_store(settings: Settings) -> Store:
@@ -242,6 +281,93 @@ class SqliteStore:
     def _rollback(self) -> None:
         if self._writer.in_transaction:
             self._writer.execute("ROLLBACK")
+
+    async def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn(writer)`` in one ``BEGIN IMMEDIATE`` transaction on the writer thread."""
+
+        def run() -> T:
+            self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(self._writer)
+            except BaseException:
+                self._rollback()
+                raise
+            self._writer.execute("COMMIT")
+            return result
+
+        async with self._lock:
+            self._read()
+            return await self._run(run)
+
+    # ---- accounts and session generations ---------------------------------------------------
+    async def create_account(
+        self, name: str, name_key: str, password_hash: str, now: float
+    ) -> int | None:
+        def create(conn: sqlite3.Connection) -> int | None:
+            # The write lock is held (BEGIN IMMEDIATE): no other process picks the same id.
+            if conn.execute("SELECT 1 FROM accounts WHERE name_key = ?", (name_key,)).fetchone():
+                return None
+            (user_id,) = conn.execute(
+                "SELECT COALESCE(MAX(user_id) + 1, ?) FROM accounts", (FIRST_ACCOUNT_ID,)
+            ).fetchone()
+            conn.execute(
+                "INSERT INTO accounts VALUES (?, ?, ?, ?, ?)",
+                (user_id, name, name_key, password_hash, now),
+            )
+            return int(user_id)
+
+        return await self._transaction(create)
+
+    async def find_account(self, name_key: str) -> AccountRow | None:
+        row = (
+            self._read()
+            .execute(
+                "SELECT user_id, name, password_hash FROM accounts WHERE name_key = ?", (name_key,)
+            )
+            .fetchone()
+        )
+        return None if row is None else AccountRow(row[0], row[1], row[2])
+
+    async def set_password_hash(self, user_id: int, password_hash: str) -> None:
+        await self._transaction(
+            lambda conn: conn.execute(
+                "UPDATE accounts SET password_hash = ? WHERE user_id = ?", (password_hash, user_id)
+            )
+        )
+
+    async def session_generation(self, user_id: int) -> int:
+        row = (
+            self._read()
+            .execute("SELECT generation FROM session_generations WHERE user_id = ?", (user_id,))
+            .fetchone()
+        )
+        return 0 if row is None else int(row[0])
+
+    async def session_state(self, user_id: int) -> tuple[int, str | None]:
+        generation, name = (
+            self._read()
+            .execute(
+                "SELECT (SELECT generation FROM session_generations WHERE user_id = ?), "
+                "(SELECT name FROM accounts WHERE user_id = ?)",
+                (user_id, user_id),
+            )
+            .fetchone()
+        )
+        return int(generation or 0), name
+
+    async def end_sessions(self, user_id: int, generation: int) -> int:
+        def end(conn: sqlite3.Connection) -> int:
+            conn.execute(
+                "INSERT INTO session_generations VALUES (?, ?) ON CONFLICT(user_id) DO UPDATE "
+                "SET generation = generation + 1 WHERE generation = ?",
+                (user_id, generation + 1, generation),
+            )
+            row = conn.execute(
+                "SELECT generation FROM session_generations WHERE user_id = ?", (user_id,)
+            ).fetchone()
+            return int(row[0])
+
+        return await self._transaction(end)
 
 
 class _SqliteWrite:

@@ -57,9 +57,16 @@ class Server:
 
 
 def monolith_env(
-    var_dir: Path, redis_url: str, model_dir: Path, catalog_db: Path, port: int
+    var_dir: Path,
+    redis_url: str,
+    model_dir: Path,
+    catalog_db: Path,
+    port: int,
+    *,
+    development: bool = True,  # demo logins (MovieLens user ids) as well as accounts
 ) -> dict[str, str]:
     return marquee_env(
+        development=development,
         mode="monolith",
         web_port=port,
         var_dir=var_dir,
@@ -70,11 +77,17 @@ def monolith_env(
 
 
 def start_monolith(
-    var_dir: Path, redis_url: str, model_dir: Path, catalog_db: Path, timeout: float = 60.0
+    var_dir: Path,
+    redis_url: str,
+    model_dir: Path,
+    catalog_db: Path,
+    timeout: float = 60.0,
+    *,
+    development: bool = True,
 ) -> Server:
     """``python -m web_server`` (monolith) on a free port, ready when /readyz answers 200."""
     port = free_port()
-    env = monolith_env(var_dir, redis_url, model_dir, catalog_db, port)
+    env = monolith_env(var_dir, redis_url, model_dir, catalog_db, port, development=development)
     process = Process([PYTHON, "-m", "web_server"], env, var_dir / "web.log").start()
     url = f"http://127.0.0.1:{port}"
     try:
@@ -111,6 +124,23 @@ def monolith(
     part); each test logs in as its own user where state matters."""
     server = start_monolith(
         tmp_path_factory.mktemp("monolith"), redis_server, model_dir, catalog_db
+    )
+    yield server
+    server.process.stop()
+
+
+@pytest.fixture(scope="module")
+def production_monolith(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: str, model_dir: Path, catalog_db: Path
+) -> Iterator[Server]:
+    """The whole system as one real process with production settings: accounts only, no demo
+    logins."""
+    server = start_monolith(
+        tmp_path_factory.mktemp("production"),
+        redis_server,
+        model_dir,
+        catalog_db,
+        development=False,
     )
     yield server
     server.process.stop()

@@ -43,8 +43,8 @@ def test_browse_search_log_in_subscribe_and_cancel(page: Page, monolith) -> None
 
     page.get_by_role("navigation", name="Main")  # the nav landmark exists
     page.get_by_role("banner").get_by_role("link", name="Log in").click()
-    page.get_by_label("MovieLens user id").fill("1")
-    page.get_by_role("button", name="Log in").click()
+    page.get_by_label("MovieLens user id").fill("1")  # a demo login (development)
+    page.get_by_role("button", name="Log in as this user").click()
     expect(page).to_have_url(f"{monolith.url}/movies/{MATRIX}")
     expect(page.get_by_role("banner")).to_contain_text("User 1")
 

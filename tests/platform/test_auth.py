@@ -41,3 +41,28 @@ def test_bearer_token_check():
     assert not auth.bearer_ok("Basic s3cret", "s3cret")
     assert not auth.bearer_ok(None, "s3cret")
     assert not auth.bearer_ok("Bearer ", ""), "an unset token never authorises"
+
+
+def test_a_session_token_carries_its_generation():
+    token = auth.session_token(42, "secret", generation=3)
+    assert auth.session_claims(token, "secret", max_age=60) == (42, 3)
+    assert auth.session_user(token, "secret", max_age=60) == 42
+
+
+def test_a_changed_generation_breaks_the_signature():
+    user, generation, issued, mac = auth.session_token(42, "secret", 3).split(".")
+    newer = f"{user}.{int(generation) + 1}.{issued}.{mac}"
+    assert auth.session_claims(newer, "secret", max_age=60) is None
+
+
+def test_a_token_from_before_generations_is_refused():
+    """``<user>.<issued>.<mac>``: the sessions made by a user id alone ended with accounts."""
+    old = auth.sign("42", "secret", purpose="session")
+    assert auth.session_claims(old, "secret", max_age=60) is None
+    assert auth.session_user(old, "secret", max_age=60) is None
+
+
+def test_odd_signed_values_are_refused_not_raised():
+    for value in ("0.0", "42.", ".3", "42.-1", "42.3.4", "٤٢.0", "9" * 11 + ".0", "42." + "9" * 19):
+        token = auth.sign(value, "secret", purpose="session")
+        assert auth.session_claims(token, "secret", max_age=60) is None, value

@@ -33,7 +33,7 @@ async def _subscription(session: aiohttp.ClientSession, base: str, user_id: int)
 
 async def test_every_post_form_on_every_page_carries_a_token(web_base):
     async with browser() as session:
-        anonymous = [await get_page(session, f"{web_base}{p}") for p in ("/", "/login")]
+        anonymous = [await get_page(session, f"{web_base}{p}") for p in ("/", "/login", "/join")]
         await log_in(session, web_base, USER)
         pages = [
             await get_page(session, f"{web_base}{p}")
@@ -41,7 +41,7 @@ async def test_every_post_form_on_every_page_carries_a_token(web_base):
         ]
     forms = [f for page in [*anonymous, *pages] for f in post_forms(page)]
     actions = {re.search(r'action="([^"]+)"', f).group(1) for f in forms}
-    assert {"/login", "/logout", "/subscription", "/batch"} <= actions
+    assert {"/login", "/join", "/logout", "/subscription", "/batch"} <= actions
     for form in forms:
         [token] = csrf_tokens(form)
         assert token.count(".") >= 2, form
@@ -66,6 +66,19 @@ async def test_login_without_or_with_a_wrong_token_is_refused(web_base):
         form = {"user_id": str(USER), "next": "/", "csrf_token": good}
         async with other.post(f"{web_base}/login", data=form, allow_redirects=False) as r:
             assert r.status == 403
+
+
+async def test_join_without_the_token_is_refused_and_makes_no_account(web_base):
+    async with browser() as session:
+        await get_page(session, f"{web_base}/join")  # the anonymous cookie, but no token sent
+        form = {"name": "mallory", "password": "p" * 12, "confirm": "p" * 12, "next": "/"}
+        async with session.post(f"{web_base}/join", data=form, allow_redirects=False) as r:
+            assert r.status == 403
+            assert "marquee_session" not in r.cookies
+        page = await get_page(session, f"{web_base}/login")
+        form = {"csrf_token": csrf_tokens(page)[0], "name": "mallory", "password": "p" * 12}
+        async with session.post(f"{web_base}/login", data=form, allow_redirects=False) as r:
+            assert r.status == 401, "no account was made"
 
 
 async def test_logout_needs_the_token(web_base):

@@ -35,7 +35,8 @@ async def test_login_sets_a_signed_httponly_samesite_cookie(web_base):
     assert cookie["samesite"] == "Lax"
     assert cookie["path"] == "/"
     assert auth.session_user(cookie.value, SECRET, 3600) == USER
-    assert cookie.value != str(USER) and cookie.value.count(".") == 2
+    assert auth.session_claims(cookie.value, SECRET, 3600) == (USER, 0)  # user, generation
+    assert cookie.value != str(USER) and cookie.value.count(".") == 3
     [header] = [h for h in raw if h.startswith("marquee_session=")]
     assert "HttpOnly" in header and "SameSite=Lax" in header
     assert await _viewer(web_base, cookie.value) == "user"
@@ -49,12 +50,15 @@ async def test_anonymous_csrf_cookie_is_httponly_and_lax(web_base):
 
 async def test_tampered_forged_or_expired_cookies_are_anonymous(web_base):
     good = auth.session_token(USER, SECRET)
-    _, issued, mac = good.split(".")
-    tampered = f"{USER + 1}.{issued}.{mac}"  # another user id under the same mac
+    _, generation, issued, mac = good.split(".")
+    tampered = f"{USER + 1}.{generation}.{issued}.{mac}"  # another user id under the same mac
+    newer = f"{USER}.{int(generation) + 1}.{issued}.{mac}"  # a generation it was not made in
+    before_accounts = auth.sign(str(USER), SECRET, purpose="session")  # <user>.<issued>.<mac>
     forged = auth.session_token(USER, "guessed-secret")
     csrf_as_session = auth.sign(str(USER), SECRET, purpose="csrf")  # right key, wrong purpose
-    expired = auth.sign(str(USER), SECRET, purpose="session", now=time.time() - 31 * 24 * 3600)
-    for cookie in (tampered, forged, csrf_as_session, expired, "1", "", "a.b.c", "x" * 4000):
+    expired = auth.sign(f"{USER}.0", SECRET, purpose="session", now=time.time() - 31 * 24 * 3600)
+    cookies = (tampered, newer, before_accounts, forged, csrf_as_session, expired)
+    for cookie in (*cookies, "1", "", "a.b.c", "x" * 4000):
         assert await _viewer(web_base, cookie) == "anonymous", cookie[:40]
     assert await _viewer(web_base, good) == "user"
 

@@ -10,6 +10,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from services.platform.settings import Settings
+from services.subscription.accounts import Accounts
+from services.subscription.subscriptions import Subscriptions
 from tests.pg import truncate
 from tests.services.helpers import SECRET, SERVICE_TOKEN, SUBSCRIPTION_TABLES
 
@@ -77,3 +79,21 @@ async def subscription_url(settings: Settings, serve: Serve) -> str:
 
     server = await serve(create_app(settings))
     return str(server.make_url("")).rstrip("/")
+
+
+@pytest.fixture
+async def accounts(settings: Settings) -> AsyncIterator[Accounts]:
+    """``Accounts`` over a freshly opened store (production settings: no demo logins), with
+    small limits that never refill during a test: 3 failures per name, 6 per address, 4
+    registrations per address."""
+    subscriptions = await Subscriptions.open(settings)
+    found = Accounts(
+        subscriptions.store,
+        settings,
+        name_limit=(3, 1 / 3600),
+        address_limit=(6, 1 / 3600),
+        register_limit=(4, 1 / 3600),
+    )
+    yield found
+    found.close()
+    await subscriptions.close()

@@ -13,7 +13,13 @@ from services.platform.settings import Settings
 SECRET = "test-secret-key-of-the-suite"
 SERVICE_TOKEN = "test-service-token"
 # The subscription tables a test empties before it starts (plans and migrations stay).
-SUBSCRIPTION_TABLES = ("subscriptions", "idempotency_keys", "subscription_events")
+SUBSCRIPTION_TABLES = (
+    "subscriptions",
+    "idempotency_keys",
+    "subscription_events",
+    "accounts",
+    "session_generations",
+)
 
 
 def service_headers(key: str | None = None) -> dict[str, str]:

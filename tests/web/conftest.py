@@ -124,6 +124,7 @@ def stack_env(
     ports = {name: free_port() for name in STACK_COMMANDS}
     url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     return marquee_env(
+        development=True,  # demo logins (MovieLens user ids) for the tests that log in
         mode="microservices",
         web_port=ports["web"],
         catalog_port=ports["catalog"],

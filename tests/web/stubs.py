@@ -189,6 +189,13 @@ def subscription_app(behaviour: Behaviour) -> web.Application:
     async def plans(request: web.Request) -> web.Response:
         return web.json_response({"items": PLANS})
 
+    async def session(request: web.Request) -> web.Response:
+        """Every user is in session generation 0 here: nobody ever logged out."""
+        user_id = int(request.match_info["id"])
+        if not allowed(request, user_id):
+            return _error(403, "forbidden", "not your session")
+        return web.json_response({"user_id": user_id, "generation": 0, "name": None})
+
     async def get(request: web.Request) -> web.Response:
         user_id = int(request.match_info["id"])
         if not allowed(request, user_id):
@@ -212,6 +219,7 @@ def subscription_app(behaviour: Behaviour) -> web.Application:
     app = web.Application(middlewares=[_behave(behaviour)])
     app.router.add_get("/v1/plans", plans)
     app.router.add_get("/v1/users/{id}/subscription", get)
+    app.router.add_get("/v1/users/{id}/session", session)
     app.router.add_put("/v1/users/{id}/subscription", write)
     app.router.add_delete("/v1/users/{id}/subscription", write)
     return app
