@@ -17,7 +17,7 @@ from services.platform.app import create_base_app
 from services.platform.settings import Settings
 from tests.cluster.conftest import Cluster
 from tests.recommender.test_service import copy_registry, republish, start
-from tests.support import async_wait_until, get_json
+from tests.support import SERVICE, async_wait_until, get_json
 
 
 def on_cluster(settings: Settings, cluster: Cluster, **changes: object) -> Settings:
@@ -96,7 +96,7 @@ async def test_batch_jobs_run_on_the_cluster_with_their_keys_in_one_slot(
     async with http.post(
         f"{base}/v1/batch?k=3",
         data=b"movie_id\n1\n2\n3\n4\n5\n",
-        headers={"Content-Type": "text/csv"},
+        headers={"Content-Type": "text/csv", **SERVICE},
     ) as resp:
         assert resp.status == 202, await resp.text()
         job = await resp.json()
