@@ -140,7 +140,13 @@ def setup_recommender(app: web.Application) -> None:
     settings = app[SETTINGS]
     box = RecommenderBox(settings, app[METRICS])
     app[RECOMMENDER] = box
-    app[WATCHER] = ModelWatcher(box, None, settings.model_poll_interval, Namespace.of(settings))
+    app[WATCHER] = ModelWatcher(
+        box,
+        None,
+        settings.model_poll_interval,
+        Namespace.of(settings),
+        verify_interval=settings.model_verify_interval,
+    )
     app.cleanup_ctx.append(recommender_ctx)
     add_ready_check(app, "model", lambda: box.ready)
     app.router.add_get("/v1/similar/{movie_id}", similar)

@@ -380,7 +380,9 @@ class RecommenderBox:
                     f"no model version is published in {self.settings.model_dir}", code="no_model"
                 )
             if version == previous:
-                return ModelChange(version, previous, changed=False)
+                if await self._still_intact():  # a reload re-checks the served bytes too
+                    return ModelChange(version, previous, changed=False)
+                return ModelChange(self.version or "", previous, changed=True)
             try:
                 model, manifest = await asyncio.to_thread(self.registry.load, version)
             except IntegrityError as exc:
@@ -389,9 +391,11 @@ class RecommenderBox:
                     "model: refused a version that failed its integrity check",
                     extra={"version": version, "serving": previous, "error": str(exc)},
                 )
+                if previous is None:  # nothing to keep serving: the last version that verifies
+                    await self._fall_back({version})
                 raise Conflict(
                     f"model {version} failed its integrity check ({exc}); "
-                    f"still serving {previous or 'no model'}",
+                    f"serving {self.version or 'no model'}",
                     code="integrity_error",
                 ) from exc
             except Exception as exc:
@@ -411,6 +415,47 @@ class RecommenderBox:
                 },
             )
             return ModelChange(loaded.version, previous, changed=True)
+
+    async def verify(self) -> bool:
+        """Re-check the served version's bytes against its manifest (the watcher does every
+        ``model_verify_interval`` seconds): memory-mapped, a file changed in place is served
+        at once. On a mismatch the box falls back to the last version that verifies."""
+        async with self._reload_lock:
+            return await self._still_intact()
+
+    async def _still_intact(self) -> bool:
+        loaded = self._current
+        if loaded is None:
+            return True
+        try:
+            await asyncio.to_thread(self.registry.verify, loaded.version)
+        except (IntegrityError, RegistryError, OSError) as exc:
+            self._rejected = loaded.version
+            log.error(
+                "model: the served version no longer matches its manifest; falling back",
+                extra={"version": loaded.version, "error": str(exc)},
+            )
+            await self._fall_back({loaded.version})
+            return False
+        return True
+
+    async def _fall_back(self, bad: set[str]) -> None:
+        """Serve the most recently published version that verifies (then any registered one,
+        newest first); with none, serve nothing (503) rather than bytes nobody vouches for."""
+        published = await asyncio.to_thread(self.registry.history)
+        registered = [m.version for m in await asyncio.to_thread(self.registry.manifests)]
+        for version in dict.fromkeys([*reversed(published), *reversed(registered)]):
+            if version in bad:
+                continue
+            try:
+                model, manifest = await asyncio.to_thread(self.registry.load, version)
+            except (IntegrityError, RegistryError, OSError, ValueError):
+                continue
+            self._swap(model, manifest)
+            log.warning("model: serving the last good version", extra={"version": version})
+            return
+        self._current = None
+        log.error("model: no version verifies; serving none until one is published")
 
     async def refresh(self) -> bool:
         """The watcher's reload: quiet when nothing changed, and it does not retry (or re-log) a

@@ -74,10 +74,12 @@ class ModelWatcher:
         redis_url: str | None,
         poll_interval: float,
         namespace: Namespace,
+        verify_interval: float = 300.0,
     ) -> None:
         self.box = box
         self.redis_url = redis_url
         self.poll_interval = poll_interval
+        self.verify_interval = verify_interval
         self.channel = namespace.model_channel
         self.notices = 0  # notices received (observability, tests)
         self.subscribed = asyncio.Event()
@@ -86,6 +88,7 @@ class ModelWatcher:
 
     def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._poll(), name="model-poll"))
+        self._tasks.append(asyncio.create_task(self._verify(), name="model-verify"))
         if self.redis_url:
             self._tasks.append(asyncio.create_task(self._listen(), name="model-listen"))
 
@@ -111,6 +114,14 @@ class ModelWatcher:
                 await self.box.refresh()
             except Exception:  # never let the backup path die
                 log.exception("watcher: registry check failed")
+
+    async def _verify(self) -> None:
+        while True:
+            await asyncio.sleep(self.verify_interval)
+            try:
+                await self.box.verify()
+            except Exception:
+                log.exception("watcher: integrity check failed")
 
     async def _listen(self) -> None:
         assert self.redis_url is not None

@@ -146,6 +146,9 @@ class Settings:
     model_poll_interval: float = _doc(
         30.0, "Seconds between registry checks for a new model (besides Redis notices)"
     )
+    model_verify_interval: float = _doc(
+        300.0, "Seconds between re-checks of the served model's bytes against its manifest"
+    )
     # ---- limits and batch ---------------------------------------------------------------------
     max_body_bytes: int = _doc(1 << 20, "Largest request body accepted")
     batch_max_bytes: int = _doc(5 << 20, "Largest batch upload accepted")
@@ -300,6 +303,7 @@ def _check(s: Settings) -> None:
         "breaker_reset",
         "session_recheck",
         "model_poll_interval",
+        "model_verify_interval",
         "shutdown_timeout",
         "batch_claim_idle",
     )

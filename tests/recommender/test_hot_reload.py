@@ -255,3 +255,98 @@ async def test_notice_reloads_at_once(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+def flip_a_byte(models: Path, version: str) -> None:
+    """Change one byte in the middle of a version's arrays, in place (the file stays the same
+    inode, so a process that memory-mapped it sees the change at once)."""
+    artifact = models / "versions" / version / ARTIFACT
+    os.chmod(artifact, 0o644)
+    with open(artifact, "r+b") as fh:
+        fh.seek(artifact.stat().st_size // 2)
+        byte = fh.read(1)
+        fh.seek(-1, os.SEEK_CUR)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+
+
+async def test_a_served_artifact_changed_in_place_is_caught_at_reload(
+    settings: Settings, model_dir: Path, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """Issue 18.6: the served (memory-mapped) version tampered with: a reload re-checks it and
+    the box falls back to the last version that verifies, instead of "changed: false"."""
+    models = copy_registry(model_dir, tmp_path)
+    v1 = ModelRegistry(models).current_version()
+    v2 = await asyncio.to_thread(republish, models)
+    rec = await start(dataclasses.replace(settings, model_dir=models, model_poll_interval=300))
+    try:
+        assert rec.box.version == v2
+        flip_a_byte(models, v2)
+        status, body = await post(http, f"{rec.url}/v1/model/reload", headers=ADMIN)
+        assert (status, body["changed"], body["version"]) == (200, True, v1), body
+        status, similar = await get_json(http, f"{rec.url}/v1/similar/1")
+        assert (status, similar["model_version"]) == (200, v1)
+    finally:
+        await rec.server.close()
+
+
+async def test_a_served_artifact_changed_in_place_is_caught_by_the_watcher(
+    settings: Settings, model_dir: Path, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    models = copy_registry(model_dir, tmp_path)
+    v1 = ModelRegistry(models).current_version()
+    v2 = await asyncio.to_thread(republish, models)
+    checks = dataclasses.replace(settings, model_dir=models, model_verify_interval=0.2)
+    rec = await start(checks)
+    try:
+        flip_a_byte(models, v2)
+
+        async def fell_back() -> bool:
+            return await current_version(http, rec.url) == v1
+
+        await async_wait_until(fell_back, 30, "the watcher to find the change")
+        status, similar = await get_json(http, f"{rec.url}/v1/similar/1")
+        assert (status, similar["model_version"]) == (200, v1)
+    finally:
+        await rec.server.close()
+
+
+async def test_a_restart_on_a_tampered_current_version_serves_the_last_good_one(
+    settings: Settings, model_dir: Path, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """It served no model at all (503) after a restart; the published-before version verifies."""
+    models = copy_registry(model_dir, tmp_path)
+    v1 = ModelRegistry(models).current_version()
+    v2 = await asyncio.to_thread(republish, models)
+    flip_a_byte(models, v2)
+    rec = await start(dataclasses.replace(settings, model_dir=models, model_poll_interval=300))
+    try:
+        assert (await get_json(http, f"{rec.url}/readyz"))[0] == 200
+        status, similar = await get_json(http, f"{rec.url}/v1/similar/1")
+        assert (status, similar["model_version"]) == (200, v1)
+    finally:
+        await rec.server.close()
+
+
+async def test_non_finite_scores_are_never_served(
+    settings: Settings, model_dir: Path, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """A model whose numbers went bad (NaN, infinity) answers 503, not a score of 1e38 or NaN."""
+    import numpy as np
+
+    models = copy_registry(model_dir, tmp_path)
+    registry = ModelRegistry(models)
+    model, manifest = registry.load()
+    lists = model.similar_lists
+    weights = np.array(lists.weights, copy=True)
+    row = int(np.searchsorted(np.asarray(model.item_ids), 1))
+    weights[int(lists.indptr[row])] = np.inf  # movie 1's best neighbour
+    broken = dataclasses.replace(model, similar_lists=dataclasses.replace(lists, weights=weights))
+    registry.register(broken, data_hash=manifest.data_hash, metrics={}, trained_seconds=0.0)
+    rec = await start(dataclasses.replace(settings, model_dir=models, model_poll_interval=300))
+    try:
+        status, body = await get_json(http, f"{rec.url}/v1/similar/1")
+        assert (status, body["error"]["code"]) == (503, "model_fault"), body
+        status, _ = await get_json(http, f"{rec.url}/v1/similar/2")
+        assert status == 200  # the other movies' answers are sound
+    finally:
+        await rec.server.close()
