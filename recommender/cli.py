@@ -50,11 +50,11 @@ from recommender.registry import (
     IntegrityError,
     ModelRegistry,
     RegistryError,
-    signing_key_from_env,
 )
 from recommender.reload import notify_from_env
+from services.platform.settings import Settings, SettingsError
 
-DEFAULT_RATINGS = Path("data/ml-latest-small/ratings.csv")
+DEFAULT_RATINGS = Settings.data_dir / "ratings.csv"  # the bundled data, wherever the CLI runs
 MAX_K = 1000
 
 
@@ -154,12 +154,18 @@ def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence])
 
 
 # ---- commands --------------------------------------------------------------------------------
-def _default_model_dir() -> Path:
-    return Path(os.environ.get("MARQUEE_MODEL_DIR") or "var/models")
+def _settings() -> Settings:
+    """The install's settings, as the servers read them (the CLI signs and checks nothing with
+    the secrets, so it needs none): the same model registry, wherever the command runs from."""
+    try:
+        return Settings.from_env(need_secrets=False)
+    except SettingsError as exc:
+        raise SystemExit(f"marquee: {exc}") from None
 
 
 def _registry(args: argparse.Namespace) -> ModelRegistry:
-    return ModelRegistry(Path(args.model_dir), signing_key_from_env())
+    key = _settings().model_signing_key
+    return ModelRegistry(Path(args.model_dir), key.encode() if key else None)
 
 
 def _announce(version: str) -> None:
@@ -360,6 +366,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     registry = _registry(args)
     current = registry.current_version()
     out = io.StringIO()
+    out.write(f"registry: {Path(args.model_dir).resolve()}\n")
     out.write(
         f"{'':2}{'version':<32}{'created':<22}{'items':>7}{'users':>8}{'recall@10':>11}"
         f"{'fit s':>8}\n"
@@ -467,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     def model_dir(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--model-dir",
-            default=_default_model_dir(),
+            default=_settings().model_dir,
             help="model registry directory (env MARQUEE_MODEL_DIR, else var/models)",
         )
 

@@ -292,17 +292,10 @@ def _remove_tree(path: Path) -> None:
         path.rmdir()
 
 
-def signing_key_from_env(environ: dict | None = None) -> bytes | None:
-    """MARQUEE_MODEL_SIGNING_KEY as bytes (None when unset or empty)."""
-    value = (environ if environ is not None else os.environ).get("MARQUEE_MODEL_SIGNING_KEY", "")
-    return value.encode() if value else None
-
-
 __all__ = [
     "IntegrityError",
     "Manifest",
     "ModelRegistry",
     "RegistryError",
     "file_digests",
-    "signing_key_from_env",
 ]

@@ -219,7 +219,8 @@ def test_list_publish_rollback(
     assert capsys.readouterr().out.strip() == second
     assert main(["list", "--model-dir", str(model_dir)]) == 0
     listing = capsys.readouterr().out.splitlines()
-    assert listing[0].split()[:2] == ["version", "created"]
+    assert listing[0] == f"registry: {model_dir.resolve()}"
+    assert listing[1].split()[:2] == ["version", "created"]
     assert [line for line in listing if line.startswith("* ")][0].split()[1] == second
     assert main(["rollback", "--model-dir", str(model_dir)]) == 0
     assert capsys.readouterr().out.strip() == first
@@ -243,3 +244,23 @@ def test_bad_ratings_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     ratings.write_text("userId,movieId,rating,timestamp\n1,2,x,3\n")
     assert main(["train", "--ratings", str(ratings), "--model-dir", str(tmp_path / "m")]) == 2
     assert "line 2" in capsys.readouterr().err
+
+
+def test_the_cli_finds_the_servers_registry_from_any_directory(tmp_path: Path) -> None:
+    """Issue 17: run from elsewhere, `train` published into ./var/models while the servers read
+    the project's var/models; both now resolve the registry from the same settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MARQUEE_")}
+    env["MARQUEE_VAR_DIR"] = str(tmp_path / "install")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "recommender", "list"],
+        cwd=elsewhere,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert str(tmp_path / "install" / "models") in proc.stdout + proc.stderr
+    assert not (elsewhere / "var").exists()
