@@ -15,6 +15,7 @@ from aiohttp import web
 from recommender.batch_api import setup_batch_api
 from recommender.box import MAX_BATCH_IDS, RecommenderBox
 from recommender.cache import LocalCache, open_cache
+from recommender.models_api import setup_models_api
 from recommender.openapi import recommender_paths
 from recommender.redisconn import Namespace, describe
 from recommender.reload import ModelWatcher
@@ -157,6 +158,7 @@ def setup_recommender(app: web.Application) -> None:
     app.router.add_post("/v1/model/reload", reload_model)
     app.router.add_post("/v1/model/rollback", rollback_model)
     add_openapi_paths(app, recommender_paths())
+    setup_models_api(app, box.registry)
     setup_batch_api(app)
 
 

@@ -100,6 +100,17 @@ class ModelInfo(Manifest, frozen=True, kw_only=True):
     loaded_at: str
 
 
+class ModelList(msgspec.Struct):
+    """``GET /v1/models``: every version in the registry (oldest first) and which is published,
+    so an operator sees the versions an experiment or a rollback can name, with their offline
+    metrics, without a shell on the registry's disk."""
+
+    current: str | None  # the published version
+    published: list[str]  # the publish history, oldest first (the rollback path)
+    items: list[Manifest]
+    unreadable: list[str] = msgspec.field(default_factory=list)  # versions whose manifest is bad
+
+
 class ModelChange(msgspec.Struct):
     """``POST /v1/model/reload`` and ``/rollback``: the version served now, the one before,
     and whether it changed."""

@@ -16,7 +16,7 @@ from aiohttp import web
 from services.platform.app import SETTINGS, add_openapi_paths, add_ready_check, create_base_app
 from services.platform.middleware import METRICS
 from services.platform.settings import Settings
-from web_server import pages, render, session
+from web_server import admin, pages, render, session
 from web_server.batch import setup_batch_pages
 from web_server.clients import Clients, http_clients, local_clients
 from web_server.composer import Composer
@@ -67,7 +67,9 @@ def setup_web(app: web.Application) -> None:
     session.setup_sessions(app)  # who is logged in, before any handler runs
     pages.setup_routes(app)
     setup_batch_pages(app)
+    admin.setup_admin(app)  # the operator dashboard, /admin
     add_openapi_paths(app, pages.openapi_paths(app[SETTINGS]))
+    add_openapi_paths(app, admin.openapi_paths())
     add_ready_check(app, "web", lambda: CLIENTS in app)
 
 

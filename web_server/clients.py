@@ -19,10 +19,13 @@ from urllib.parse import urlencode
 
 from recommender.batch import BatchJobs
 from recommender.box import RecommenderBox
+from recommender.models_api import read_model_list
 from recommender.schemas import (
     BatchJob,
     BatchJobList,
     BatchResults,
+    ModelInfo,
+    ModelList,
     Recommendations,
     RecommendRequest,
     Similar,
@@ -30,6 +33,7 @@ from recommender.schemas import (
 )
 from services.catalog.catalog import Catalog
 from services.catalog.schemas import Genre, Genres, Movie, MovieList, Movies, SearchResult
+from services.feedback.schemas import ExperimentReport
 from services.platform.auth import SESSION_HEADER
 from services.platform.errors import ApiError
 from services.platform.http_client import BackendClient, BackendError, BackendRejected, decoder
@@ -50,6 +54,9 @@ from services.subscription.schemas import (
 from services.subscription.subscriptions import Subscriptions
 
 T = TypeVar("T")
+# The running experiment's report, in-process (the recommender's own report function); None
+# while no experiment runs.
+ReportExperiment = Callable[[], Awaitable[ExperimentReport | None]]
 ACCOUNTS_TIMEOUT = 5.0  # seconds a log-in may take: its password hash may wait behind others
 
 __all__ = [
@@ -122,6 +129,15 @@ class RecommenderClient(Protocol):
     async def recommend(
         self, history: list[int], k: int, *, timeout: float | None = None
     ) -> Recommendations: ...
+
+    # the operator dashboard's reads
+    async def model(self, *, timeout: float | None = None) -> ModelInfo: ...
+
+    async def models(self, *, timeout: float | None = None) -> ModelList: ...
+
+    async def experiment_report(
+        self, *, timeout: float | None = None
+    ) -> ExperimentReport | None: ...
 
 
 class BatchClient(Protocol):
@@ -281,8 +297,9 @@ class HttpSubscriptions:
 
 
 class HttpRecommender:
-    def __init__(self, client: BackendClient) -> None:
+    def __init__(self, client: BackendClient, admin_token: str = "") -> None:
         self.client = client
+        self.admin = {"Authorization": f"Bearer {admin_token}"}
 
     async def similar(self, movie_id: int, k: int, *, timeout: float | None = None) -> Similar:
         return await self.client.get(f"/v1/similar/{movie_id}?k={k}", Similar, timeout=timeout)
@@ -304,6 +321,24 @@ class HttpRecommender:
             body=RecommendRequest(history, k),
             timeout=timeout,
         )
+
+    async def model(self, *, timeout: float | None = None) -> ModelInfo:
+        return await self.client.get("/v1/model", ModelInfo, timeout=timeout)
+
+    async def models(self, *, timeout: float | None = None) -> ModelList:
+        return await self.client.get("/v1/models", ModelList, timeout=timeout)
+
+    async def experiment_report(self, *, timeout: float | None = None) -> ExperimentReport | None:
+        """The running experiment's report, or None: 404 (code ``no_experiment``) when none
+        runs, or from a recommender too old to run experiments at all."""
+        try:
+            return await self.client.get(
+                "/v1/experiments/current", ExperimentReport, headers=self.admin, timeout=timeout
+            )
+        except BackendRejected as exc:
+            if exc.status == 404:
+                return None
+            raise
 
 
 BATCH_TIMEOUT = 30.0  # a batch upload is checked whole before it is queued: seconds, not ms
@@ -381,7 +416,7 @@ def http_clients(settings: Settings, metrics: Metrics | None = None) -> Clients:
     return Clients(
         HttpCatalog(catalog),
         HttpSubscriptions(subscription, accounts, settings.service_token),
-        HttpRecommender(recommender),
+        HttpRecommender(recommender, settings.admin_token),
         HttpBatch(recommender),
         closers=(catalog.close, subscription.close, accounts.close, recommender.close),
     )
@@ -523,10 +558,17 @@ class LocalRecommender(_Local):
     """The box answers with the bytes its HTTP route would send; they are decoded like an HTTP
     answer (the box's memo and caches hold bytes, so this is the cheapest way in)."""
 
-    def __init__(self, box: RecommenderBox, timeout: float, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        box: RecommenderBox,
+        timeout: float,
+        metrics: Metrics | None = None,
+        report: ReportExperiment | None = None,
+    ) -> None:
         super().__init__("recommender", metrics)
         self.box = box
         self.timeout = timeout
+        self.report = report
 
     async def similar(self, movie_id: int, k: int, *, timeout: float | None = None) -> Similar:
         body = self.box.memoised_similar(movie_id, k)
@@ -549,6 +591,17 @@ class LocalRecommender(_Local):
     ) -> Recommendations:
         body = await self.acall(self.box.recommend_json(history, k), timeout or self.timeout)
         return decoder(Recommendations).decode(body)
+
+    async def model(self, *, timeout: float | None = None) -> ModelInfo:
+        return self.call(self.box.model_info)
+
+    async def models(self, *, timeout: float | None = None) -> ModelList:
+        return await self.acall(read_model_list(self.box.registry), timeout or self.timeout)
+
+    async def experiment_report(self, *, timeout: float | None = None) -> ExperimentReport | None:
+        if self.report is None:  # this process runs no experiments
+            return None
+        return await self.acall(self.report(), timeout or self.timeout)
 
 
 class LocalBatch(_Local):

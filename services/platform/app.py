@@ -84,14 +84,20 @@ async def readyz(request: web.Request) -> web.Response:
     return json_response(body, status=200 if ready else 503)
 
 
-async def metrics(request: web.Request) -> web.Response:
-    for refresh in request.app[METRICS_REFRESHERS]:
+async def exposition(app: web.Application) -> bytes:
+    """What a scrape of this app sees (its refreshed gauges included): also what the operator
+    dashboard reads in-process."""
+    for refresh in app[METRICS_REFRESHERS]:
         try:  # a scrape never fails or hangs for one stale gauge
             async with asyncio.timeout(REFRESH_TIMEOUT):
                 await refresh()
         except Exception as exc:  # noqa: BLE001 - logged; the other metrics are still served
             log.warning("metrics refresh failed", extra={"error": repr(exc)})
-    body = request.app[METRICS].exposition()
+    return app[METRICS].exposition()
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = await exposition(request.app)
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
 
 

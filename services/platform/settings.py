@@ -113,7 +113,9 @@ class Settings:
     # ---- secrets ------------------------------------------------------------------------------
     secret_key: str = _doc("", "Signs sessions and CSRF tokens; the same on web and subscription")
     service_token: str = _doc("", "Bearer token for service-to-service writes")
-    admin_token: str = _doc("", "Bearer token for model reload and rollback")
+    admin_token: str = _doc(
+        "", "Bearer token for model reload, rollback and experiments; the /admin dashboard's login"
+    )
     model_signing_key: str = _doc("", "HMAC key over model artifacts; empty = sha256 only")
     secure_cookies: bool = _doc(
         False, "Mark cookies Secure on plain-HTTP requests too: TLS ends at a proxy in front"
@@ -123,6 +125,12 @@ class Settings:
         10.0,
         "Seconds the web server trusts its last check that a user has not logged out, then checks "
         "again (a logout through another process ends that user's cookies there within this)",
+    )
+    admin_session_max_age: int = _doc(
+        8 * 3600, "Seconds an operator's /admin session lasts (rotating admin_token ends all)"
+    )
+    admin_probe_timeout: float = _doc(
+        0.5, "Seconds /admin waits for each backend's health, readiness, model and metrics"
     )
     forwarded_hops: int = _doc(
         0,
@@ -306,6 +314,7 @@ def _check(s: Settings) -> None:
         "model_verify_interval",
         "shutdown_timeout",
         "batch_claim_idle",
+        "admin_probe_timeout",
     )
     for name in positive:
         if not getattr(s, name) > 0:
@@ -317,6 +326,7 @@ def _check(s: Settings) -> None:
         "max_inflight",
         "cache_ttl",
         "session_max_age",
+        "admin_session_max_age",
         "max_body_bytes",
         "batch_max_bytes",
         "batch_max_rows",

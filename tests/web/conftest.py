@@ -182,3 +182,18 @@ def microservices_stack(
     stack = start_stack(tmp_path, stack_env(tmp_path, redis_url, model_dir, catalog_db))
     yield stack
     stack.stop()
+
+
+# ---- the operator dashboard -------------------------------------------------------------------
+@pytest.fixture
+async def monolith_base(serve, settings) -> str:
+    """The monolith (real model, real Redis) on a real socket."""
+    return await serve(settings)
+
+
+@pytest.fixture
+async def dead_catalog_base(serve, tmp_path, stub_backends) -> str:
+    """A microservices web server whose catalog URL has nothing listening (a dead backend);
+    the other backends are the stubs."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    return await serve(stub_settings(tmp_path, stub_backends, catalog_url=dead))

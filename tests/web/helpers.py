@@ -56,3 +56,19 @@ class Rendezvous:
                 self.met += 1
 
         return wait_for_everyone
+
+
+ADMIN_TOKEN = "test-admin-token"  # the test settings' admin token
+
+
+async def admin_login(
+    session: aiohttp.ClientSession, base: str, token: str = ADMIN_TOKEN
+) -> aiohttp.ClientResponse:
+    """Log in to /admin through its form (CSRF token read off the form); the 303 or refusal."""
+    async with session.get(f"{base}/admin/login") as resp:
+        assert resp.status == 200, await resp.text()
+        page = await resp.text()
+    form = {"csrf_token": field(page, "csrf_token"), "token": token}
+    async with session.post(f"{base}/admin/login", data=form, allow_redirects=False) as resp:
+        await resp.read()
+        return resp

@@ -119,6 +119,38 @@ def _error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
 
 
+def _system_routes(app: web.Application, service: str) -> None:
+    """``/healthz`` and ``/readyz`` as every real service answers them (the dashboard probes)."""
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "service": service})
+
+    async def readyz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ready", "checks": {service: True}})
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+
+
+STUB_VERSION = "20240101T000000Z-stub0001"
+STUB_MANIFEST = {
+    "version": STUB_VERSION,
+    "created": "2024-01-01T00:00:00Z",
+    "sha256": "0" * 64,
+    "hmac": None,
+    "data_hash": "stub",
+    "metrics": {"recall@10": 0.1234, "ndcg@20": 0.2345},
+    "n_items": 29,
+    "algorithm": "knn",
+}
+STUB_METRICS = """# TYPE marquee_cache_requests counter
+marquee_cache_requests_total{cache="redis",result="hit"} 30.0
+marquee_cache_requests_total{cache="redis",result="miss"} 10.0
+# TYPE marquee_batch_queue_depth gauge
+marquee_batch_queue_depth 3.0
+"""
+
+
 def catalog_app(behaviour: Behaviour) -> web.Application:
     async def movie(request: web.Request) -> web.Response:
         mid = int(request.match_info["id"])
@@ -165,6 +197,7 @@ def catalog_app(behaviour: Behaviour) -> web.Application:
     app.router.add_get("/v1/movies/{id}", movie)
     app.router.add_get("/v1/movies", movies)
     app.router.add_get("/v1/genres", genres)
+    _system_routes(app, "catalog")
     return app
 
 
@@ -222,10 +255,14 @@ def subscription_app(behaviour: Behaviour) -> web.Application:
     app.router.add_get("/v1/users/{id}/session", session)
     app.router.add_put("/v1/users/{id}/subscription", write)
     app.router.add_delete("/v1/users/{id}/subscription", write)
+    _system_routes(app, "subscription")
     return app
 
 
-def recommender_app(behaviour: Behaviour) -> web.Application:
+def recommender_app(behaviour: Behaviour, experiment: dict | None = None) -> web.Application:
+    """``experiment``: the report ``GET /v1/experiments/current`` answers with (admin token
+    only), or None for the 404 ``no_experiment``."""
+
     def items(exclude: int, k: int) -> list[dict]:
         ids = [i for i in MOVIES if i != exclude][:k]
         return [{"movie_id": i, "score": round(1 - n / 100, 3)} for n, i in enumerate(ids)]
@@ -244,7 +281,29 @@ def recommender_app(behaviour: Behaviour) -> web.Application:
             {"user_id": uid, "model_version": "stub", "items": items(1, k), "source": "model"}
         )
 
+    async def model(request: web.Request) -> web.Response:
+        return web.json_response({**STUB_MANIFEST, "loaded_at": "2024-01-01T00:00:01+00:00"})
+
+    async def models(request: web.Request) -> web.Response:
+        body = {"current": STUB_VERSION, "published": [STUB_VERSION], "items": [STUB_MANIFEST]}
+        return web.json_response(body)
+
+    async def current_experiment(request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != "Bearer test-admin-token":
+            return _error(403, "forbidden", "wrong admin token")
+        if experiment is None:
+            return _error(404, "no_experiment", "no experiment is running")
+        return web.json_response(experiment)
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(text=STUB_METRICS, content_type="text/plain")
+
     app = web.Application(middlewares=[_behave(behaviour)])
     app.router.add_get("/v1/similar/{id}", similar)
     app.router.add_get("/v1/users/{id}/recommendations", user_recs)
+    app.router.add_get("/v1/model", model)
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/v1/experiments/current", current_experiment)
+    app.router.add_get("/metrics", metrics)
+    _system_routes(app, "recommender")
     return app
