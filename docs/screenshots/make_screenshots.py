@@ -1,4 +1,5 @@
-"""Make the README's screenshots: home, movie and batch pages at desktop and phone widths.
+"""Make the README's screenshots: home, movie and batch pages at desktop and phone widths, and
+the operator dashboard at desktop width.
 
     .venv/bin/python docs/screenshots/make_screenshots.py            # starts its own Marquee
     .venv/bin/python docs/screenshots/make_screenshots.py --url http://127.0.0.1:8080
@@ -7,13 +8,16 @@ Without ``--url`` it starts the whole system for real in a temporary directory: 
 on a free port (when installed), a model trained on the bundled data, and ``python -m
 web_server`` (monolith) on a free port; everything it starts is stopped by PID at the end.
 It drives the system's Chromium (Debian ``chromium``) with Playwright, logged in as MovieLens
-user 1, and writes ``docs/screenshots/{home,movie,batch}-{desktop,phone}.png``.
+user 1, and writes ``docs/screenshots/{home,movie,batch}-{desktop,phone}.png``; then it logs in
+to ``/admin`` with the admin token (``--admin-token``, default ``$MARQUEE_ADMIN_TOKEN`` or the
+test suite's) and writes ``docs/screenshots/admin-desktop.png``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shutil
 import subprocess
 import sys
@@ -33,7 +37,7 @@ from tests.browser.conftest import (  # noqa: E402
     chromium_path,
     start_monolith,
 )
-from tests.support import free_port, start_redis  # noqa: E402
+from tests.support import TEST_SECRETS, free_port, start_redis  # noqa: E402
 
 OUT = Path(__file__).resolve().parent
 MOVIE = 2571  # The Matrix
@@ -97,9 +101,25 @@ def shoot(page: Page, base: str, width: str) -> None:
         print(f"wrote {target.relative_to(ROOT)}")
 
 
+def shoot_admin(page: Page, base: str, token: str) -> None:
+    """The operator dashboard, whole page (it is longer than a screen)."""
+    page.goto(f"{base}/admin/login")
+    page.get_by_label("Admin token").fill(token)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="Operator dashboard")).to_be_visible()
+    target = OUT / "admin-desktop.png"
+    page.screenshot(path=str(target), full_page=True)
+    print(f"wrote {target.relative_to(ROOT)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", help="a running Marquee to photograph (default: start one)")
+    parser.add_argument(
+        "--admin-token",
+        default=os.environ.get("MARQUEE_ADMIN_TOKEN") or TEST_SECRETS["admin_token"],
+        help="the admin token of the Marquee photographed (the dashboard's login)",
+    )
     args = parser.parse_args()
     with marquee(args.url) as base, sync_playwright() as playwright:
         browser = playwright.chromium.launch(
@@ -112,6 +132,7 @@ def main() -> None:
             run_batch_job(page, base)
             cookies = context.cookies()
             shoot(page, base, "desktop")
+            shoot_admin(page, base, args.admin_token)
             context.close()
             phone = browser.new_context(viewport=SIZES["phone"], is_mobile=True, has_touch=True)
             phone.add_cookies(cookies)
