@@ -99,7 +99,19 @@ class SourceDown:
     reason: str
 
 
-Source = tuple[str, list[Sample]] | SourceDown  # a metrics source's samples, or why not
+@dataclass(frozen=True)
+class Scrape:
+    source: str
+    samples: list[Sample]
+
+
+@dataclass(frozen=True)
+class Scrapes:
+    """This process's samples, and each remote source's (or why it could not be read)."""
+
+    own_source: str
+    own: list[Sample]
+    remote: list[Scrape | SourceDown]
 
 
 @dataclass(frozen=True)
@@ -233,52 +245,53 @@ async def loaded_models(app: web.Application) -> list[LoadedModel]:
     return list(await asyncio.gather(*(one(url) for url in urls)))
 
 
-async def metric_sources(app: web.Application) -> list[Source]:
+async def scrape(app: web.Application) -> Scrapes:
     """This process's samples, and in microservices each recommender replica's."""
-    found: list[Source] = [
-        ("web" if app[SETTINGS].mode == "microservices" else IN_PROCESS, await own_samples(app))
-    ]
-    if app[SETTINGS].mode != "microservices":
-        return found
+    settings = app[SETTINGS]
+    own = samples((await exposition(app)).decode("utf-8", "replace"))
+    if settings.mode != "microservices":
+        return Scrapes(IN_PROCESS, own, [])
 
-    async def one(url: str) -> Source:
+    async def one(url: str) -> Scrape | SourceDown:
         source = f"recommender {url}"
         try:
             status, body = await _fetch(app[PROBES], f"{url}/metrics")
             if status != 200:
                 return SourceDown(source, f"/metrics answered {status}")
-            return source, samples(body.decode("utf-8", "replace"))
+            return Scrape(source, samples(body.decode("utf-8", "replace")))
         except Exception as exc:  # noqa: BLE001 - shown as this source's reason
             return SourceDown(source, _why(exc))
 
-    urls = [t.url for t in targets(app[SETTINGS]) if t.service == "recommender"]
-    found += await asyncio.gather(*(one(url) for url in urls))
-    return found
+    urls = [t.url for t in targets(settings) if t.service == "recommender"]
+    return Scrapes("web", own, list(await asyncio.gather(*(one(url) for url in urls))))
 
 
-async def own_samples(app: web.Application) -> list[Sample]:
-    return samples((await exposition(app)).decode("utf-8", "replace"))
-
-
-def caches_of(sources: list[Source]) -> list[CacheRatio | SourceDown]:
-    rows: list[CacheRatio | SourceDown] = []
-    for source in sources:
-        if isinstance(source, SourceDown):
-            rows.append(source)
+def caches_of(scrapes: Scrapes) -> list[CacheRatio | SourceDown]:
+    rows: list[CacheRatio | SourceDown] = [*cache_ratios(scrapes.own, scrapes.own_source)]
+    for remote in scrapes.remote:
+        if isinstance(remote, SourceDown):
+            rows.append(remote)
         else:
-            rows += cache_ratios(source[1], source[0])
+            rows += cache_ratios(remote.samples, remote.source)
     return rows
 
 
-def queue_depth_of(sources: list[Source]) -> float | None:
-    """The batch queue's depth: one Redis stream, so any source that reports it will do."""
-    readings = [gauge(s[1], QUEUE_DEPTH) for s in sources if not isinstance(s, SourceDown)]
+def queue_depth_of(scrapes: Scrapes) -> float | None:
+    """The batch queue's depth. It lives with the recommenders: with remote ones, theirs (one
+    Redis stream, so any replica's reading will do), else this process's."""
+    if not scrapes.remote:
+        return gauge(scrapes.own, QUEUE_DEPTH)
+    readings = [gauge(r.samples, QUEUE_DEPTH) for r in scrapes.remote if isinstance(r, Scrape)]
     known = [r for r in readings if r is not None]
     if known:
         return max(known)
-    if any(isinstance(s, SourceDown) for s in sources):
-        raise LookupError("the recommenders' metrics could not be read")
+    if any(isinstance(r, SourceDown) for r in scrapes.remote):
+        raise LookupError("no recommender's metrics could be read")
     return None
+
+
+def routes_of(scrapes: Scrapes) -> list[RouteLatency]:
+    return route_latencies(scrapes.own)
 
 
 # ---- the whole page --------------------------------------------------------------------------
@@ -292,23 +305,13 @@ async def _section(work: Awaitable[T], deadline: float, what: str) -> T | Unavai
         return Unavailable(_why(exc))
 
 
-def _derived(
-    sources: list[Source] | Unavailable,
-    pick: Callable[[list[Source]], T],
-) -> T | Unavailable:
-    if isinstance(sources, Unavailable):
-        return sources
+def _derived(scrapes: Scrapes | Unavailable, pick: Callable[[Scrapes], T]) -> T | Unavailable:
+    if isinstance(scrapes, Unavailable):
+        return scrapes
     try:
-        return pick(sources)
+        return pick(scrapes)
     except Exception as exc:  # noqa: BLE001 - one section down, the page still served
         return Unavailable(_why(exc))
-
-
-def _own_routes(sources: list[Source]) -> list[RouteLatency]:
-    own = sources[0]
-    if isinstance(own, SourceDown):
-        raise LookupError(own.reason)
-    return route_latencies(own[1])
 
 
 async def gather(app: web.Application) -> Dashboard:
@@ -317,12 +320,12 @@ async def gather(app: web.Application) -> Dashboard:
     recommender = app[CLIENTS].recommender
     timeout = settings.admin_probe_timeout
     deadline = timeout * 2 + 0.5  # a section's probes run at once, each within ``timeout``
-    health_, published, loaded, experiment, sources = await asyncio.gather(
+    health_, published, loaded, experiment, scrapes = await asyncio.gather(
         _section(health(app), deadline, "health"),
         _section(recommender.models(timeout=timeout), deadline, "published"),
         _section(loaded_models(app), deadline, "loaded"),
         _section(recommender.experiment_report(timeout=timeout), deadline, "experiment"),
-        _section(metric_sources(app), deadline, "metrics"),
+        _section(scrape(app), deadline, "metrics"),
     )
     return Dashboard(
         mode=settings.mode,
@@ -331,7 +334,7 @@ async def gather(app: web.Application) -> Dashboard:
         published=published,
         loaded=loaded,
         experiment=experiment,
-        routes=_derived(sources, _own_routes),
-        caches=_derived(sources, caches_of),
-        queue_depth=_derived(sources, queue_depth_of),
+        routes=_derived(scrapes, routes_of),
+        caches=_derived(scrapes, caches_of),
+        queue_depth=_derived(scrapes, queue_depth_of),
     )

@@ -197,3 +197,10 @@ async def dead_catalog_base(serve, tmp_path, stub_backends) -> str:
     the other backends are the stubs."""
     dead = f"http://127.0.0.1:{free_port()}"
     return await serve(stub_settings(tmp_path, stub_backends, catalog_url=dead))
+
+
+@pytest.fixture
+async def dead_recommender_base(serve, tmp_path, stub_backends) -> str:
+    """A microservices web server whose only recommender has nothing listening."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    return await serve(stub_settings(tmp_path, stub_backends, recommender_urls=(dead,)))

@@ -175,6 +175,20 @@ async def test_a_dead_backend_shows_as_down(dead_catalog_base):
     assert re.search(r'id="queue-depth"><strong>3</strong>', page)
 
 
+async def test_a_dead_recommender_takes_down_only_its_sections(dead_recommender_base):
+    async with browser() as session:
+        assert (await admin_login(session, dead_recommender_base)).status == 303
+        async with session.get(f"{dead_recommender_base}/admin") as resp:
+            page = await resp.text()
+            assert resp.status == 200
+    assert "down</span>" in _row(page, "health", '<th scope="row">recommender</th>')
+    assert "ready</span>" in _row(page, "health", '<th scope="row">catalog</th>')
+    for section in ("The registry", "The experiment", "The batch queue depth"):
+        assert f"{section} unavailable:" in page
+    assert "unavailable</span>" in _row(page, "caches", "recommender http://")
+    assert 'id="routes"' in page  # this web server's own numbers are still there
+
+
 async def test_the_running_experiment_is_charted_per_arm(serve, serve_app, tmp_path, stub_backends):
     report = ExperimentReport(
         Experiment("exp-1", "v-control", "v-candidate", 0.2, "salt", "2026-12-07T08:00:00Z"),
