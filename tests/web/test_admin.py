@@ -175,6 +175,19 @@ async def test_a_dead_backend_shows_as_down(dead_catalog_base):
     assert re.search(r'id="queue-depth"><strong>3</strong>', page)
 
 
+async def test_a_hanging_backend_is_shown_as_not_answering(serve, tmp_path, stub_backends):
+    stub_backends.catalog.delay = 60.0  # answers nothing until the test ends
+    base = await serve(stub_settings(tmp_path, stub_backends, admin_probe_timeout=0.3))
+    async with browser() as session:
+        assert (await admin_login(session, base)).status == 303
+        async with session.get(f"{base}/admin") as resp:
+            page = await resp.text()
+            assert resp.status == 200
+    catalog = _row(page, "health", '<th scope="row">catalog</th>')
+    assert "down</span>" in catalog and "no answer in time" in catalog
+    assert "ready</span>" in _row(page, "health", '<th scope="row">recommender</th>')
+
+
 async def test_a_dead_recommender_takes_down_only_its_sections(dead_recommender_base):
     async with browser() as session:
         assert (await admin_login(session, dead_recommender_base)).status == 303
