@@ -23,7 +23,7 @@ from web_server.admin_chart import ctr_charts
 from web_server.admin_data import LoadedModel, SourceDown, Unavailable
 from web_server.render import page
 
-NO_STORE = {"Cache-Control": "no-store"}
+NO_STORE = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex"}
 PREFERRED_METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20", "hitrate@10")
 MAX_METRIC_COLUMNS = 6
 NOT_CONFIGURED = (

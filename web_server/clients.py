@@ -297,8 +297,15 @@ class HttpSubscriptions:
 
 
 class HttpRecommender:
-    def __init__(self, client: BackendClient, admin_token: str = "") -> None:
+    """``operator``: the client of the dashboard's reads (model, models, experiment), with
+    breakers of its own, so an operator reloading the dashboard while the experiment store is
+    failing cannot open the breakers the pages' calls go through."""
+
+    def __init__(
+        self, client: BackendClient, operator: BackendClient | None = None, admin_token: str = ""
+    ) -> None:
         self.client = client
+        self.operator = operator or client
         self.admin = {"Authorization": f"Bearer {admin_token}"}
 
     async def similar(self, movie_id: int, k: int, *, timeout: float | None = None) -> Similar:
@@ -323,16 +330,16 @@ class HttpRecommender:
         )
 
     async def model(self, *, timeout: float | None = None) -> ModelInfo:
-        return await self.client.get("/v1/model", ModelInfo, timeout=timeout)
+        return await self.operator.get("/v1/model", ModelInfo, timeout=timeout)
 
     async def models(self, *, timeout: float | None = None) -> ModelList:
-        return await self.client.get("/v1/models", ModelList, timeout=timeout)
+        return await self.operator.get("/v1/models", ModelList, timeout=timeout)
 
     async def experiment_report(self, *, timeout: float | None = None) -> ExperimentReport | None:
         """The running experiment's report, or None: 404 (code ``no_experiment``) when none
         runs, or from a recommender too old to run experiments at all."""
         try:
-            return await self.client.get(
+            return await self.operator.get(
                 "/v1/experiments/current", ExperimentReport, headers=self.admin, timeout=timeout
             )
         except BackendRejected as exc:
@@ -413,12 +420,19 @@ def http_clients(settings: Settings, metrics: Metrics | None = None) -> Clients:
     subscription = backend("subscription", replicas, settings.subscription_timeout)
     accounts = backend("accounts", replicas, max(ACCOUNTS_TIMEOUT, settings.subscription_timeout))
     recommender = backend("recommender", settings.recommender_urls, settings.recommender_timeout)
+    operator = backend("recommender_admin", settings.recommender_urls, settings.admin_probe_timeout)
     return Clients(
         HttpCatalog(catalog),
         HttpSubscriptions(subscription, accounts, settings.service_token),
-        HttpRecommender(recommender, settings.admin_token),
+        HttpRecommender(recommender, operator, settings.admin_token),
         HttpBatch(recommender),
-        closers=(catalog.close, subscription.close, accounts.close, recommender.close),
+        closers=(
+            catalog.close,
+            subscription.close,
+            accounts.close,
+            recommender.close,
+            operator.close,
+        ),
     )
 
 
