@@ -160,6 +160,26 @@ async def test_the_dashboard_shows_versions_and_health(monolith_base, model_dir)
     assert "No experiment is running" in page
 
 
+async def test_the_dashboard_over_real_services(microservices_stack, model_dir):
+    version = ModelRegistry(model_dir).current_version()
+    stack = microservices_stack
+    async with browser() as session:
+        assert (await admin_login(session, stack.web_url)).status == 303
+        async with session.get(f"{stack.web_url}/admin") as resp:
+            page = await resp.text()
+            assert resp.status == 200, stack.processes["web"].log_tail()
+    urls = {
+        "catalog": stack.catalog_url,
+        "subscription": stack.subscription_url,
+        "recommender": stack.recommender_url,
+    }
+    for service, url in urls.items():
+        assert "ready</span>" in _row(page, "health", url), service
+    assert version and version in _row(page, "loaded", stack.recommender_url)
+    assert "published</span>" in _row(page, "published", version)
+    assert 'id="queue-depth"><strong>0</strong>' in page
+
+
 async def test_a_dead_backend_shows_as_down(dead_catalog_base):
     async with browser() as session:
         assert (await admin_login(session, dead_catalog_base)).status == 303
