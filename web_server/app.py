@@ -44,6 +44,7 @@ async def local_clients_ctx(app: web.Application) -> AsyncIterator[None]:
     """In-process clients over the logic objects the services' own cleanup_ctx opened."""
     from recommender.app import RECOMMENDER
     from recommender.batch_api import BATCH_JOBS
+    from recommender.experiments import EXPERIMENTS
     from services.catalog.app import CATALOG
     from services.subscription.app import ACCOUNTS, SUBSCRIPTIONS
 
@@ -55,6 +56,7 @@ async def local_clients_ctx(app: web.Application) -> AsyncIterator[None]:
         app[BATCH_JOBS],
         app[SETTINGS],
         app[METRICS],
+        app[EXPERIMENTS].report,
     )
     _install(app, clients)
     yield
@@ -81,6 +83,7 @@ def create_app(settings: Settings) -> web.Application:
         from recommender.app import setup_recommender
         from recommender.batch_worker import batch_worker_ctx
         from services.catalog.app import setup_catalog
+        from services.feedback.worker import aggregator_ctx
         from services.subscription.app import setup_subscription
 
         setup_catalog(app)
@@ -88,6 +91,7 @@ def create_app(settings: Settings) -> web.Application:
         setup_recommender(app)
         app.cleanup_ctx.append(local_clients_ctx)
         app.cleanup_ctx.append(batch_worker_ctx)  # offline predictions, in-process too
+        app.cleanup_ctx.append(aggregator_ctx)  # experiment counts, in-process too
     else:
         app.cleanup_ctx.append(http_clients_ctx)
     setup_web(app)

@@ -658,10 +658,13 @@ def local_clients(
     jobs: BatchJobs,
     settings: Settings,
     metrics: Metrics | None = None,
+    report: ReportExperiment | None = None,
 ) -> Clients:
+    """``report``: the recommender's experiment report (``Experiments.report``), for the
+    operator dashboard."""
     return Clients(
         LocalCatalog(catalog, metrics),
         LocalSubscriptions(subscriptions, accounts, metrics),
-        LocalRecommender(box, settings.recommender_timeout, metrics),
+        LocalRecommender(box, settings.recommender_timeout, metrics, report),
         LocalBatch(jobs, metrics),
     )

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestServer
 
+from services.feedback.schemas import Experiment
 from services.platform.settings import Settings
 from tests.support import (
     GENEROUS,
@@ -204,3 +205,36 @@ async def dead_recommender_base(serve, tmp_path, stub_backends) -> str:
     """A microservices web server whose only recommender has nothing listening."""
     dead = f"http://127.0.0.1:{free_port()}"
     return await serve(stub_settings(tmp_path, stub_backends, recommender_urls=(dead,)))
+
+
+@dataclass(frozen=True)
+class RunningExperiment:
+    """A monolith serving an experiment between two versions of a private registry."""
+
+    base: str
+    settings: Settings
+    experiment: Experiment
+
+
+@pytest.fixture
+async def experiment_monolith(serve, settings, model_dir, tmp_path) -> RunningExperiment:
+    """The trained version (control, published) and a copy of it registered beside it
+    (candidate), an experiment between them started the way the CLI starts one, and the
+    monolith serving it."""
+    import shutil
+
+    from recommender.experiment_cli import start
+    from recommender.registry import ModelRegistry
+
+    models = tmp_path / "models"
+    shutil.copytree(model_dir, models, symlinks=True)
+    registry = ModelRegistry(models)
+    control = registry.current_version()
+    assert control is not None
+    model, manifest = registry.load(control)
+    candidate = registry.register(
+        model, data_hash=manifest.data_hash, metrics={}, trained_seconds=0.0, publish=False
+    ).version
+    own = dataclasses.replace(settings, model_dir=models)
+    experiment = await start(own, registry, control, candidate, 0.5)
+    return RunningExperiment(await serve(own), own, experiment)

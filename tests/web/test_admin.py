@@ -6,13 +6,28 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import aiohttp
 import msgspec
+import redis.asyncio
 
 from recommender.registry import ModelRegistry
-from services.feedback.schemas import ArmPoint, ArmReport, Experiment, ExperimentReport, Interval
+from services.feedback.aggregate import add_batch
+from services.feedback.backend import keys_of
+from services.feedback.schemas import (
+    Arm,
+    ArmPoint,
+    ArmReport,
+    Click,
+    EventBatch,
+    Experiment,
+    ExperimentReport,
+    Impression,
+    Interval,
+)
 from tests.conftest import replace
+from tests.support import async_wait_until
 from tests.web import stubs
 from tests.web.conftest import stub_settings
 from tests.web.helpers import ADMIN_TOKEN, admin_login, browser, field
@@ -260,6 +275,48 @@ async def test_the_running_experiment_is_charted_per_arm(serve, serve_app, tmp_p
     assert "no clear difference yet" in page
     assert page.count("<svg") == 2 and 'aria-label="CTR per minute, by arm"' in page
     assert "polyline" in page
+
+
+async def test_a_real_experiment_is_counted_and_shown(experiment_monolith, redis_url):
+    """In-process: events on the stream, counted by the monolith's aggregator, reported by the
+    recommender's own report function, shown per arm."""
+    running = experiment_monolith
+    exp = running.experiment
+    now = time.time()
+
+    def events(arm: Arm, version: str, shown: int, clicked: int) -> list[Impression | Click]:
+        out: list[Impression | Click] = [
+            Impression(f"{arm}-{n}", version, exp.id, arm, [1, 2, 3], now) for n in range(shown)
+        ]
+        out += [Click(f"{arm}-{n}", version, exp.id, arm, 2, 2, now) for n in range(clicked)]
+        return out
+
+    batch = EventBatch(
+        "batch-1",
+        events("control", exp.control, 100, 10) + events("candidate", exp.candidate, 100, 30),
+    )
+    state = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        await add_batch(state, keys_of(running.settings), batch, 10_000)
+    finally:
+        await state.aclose()
+
+    async with browser() as session:
+        assert (await admin_login(session, running.base)).status == 303
+
+        async def counted() -> bool:
+            async with session.get(f"{running.base}/admin") as resp:
+                return "30.00%" in await resp.text()
+
+        await async_wait_until(counted, 30.0, "the events counted on the dashboard")
+        async with session.get(f"{running.base}/admin") as resp:
+            page = await resp.text()
+    control = _row(page, "arms", '"swatch control"')
+    assert exp.control in control and "10.00%" in control and ">100<" in control
+    candidate = _row(page, "arms", '"swatch candidate"')
+    assert exp.candidate in candidate and ">30<" in candidate
+    assert "candidate better" in page  # 30 % against 10 %: the interval excludes 0
+    assert page.count("<svg") == 2 and "<circle" in page  # one minute so far: one point
 
 
 async def test_the_models_api_lists_the_registry(monolith_base, model_dir, http):
