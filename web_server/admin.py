@@ -13,6 +13,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from recommender.schemas import ModelList
+from services.feedback.schemas import ExperimentReport
 from services.platform.app import SETTINGS
 from services.platform.errors import NotFound
 from services.platform.jsonutil import read_form
@@ -111,6 +112,7 @@ async def dashboard(request: web.Request) -> web.Response:
         "charts": charts,
         "metric_keys": _metric_columns(data.published),
         "loaded_versions": _loaded_versions(data.loaded),
+        "arm_of": _arm_of(data.experiment),
         "unavailable": _is_unavailable,
         "down": _is_down,
     }
@@ -136,6 +138,15 @@ def _loaded_versions(loaded: list[LoadedModel] | Unavailable) -> set[str]:
     if isinstance(loaded, Unavailable):
         return set()
     return {m.version for m in loaded if m.version}
+
+
+def _arm_of(experiment: ExperimentReport | None | Unavailable) -> dict[str, str]:
+    """Which arm of the running experiment each version serves (none once it stopped)."""
+    if experiment is None or isinstance(experiment, Unavailable):
+        return {}
+    if experiment.experiment.stopped is not None:
+        return {}
+    return {arm.version: arm.arm for arm in experiment.arms}
 
 
 def _is_unavailable(value: object) -> bool:

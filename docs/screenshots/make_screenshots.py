@@ -10,7 +10,10 @@ web_server`` (monolith) on a free port; everything it starts is stopped by PID a
 It drives the system's Chromium (Debian ``chromium``) with Playwright, logged in as MovieLens
 user 1, and writes ``docs/screenshots/{home,movie,batch}-{desktop,phone}.png``; then it logs in
 to ``/admin`` with the admin token (``--admin-token``, default ``$MARQUEE_ADMIN_TOKEN`` or the
-test suite's) and writes ``docs/screenshots/admin-desktop.png``.
+test suite's) and writes ``docs/screenshots/admin-desktop.png``. The Marquee it starts itself
+also gets a second model version and an experiment between the two (half and half), and a few
+anonymous visitors browse and follow similar movies first, so the dashboard's experiment section
+has counts to show.
 """
 
 from __future__ import annotations
@@ -22,25 +25,29 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
 
+from recommender.registry import ModelRegistry  # noqa: E402
 from tests.browser.conftest import (  # noqa: E402
     DESKTOP,
     LAUNCH_ARGS,
     PHONE,
     chromium_path,
+    monolith_env,
     start_monolith,
 )
 from tests.support import TEST_SECRETS, free_port, start_redis  # noqa: E402
 
 OUT = Path(__file__).resolve().parent
 MOVIE = 2571  # The Matrix
+POPULAR = (1, 2571, 318, 356, 296, 593, 260, 480, 110, 589, 2959, 527)  # all in the catalog
 BATCH_CSV = b"movie_id\n1\n2571\n318\n356\n"
 SIZES = {"desktop": {**DESKTOP, "height": 900}, "phone": PHONE}
 
@@ -60,12 +67,8 @@ def marquee(url: str | None) -> Iterator[str]:
             redis = start_redis(port, work)
             redis_url = f"redis://127.0.0.1:{port}/0"
         models = work / "models"
-        subprocess.run(
-            [sys.executable, "-m", "recommender", "train", "--model-dir", str(models)],
-            cwd=ROOT,
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+        train(models)
+        start_experiment(work, redis_url, models)
         server = start_monolith(work, redis_url, models, work / "catalog.sqlite3")
         try:
             yield server.url
@@ -73,6 +76,49 @@ def marquee(url: str | None) -> Iterator[str]:
             server.process.stop()
             if redis is not None:
                 redis.stop()
+
+
+def train(models: Path, *options: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "recommender", "train", "--model-dir", str(models), *options],
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def start_experiment(work: Path, redis_url: str, models: Path) -> None:
+    """A second version (trained again, not published) and an experiment between the published
+    one and it, started with the CLI as an operator would."""
+    train(models, "--no-publish")
+    registry = ModelRegistry(models)
+    control = registry.current_version()
+    candidate = next(m.version for m in reversed(registry.manifests()) if m.version != control)
+    assert control is not None
+    env = monolith_env(work, redis_url, models, work / "catalog.sqlite3", free_port())
+    command = ["experiment", "start", "--control", control, "--candidate", candidate]
+    subprocess.run(
+        [sys.executable, "-m", "recommender", *command, "--share", "0.5"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def browse_as_visitors(browser: Browser, base: str, visitors: int = 12) -> None:
+    """Anonymous visitors (each its own cookies, so its own arm) open two movies each and
+    every other one follows the first similar movie: impressions and clicks for the arms."""
+    for n in range(visitors):
+        context = browser.new_context(viewport=SIZES["desktop"])
+        page = context.new_page()
+        for movie in (POPULAR[n % len(POPULAR)], POPULAR[(n + 5) % len(POPULAR)]):
+            page.goto(f"{base}/movies/{movie}")
+            page.wait_for_load_state("load")
+        if n % 2 == 0:
+            page.get_by_role("list", name="Similar movies").get_by_role("link").first.click()
+            page.wait_for_load_state("load")
+        context.close()
 
 
 def log_in(page: Page, base: str, user_id: int = 1) -> None:
@@ -107,9 +153,21 @@ def shoot_admin(page: Page, base: str, token: str) -> None:
     page.get_by_label("Admin token").fill(token)
     page.get_by_role("button", name="Log in").click()
     expect(page.get_by_role("heading", name="Operator dashboard")).to_be_visible()
+    deadline = time.monotonic() + 20  # the aggregator counts within a second or two
+    while time.monotonic() < deadline and not _counted(page):
+        page.wait_for_timeout(500)  # a screenshot tool polling, not a test: no assertion here
+        page.reload()
     target = OUT / "admin-desktop.png"
     page.screenshot(path=str(target), full_page=True)
     print(f"wrote {target.relative_to(ROOT)}")
+
+
+def _counted(page: Page) -> bool:
+    """The experiment table shows some impressions (or there is no experiment to wait for)."""
+    arms = page.locator("#arms td.num")
+    if arms.count() == 0:
+        return True
+    return any(arms.nth(i).inner_text() not in ("0", "0.00%") for i in range(arms.count()))
 
 
 def main() -> None:
@@ -132,6 +190,7 @@ def main() -> None:
             run_batch_job(page, base)
             cookies = context.cookies()
             shoot(page, base, "desktop")
+            browse_as_visitors(browser, base)
             shoot_admin(page, base, args.admin_token)
             context.close()
             phone = browser.new_context(viewport=SIZES["phone"], is_mobile=True, has_touch=True)

@@ -316,6 +316,7 @@ async def test_a_real_experiment_is_counted_and_shown(experiment_monolith, redis
     candidate = _row(page, "arms", '"swatch candidate"')
     assert exp.candidate in candidate and ">30<" in candidate
     assert "candidate better" in page  # 30 % against 10 %: the interval excludes 0
+    assert "candidate</span>" in _row(page, "published", exp.candidate)
     assert page.count("<svg") == 2 and "<circle" in page  # one minute so far: one point
 
 
