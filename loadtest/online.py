@@ -3,7 +3,7 @@ metrics (its version's manifest), and the tool's own counts to check the server'
 
 - Online: ``GET /v1/experiments/current`` with the admin token (an ``ExperimentReport``). The
   aggregator counts asynchronously, so the report waits (up to ``wait`` seconds) until the
-  server has counted at least the clicks the tool made in the experiment's arms.
+  server has counted at least the rows and clicks the tool saw in each arm.
 - Offline: each arm's version's manifest ``metrics`` (Recall@k, NDCG@k of the strict hold-out
   ``train`` evaluates on): from the registry directory when ``--model-dir`` is given, else from
   ``GET /v1/models`` (every loaded version), else ``GET /v1/model`` (the published one).
@@ -141,6 +141,15 @@ def _tool_by_arm(replay: ReplayUsers, report: ExperimentReport) -> dict[str, dic
     return out
 
 
+def _caught_up(report: ExperimentReport, by_arm: dict[str, dict[str, int]]) -> bool:
+    """Has the server counted (at least) every row and click the tool saw, arm by arm?"""
+    for a in report.arms:
+        mine = by_arm.get(a.arm)
+        if mine is not None and (a.clicks < mine["clicks"] or a.impressions < mine["rows"]):
+            return False
+    return True
+
+
 def replay_report(
     replay: ReplayUsers,
     *,
@@ -168,16 +177,15 @@ def replay_report(
             out["experiment_error"] = report
             return out
         by_arm = _tool_by_arm(replay, report)
-        expected = sum(row["clicks"] for arm, row in by_arm.items() if arm != "none")
-        counted = sum(a.clicks for a in report.arms)
-        if counted >= expected or time.monotonic() >= deadline:
+        caught_up = _caught_up(report, by_arm)
+        if caught_up or time.monotonic() >= deadline:
             break
         sleep(0.2)  # the aggregator is asynchronous: poll until it caught up, within ``wait``
     versions = [a.version for a in report.arms]
     offline, source = offline_metrics(versions, base, model_dir, timeout)
     out["experiment"] = msgspec.to_builtins(report.experiment)
     out["offline_source"] = source
-    out["server_caught_up"] = counted >= expected
+    out["server_caught_up"] = caught_up
     for a in report.arms:
         mine = by_arm.get(a.arm, {"users": 0, "pages": 0, "rows": 0, "clicks": 0})
         out["arms"].append(
