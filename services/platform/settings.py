@@ -162,6 +162,19 @@ class Settings:
         0.0, "Pause between chunks (lets an in-process worker yield the CPU to web traffic)"
     )
     batch_max_attempts: int = _doc(5, "Deliveries of a batch job before it is failed")
+    # ---- feedback events ----------------------------------------------------------------------
+    feedback_stream_max: int = _doc(
+        20000, "Entries the feedback event stream keeps (XADD MAXLEN ~): bounded memory"
+    )
+    feedback_token_ttl: int = _doc(
+        3600, "Seconds a similar row's tracked links count a click; older ones answer 410"
+    )
+    feedback_flush_interval: float = _doc(
+        0.1, "Seconds between flushes of the buffered feedback events (one stream entry each)"
+    )
+    feedback_buffer_max: int = _doc(
+        10000, "Feedback events a process buffers before dropping the oldest (counted)"
+    )
     # ---- operations ---------------------------------------------------------------------------
     log_level: str = _doc("INFO", "DEBUG, INFO, WARNING or ERROR")
     access_log: bool = _doc(True, "One JSON line per request")
