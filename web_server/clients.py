@@ -541,11 +541,14 @@ class LocalRecommender(_Local):
     async def similar(
         self, movie_id: int, k: int, *, arm: Arm | None = None, timeout: float | None = None
     ) -> Similar:
-        body: bytes | None = None if arm is not None else self.box.memoised_similar(movie_id, k)
-        if body is None:
+        if arm is not None:  # an experiment's arm: the version that arm is served by
             body = await self.acall(
                 self.box.similar_json(movie_id, k, arm=arm), timeout or self.timeout
             )
+            return decoder(Similar).decode(body)
+        body = self.box.memoised_similar(movie_id, k)
+        if body is None:
+            body = await self.acall(self.box.similar_json(movie_id, k), timeout or self.timeout)
         elif self.metrics:
             self._count("ok", time.perf_counter())
         return decoder(Similar).decode(body)
