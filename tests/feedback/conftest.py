@@ -112,7 +112,7 @@ def write_experiment(var_dir: Path, running: Experiment) -> None:
 
 
 @pytest.fixture
-def stub_web_settings(tmp_path: Path, stub_backends: Stubs) -> Settings:
+def stub_web_settings(tmp_path: Path, stub_backends: Stubs) -> Settings:  # noqa: F811
     """Microservices mode over the stub backends, no Redis at all (the file stores)."""
     return stub_settings(tmp_path, stub_backends)
 
