@@ -542,10 +542,10 @@ class LocalRecommender(_Local):
         self, movie_id: int, k: int, *, arm: Arm | None = None, timeout: float | None = None
     ) -> Similar:
         if arm is not None:  # an experiment's arm: the version that arm is served by
-            body = await self.acall(
+            served = await self.acall(
                 self.box.similar_json(movie_id, k, arm=arm), timeout or self.timeout
             )
-            return decoder(Similar).decode(body)
+            return decoder(Similar).decode(served)
         body = self.box.memoised_similar(movie_id, k)
         if body is None:
             body = await self.acall(self.box.similar_json(movie_id, k), timeout or self.timeout)

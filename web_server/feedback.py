@@ -16,6 +16,7 @@ nothing is counted. The redirect only ever goes to ``/movies/<id>``: never an op
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import os
@@ -111,7 +112,7 @@ class WebFeedback:
     def tracked_html(self, fragment: RowFragment, version: str, arm: PageArm) -> str:
         """The row with this view's token in its links, and its impression buffered."""
         now = time.time()
-        view = os.urandom(12).hex()
+        view = base64.urlsafe_b64encode(os.urandom(9)).decode()
         ids = fragment.ids
         shown = ShownRow(view, version, arm.experiment, arm.arm, ids, int(now))
         self.buffer.add(Impression(view, version, arm.experiment, arm.arm, ids, now))
