@@ -43,12 +43,13 @@ from services.feedback.schemas import (
     ShownRow,
 )
 from services.feedback.state import ExperimentStore
-from services.feedback.tokens import read_row_token, row_token
-from services.platform.app import SETTINGS
+from services.feedback.tokens import MAX_TOKEN, read_row_token, row_token
+from services.platform.app import SETTINGS, add_openapi_paths
 from services.platform.errors import ApiError, BadRequest, Conflict, Forbidden
 from services.platform.lru import Lru
 from services.platform.metrics import Metrics
 from services.platform.middleware import METRICS, error_response
+from services.platform.openapi import operation, path_param
 from services.platform.params import path_id
 from services.platform.settings import Settings
 from web_server import session
@@ -291,6 +292,32 @@ async def feedback_ctx(app: web.Application) -> AsyncIterator[None]:
                 await redis.aclose()
 
 
+def openapi_paths() -> dict:
+    token = {
+        "name": "token",
+        "in": "path",
+        "required": True,
+        "description": "the page view's signed row token",
+        "schema": {"type": "string", "maxLength": MAX_TOKEN},
+    }
+    return {
+        "/r/{token}/{movie_id}": {
+            "get": operation(
+                "A tracked link of a movie page's similar row: 303 to /movies/{movie_id}, the "
+                "view's first follow counted as a click; refused (nothing counted) when the movie "
+                "was not in the row (400), the token is not ours (403), the link was followed "
+                "already (409) or is too old (410). HTML, or JSON with Accept: application/json",
+                parameters=[token, path_param("movie_id", "the movie followed")],
+                ok=303,
+                errors=(400, 403, 409, 410),
+                content_type="text/html",
+            )
+        }
+    }
+
+
 def setup_feedback(app: web.Application) -> None:
     app.cleanup_ctx.append(feedback_ctx)
-    app.router.add_get("/r/{token}/{movie_id}", follow, name="follow")
+    add_openapi_paths(app, openapi_paths())
+    # GET only: a HEAD (a link checker, a prefetch) must not count as a click.
+    app.router.add_get("/r/{token}/{movie_id}", follow, name="follow", allow_head=False)

@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestServer
 
 from services.feedback.schemas import Event, EventBatch, Experiment, FeedbackKeys
 from services.platform.settings import Settings
+from tests.support import PYTHON, Process, free_port, http_ready, marquee_env, wait_until
 from tests.web.conftest import (
     Stubs,
     stub_backends,  # noqa: F401 - the web suite's fixture, reused
@@ -119,3 +120,43 @@ def stub_web_settings(tmp_path: Path, stub_backends: Stubs) -> Settings:  # noqa
 
 def replace(settings: Settings, **changes: object) -> Settings:
     return dataclasses.replace(settings, **changes)
+
+
+@dataclass
+class WebProcess:
+    url: str
+    process: Process
+
+
+@pytest.fixture
+def web_process(tmp_path: Path, monolith_settings: Settings) -> Iterator[Callable[..., WebProcess]]:
+    """``python -m web_server`` (monolith) as a real process on the test Redis, with extra
+    settings. Stopped (SIGTERM, by PID) afterwards unless the test stopped it."""
+    processes: list[Process] = []
+
+    def start(**changes: object) -> WebProcess:
+        port = free_port()
+        env = marquee_env(
+            development=True,
+            mode="monolith",
+            web_port=port,
+            var_dir=monolith_settings.var_dir,
+            catalog_db=monolith_settings.catalog_db,
+            model_dir=monolith_settings.model_dir,
+            redis_url=monolith_settings.redis_url,
+            **changes,
+        )
+        process = Process([PYTHON, "-m", "web_server"], env, tmp_path / "web.log").start()
+        processes.append(process)
+        url = f"http://127.0.0.1:{port}"
+        wait_until(
+            lambda: http_ready(url + "/readyz") or process.proc.poll() is not None,
+            60.0,
+            "the web server's /readyz",
+        )
+        assert process.proc.poll() is None, process.log_tail()
+        return WebProcess(url, process)
+
+    yield start
+    for process in processes:
+        process.stop()

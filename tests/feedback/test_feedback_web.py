@@ -8,6 +8,7 @@ its var-dir file), so the recommender's received ``arm`` can be read off the stu
 from __future__ import annotations
 
 import time
+import urllib.request
 
 import aiohttp
 import pytest
@@ -319,3 +320,15 @@ def test_tracking_the_row_adds_little_cpu_per_page():
     figures = measure(pages=2000, runs=3)
     assert figures["experiment_added_us"] < 300
     assert figures["no_experiment_added_us"] < 300
+
+
+def test_sigterm_flushes_the_buffered_impressions(web_process, state, keys):
+    """The real process and signal: flushes far apart, a page, SIGTERM; the impression is in
+    the stream when the process has exited."""
+    web = web_process(feedback_flush_interval=3600)
+    with urllib.request.urlopen(f"{web.url}/movies/1", timeout=30) as resp:
+        assert resp.status == 200
+        assert len(tracked_links(resp.read().decode())) >= 5
+    assert impressions(state, keys) == []
+    assert web.process.stop(timeout=30) == 0
+    assert len(impressions(state, keys)) == 1
