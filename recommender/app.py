@@ -15,13 +15,15 @@ from aiohttp import web
 from recommender.batch_api import setup_batch_api
 from recommender.box import MAX_BATCH_IDS, RecommenderBox
 from recommender.cache import LocalCache, open_cache
+from recommender.experiments import setup_experiments
 from recommender.openapi import recommender_paths
 from recommender.redisconn import Namespace, describe
 from recommender.reload import ModelWatcher
 from recommender.schemas import MAX_K, RecommendRequest
+from services.feedback.schemas import ARMS, Arm
 from services.platform.app import SETTINGS, add_openapi_paths, add_ready_check, create_base_app
 from services.platform.auth import bearer_ok
-from services.platform.errors import ApiError, Forbidden, Unauthorized
+from services.platform.errors import ApiError, BadRequest, Forbidden, Unauthorized
 from services.platform.jsonutil import json_response, raw_json_response, read_body
 from services.platform.middleware import METRICS
 from services.platform.params import path_id, query_ids, query_int
@@ -48,10 +50,24 @@ def _k(request: web.Request) -> int:
     return query_int(request, "k", 10, minimum=1, maximum=MAX_K)
 
 
+def _arm(request: web.Request) -> Arm:
+    value = request.query.get("arm", "")
+    for arm in ARMS:
+        if value == arm:
+            return arm
+    raise BadRequest(f"arm must be one of {', '.join(ARMS)}, got {value!r}", code="invalid_arm")
+
+
 async def similar(request: web.Request) -> web.Response:
     """The hot path: parse, then this version's memoised bytes straight onto the wire (see
-    ``RecommenderBox.memoised_similar``); on a miss, validate and go through the caches."""
+    ``RecommenderBox.memoised_similar``); on a miss, validate and go through the caches.
+    ``?arm=control|candidate``: the running experiment's version for that arm answers."""
     box = request.app[RECOMMENDER]
+    raw = request.rel_url.raw_query_string
+    if raw and "arm=" in raw:
+        movie_id, arm = path_id(request, "movie_id"), _arm(request)
+        k = query_int(request, "k", 10, minimum=1, maximum=MAX_K)
+        return raw_json_response(await box.similar_json(movie_id, k, arm))
     movie_id, k = path_id(request, "movie_id"), _k(request)
     body = box.memoised_similar(movie_id, k)
     if body is None:
@@ -85,7 +101,7 @@ async def model_info(request: web.Request) -> web.Response:
     return json_response(request.app[RECOMMENDER].model_info())
 
 
-def _require_admin(request: web.Request) -> None:
+def require_admin(request: web.Request) -> None:
     header = request.headers.get("Authorization")
     if not header:
         raise Unauthorized("admin token required: Authorization: Bearer <token>")
@@ -94,12 +110,12 @@ def _require_admin(request: web.Request) -> None:
 
 
 async def reload_model(request: web.Request) -> web.Response:
-    _require_admin(request)
+    require_admin(request)
     return json_response(await request.app[RECOMMENDER].reload())
 
 
 async def rollback_model(request: web.Request) -> web.Response:
-    _require_admin(request)
+    require_admin(request)
     return json_response(await request.app[RECOMMENDER].rollback())
 
 
@@ -147,6 +163,7 @@ def setup_recommender(app: web.Application) -> None:
         Namespace.of(settings),
         verify_interval=settings.model_verify_interval,
     )
+    setup_experiments(app, box)  # before recommender_ctx: the box starts with the store
     app.cleanup_ctx.append(recommender_ctx)
     add_ready_check(app, "model", lambda: box.ready)
     app.router.add_get("/v1/similar/{movie_id}", similar)

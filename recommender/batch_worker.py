@@ -14,7 +14,8 @@ is gone, restarted from scratch with the current one. Between jobs the worker fo
 registry's current version, so a newly published model is used for the next job.
 
 Run it as ``python -m recommender worker`` (Procfile ``worker``), or inside the monolith with
-:func:`batch_worker_ctx`.
+:func:`batch_worker_ctx`. The worker process also runs the feedback aggregator
+(``services.feedback.worker``), which counts the experiment's impressions and clicks.
 """
 
 from __future__ import annotations
@@ -683,7 +684,10 @@ async def _serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await run_worker(settings, stop_event=stop)
+    from services.feedback.worker import run_aggregator  # keeps the batch-only import light
+
+    # the feedback aggregator beside the batch loop: one process to run, one signal stops both
+    await asyncio.gather(run_worker(settings, stop_event=stop), run_aggregator(settings, stop))
 
 
 def main() -> None:

@@ -40,6 +40,8 @@ from recommender.schemas import (
     SimilarBatch,
     UserRecommendations,
 )
+from services.feedback.schemas import ARMS, Arm
+from services.feedback.state import ExperimentStore
 from services.platform.errors import ApiError, BadRequest, Conflict, NotFound, NotReady
 from services.platform.metrics import Metrics
 from services.platform.params import MAX_ID
@@ -160,6 +162,13 @@ class RecommenderBox:
         self._flights = SingleFlight()
         self._reload_lock = asyncio.Lock()
         self._rejected: str | None = None  # a version that failed integrity; not retried by polls
+        # The running experiment's arms: their versions loaded beside the published one (an arm
+        # whose version is the published one shares it). Set by the app when it has a store.
+        self.experiments: ExperimentStore | None = None
+        self._arms: dict[str, Loaded] = {}  # version -> loaded, other than the published one
+        self._arm_refused: set[str] = set()  # arm versions that failed to load or verify
+        self._arms_lock = asyncio.Lock()
+        self._arms_task: asyncio.Task | None = None
 
     # ---- state ------------------------------------------------------------------------------
     @property
@@ -175,6 +184,11 @@ class RecommenderBox:
     def version(self) -> str | None:
         current = self._current
         return current.version if current else None
+
+    @property
+    def arm_versions(self) -> list[str]:
+        """The experiment versions loaded beside the published one (the dashboard, tests)."""
+        return sorted(self._arms)
 
     def _loaded(self) -> Loaded:
         current = self._current
@@ -214,19 +228,32 @@ class RecommenderBox:
         loaded = self._current
         return None if loaded is None else loaded.memo.get((movie_id, k))
 
-    async def similar_json(self, movie_id: int, k: int = 10) -> bytes:
+    async def similar_json(self, movie_id: int, k: int = 10, arm: Arm | None = None) -> bytes:
         """The hot path. A memo hit (this version's bytes for ``(movie_id, k)``, already
         answered once, so ``"source": "cache"``) costs one dict lookup; a miss validates and
-        goes through single-flight and the cache tiers, then fills the memo."""
+        goes through single-flight and the cache tiers, then fills the memo.
+
+        ``arm``: the experiment arm the viewer is in; the answer comes from that arm's version
+        (``model_version`` says which served: the published one when no experiment runs or the
+        arm's version is not loaded, e.g. it failed its integrity check)."""
+        if arm is not None:
+            loaded = await self.for_arm(arm)
+            if type(movie_id) is int and type(k) is int:
+                body = loaded.memo.get((movie_id, k))
+                if body is not None:
+                    return body
+            return await self.similar_json_past_memo(movie_id, k, loaded)
         if type(movie_id) is int and type(k) is int:
             body = self.memoised_similar(movie_id, k)
             if body is not None:
                 return body
         return await self.similar_json_past_memo(movie_id, k)
 
-    async def similar_json_past_memo(self, movie_id: int, k: int = 10) -> bytes:
+    async def similar_json_past_memo(
+        self, movie_id: int, k: int = 10, loaded: Loaded | None = None
+    ) -> bytes:
         """``similar_json`` for a memo miss: validate, then single-flight and the cache tiers."""
-        loaded = self._loaded()
+        loaded = loaded or self._loaded()
         check_id(movie_id, "movie_id")
         check_k(k)
         if movie_id not in loaded.known:
@@ -248,8 +275,8 @@ class RecommenderBox:
 
         return await self._flights.run(key, fetch)
 
-    async def similar(self, movie_id: int, k: int = 10) -> Similar:
-        return _decode_similar(await self.similar_json(movie_id, k))
+    async def similar(self, movie_id: int, k: int = 10, arm: Arm | None = None) -> Similar:
+        return _decode_similar(await self.similar_json(movie_id, k, arm))
 
     async def similar_many_json(self, movie_ids: list[int], k: int = 10) -> bytes:
         """Several movies at once: one MGET and one pipelined SET, each result being the very
@@ -342,8 +369,81 @@ class RecommenderBox:
     def model_info(self) -> ModelInfo:
         return self._loaded().info
 
+    # ---- experiment arms --------------------------------------------------------------------
+    async def for_arm(self, arm: Arm) -> Loaded:
+        """The loaded version that serves ``arm`` now: the running experiment's version for it
+        when that is loaded, else the published one (never an error while one is served)."""
+        if arm not in ARMS:
+            raise BadRequest(
+                f"arm must be one of {', '.join(ARMS)}, got {arm!r}", code="invalid_arm"
+            )
+        published = self._loaded()
+        if self.experiments is None:
+            return published
+        experiment = await self.experiments.current()
+        if experiment is None or experiment.stopped is not None:
+            return published
+        version = experiment.version(arm)
+        if version == published.version:
+            return published
+        loaded = self._arms.get(version)
+        if loaded is None:
+            if version not in self._arm_refused:
+                self._start_arm_sync()  # served by the published version until it is loaded
+            return published
+        return loaded
+
+    def _start_arm_sync(self) -> None:
+        task = self._arms_task
+        if task is None or task.done():
+            self._arms_task = asyncio.create_task(self.sync_arms(), name="experiment-arms")
+
+    async def sync_arms(self) -> list[str]:
+        """Load the running experiment's versions (verified, memory-mapped, in a thread) and
+        drop those of a stopped or replaced experiment. A version that fails to load or verify
+        is refused until the experiment changes; its arm is served by the published version.
+        Returns the arm versions loaded."""
+        async with self._arms_lock:
+            experiment = await self.experiments.current() if self.experiments else None
+            wanted: set[str] = set()
+            if experiment is not None and experiment.stopped is None:
+                wanted = {experiment.control, experiment.candidate}
+            for version in [v for v in self._arms if v not in wanted]:
+                del self._arms[version]
+                log.info("model: experiment version unloaded", extra={"version": version})
+            self._arm_refused &= wanted
+            published = self.version
+            for version in sorted(wanted - set(self._arms) - self._arm_refused - {published}):
+                try:
+                    model, manifest = await asyncio.to_thread(self.registry.load, version)
+                except (IntegrityError, RegistryError, OSError, ValueError) as exc:
+                    self._arm_refused.add(version)
+                    log.error(
+                        "model: an experiment version was refused; its arm gets the published one",
+                        extra={"version": version, "serving": published, "error": str(exc)},
+                    )
+                    continue
+                self._arms[version] = self._make(model, manifest)
+                log.info("model: experiment version loaded", extra={"version": version})
+            return sorted(self._arms)
+
+    async def _verify_arms(self) -> None:
+        """The scheduled re-check, for the arms: a version whose bytes changed is dropped."""
+        async with self._arms_lock:
+            for version in list(self._arms):
+                try:
+                    await asyncio.to_thread(self.registry.verify, version)
+                except (IntegrityError, RegistryError, OSError) as exc:
+                    del self._arms[version]
+                    self._arm_refused.add(version)
+                    log.error(
+                        "model: an experiment version no longer matches its manifest; its arm "
+                        "gets the published one",
+                        extra={"version": version, "error": str(exc)},
+                    )
+
     # ---- versions ---------------------------------------------------------------------------
-    def _swap(self, model: SimilarityModel, manifest: Manifest) -> Loaded:
+    def _make(self, model: SimilarityModel, manifest: Manifest) -> Loaded:
         info = ModelInfo(
             **manifest.to_dict(), loaded_at=datetime.now(UTC).isoformat(timespec="seconds")
         )
@@ -356,6 +456,12 @@ class RecommenderBox:
             known=frozenset(model.item_ids.tolist()),
             memo=ResponseMemo(MEMO_BYTES, self.metrics),
         )
+        return loaded
+
+    def _swap(self, model: SimilarityModel, manifest: Manifest) -> Loaded:
+        return self._swap_in(self._make(model, manifest))
+
+    def _swap_in(self, loaded: Loaded) -> Loaded:
         self._current = loaded  # the swap: one assignment
         self.metrics.set_model_version(loaded.version)
         return loaded
@@ -384,7 +490,12 @@ class RecommenderBox:
                     return ModelChange(version, previous, changed=False)
                 return ModelChange(self.version or "", previous, changed=True)
             try:
-                model, manifest = await asyncio.to_thread(self.registry.load, version)
+                arm = self._arms.get(version)
+                if arm is not None:  # promoted: the arm's copy, re-verified, with its memo
+                    await asyncio.to_thread(self.registry.verify, version)
+                    model, manifest = arm.model, arm.manifest
+                else:
+                    model, manifest = await asyncio.to_thread(self.registry.load, version)
             except IntegrityError as exc:
                 self._rejected = version
                 log.error(
@@ -404,7 +515,10 @@ class RecommenderBox:
                 raise Conflict(
                     f"model {version} could not be loaded: {exc}", code="load_failed"
                 ) from exc
-            loaded = self._swap(model, manifest)
+            arm = self._arms.get(version)
+            loaded = (
+                self._swap_in(arm) if arm and arm.model is model else self._swap(model, manifest)
+            )
             self._rejected = None
             log.info(
                 "model: loaded",
@@ -421,7 +535,9 @@ class RecommenderBox:
         ``model_verify_interval`` seconds): memory-mapped, a file changed in place is served
         at once. On a mismatch the box falls back to the last version that verifies."""
         async with self._reload_lock:
-            return await self._still_intact()
+            intact = await self._still_intact()
+        await self._verify_arms()
+        return intact
 
     async def _still_intact(self) -> bool:
         loaded = self._current

@@ -13,6 +13,7 @@ from recommender.schemas import (
     SimilarBatch,
     UserRecommendations,
 )
+from services.feedback.schemas import ARMS, ExperimentReport
 from services.platform.openapi import operation, path_param, query_param
 
 _K = query_param(
@@ -27,7 +28,16 @@ def recommender_paths() -> dict:
             "get": operation(
                 "movies most similar to one movie (source: collaborative, blend or content; cache)",
                 returns=Similar,
-                parameters=[path_param("movie_id", "MovieLens id"), _K],
+                parameters=[
+                    path_param("movie_id", "MovieLens id"),
+                    _K,
+                    query_param(
+                        "arm",
+                        {"type": "string", "enum": list(ARMS)},
+                        "the viewer's experiment arm: that arm's model version answers "
+                        "(model_version says which); none, or no experiment: the published one",
+                    ),
+                ],
                 errors=(400, 404, 503),
             )
         },
@@ -77,6 +87,16 @@ def recommender_paths() -> dict:
                 "load the registry's current version if it is not the one served (admin)",
                 returns=ModelChange,
                 errors=(401, 403, 409),
+                security=True,
+            )
+        },
+        "/v1/experiments/current": {
+            "get": operation(
+                "the current (or last) A/B experiment: per arm impressions, clicks, CTR with "
+                "its 95 % Wilson interval and per-minute series; the difference with its "
+                "Newcombe interval (admin; 404 no_experiment when none was started)",
+                returns=ExperimentReport,
+                errors=(401, 403, 404, 503),
                 security=True,
             )
         },

@@ -81,6 +81,7 @@ def create_app(settings: Settings) -> web.Application:
         from recommender.app import setup_recommender
         from recommender.batch_worker import batch_worker_ctx
         from services.catalog.app import setup_catalog
+        from services.feedback.worker import aggregator_ctx
         from services.subscription.app import setup_subscription
 
         setup_catalog(app)
@@ -88,6 +89,7 @@ def create_app(settings: Settings) -> web.Application:
         setup_recommender(app)
         app.cleanup_ctx.append(local_clients_ctx)
         app.cleanup_ctx.append(batch_worker_ctx)  # offline predictions, in-process too
+        app.cleanup_ctx.append(aggregator_ctx)  # experiment counts, in-process too
     else:
         app.cleanup_ctx.append(http_clients_ctx)
     setup_web(app)

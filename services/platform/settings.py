@@ -162,9 +162,16 @@ class Settings:
         0.0, "Pause between chunks (lets an in-process worker yield the CPU to web traffic)"
     )
     batch_max_attempts: int = _doc(5, "Deliveries of a batch job before it is failed")
-    # ---- feedback events ----------------------------------------------------------------------
+    # ---- feedback and experiments -------------------------------------------------------------
     feedback_stream_max: int = _doc(
-        20000, "Entries the feedback event stream keeps (XADD MAXLEN ~): bounded memory"
+        20_000,
+        "Feedback stream bound (XADD MAXLEN ~): batches kept for the aggregators; when they are "
+        "down longer than this holds, the oldest are dropped instead of memory growing",
+    )
+    feedback_claim_idle: float = _doc(
+        30.0,
+        "Seconds a feedback batch may sit read but unacknowledged (its aggregator died or froze) "
+        "before another aggregator claims and counts it",
     )
     feedback_token_ttl: int = _doc(
         3600, "Seconds a similar row's tracked links count a click; older ones answer 410"
@@ -319,6 +326,7 @@ def _check(s: Settings) -> None:
         "model_verify_interval",
         "shutdown_timeout",
         "batch_claim_idle",
+        "feedback_claim_idle",
     )
     for name in positive:
         if not getattr(s, name) > 0:
@@ -336,6 +344,7 @@ def _check(s: Settings) -> None:
         "batch_ttl",
         "batch_chunk_size",
         "batch_max_attempts",
+        "feedback_stream_max",
     )
     for name in at_least_one:
         if getattr(s, name) < 1:
