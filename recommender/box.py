@@ -190,6 +190,11 @@ class RecommenderBox:
         """The experiment versions loaded beside the published one (the dashboard, tests)."""
         return sorted(self._arms)
 
+    @property
+    def arm_refused(self) -> list[str]:
+        """Experiment versions refused (failed to load or verify); their arms get the published."""
+        return sorted(self._arm_refused)
+
     def _loaded(self) -> Loaded:
         current = self._current
         if current is None:

@@ -1,4 +1,5 @@
-"""``python -m recommender <command>``: train, evaluate, publish, rollback, list, predict, similar.
+"""``python -m recommender <command>``: train, evaluate, publish, rollback, list, predict, similar,
+experiment (A/B tests between versions: :mod:`recommender.experiment_cli`).
 
 ``train`` is a pipeline with bounded memory: the ratings stream into numeric arrays
 (``recommender.data``), the evaluation scores a sample of users in blocks, and
@@ -556,6 +557,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=_k, default=10)
     p.add_argument("--out", required=True, help="output CSV: movie_id,rank,similar_movie_id,score")
     p.set_defaults(func=cmd_similar)
+
+    from recommender.experiment_cli import add_parser as add_experiment
+
+    add_experiment(sub, _settings().model_dir)
     return parser
 
 

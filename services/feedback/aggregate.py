@@ -208,10 +208,11 @@ class RedisAggregator:
         self.redis = redis
         self.keys = keys
         self.consumer = consumer or default_consumer()
-        self.claim_idle_ms = max(1, int(claim_idle * 1000))
+        self.claim_idle_ms = max(0, int(claim_idle * 1000))
         self.read_count = read_count
         self.block_ms = max(10, int(block * 1000))
         self.tally = Tally()
+        self.failed_rounds = 0  # rounds that met a Redis failure (tests, the log)
         self._script: AsyncScript = redis.register_script(COUNT_SCRIPT)
         self._group_ready = False
         self._claim_cursor = "0-0"
@@ -265,6 +266,7 @@ class RedisAggregator:
                 self._group_ready = False
                 await _pause(stop, BACKOFF_START)
             except redisconn.FAILURES as exc:
+                self.failed_rounds += 1
                 if not outage:
                     log.warning(
                         "feedback aggregator: redis unavailable; retrying",

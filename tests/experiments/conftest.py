@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+from aiohttp import web
 
-from services.feedback.schemas import Arm, Click, EventBatch, Impression
+from recommender import redisconn
+from recommender.app import RECOMMENDER, create_app
+from recommender.box import RecommenderBox
+from recommender.experiments import EXPERIMENTS
+from recommender.redisconn import AsyncClient
+from recommender.registry import ARTIFACT, ModelRegistry
+from services.feedback.backend import Feedback
+from services.feedback.schemas import Arm, Click, EventBatch, Experiment, Impression
+from services.platform.settings import Settings
 
 AT = 1_765_000_000.0  # a fixed instant: minute 29_416_666
 MINUTE = int(AT // 60)
@@ -47,3 +60,90 @@ def make_batch() -> MakeBatch:
         return EventBatch(uuid.uuid4().hex, events)
 
     return make
+
+
+@dataclass(frozen=True)
+class Versions:
+    """A private registry with two versions: ``control`` published, ``candidate`` registered."""
+
+    models: Path
+    control: str
+    candidate: str
+
+    @property
+    def registry(self) -> ModelRegistry:
+        return ModelRegistry(self.models)
+
+
+def tamper(models: Path, version: str) -> None:
+    """Flip one byte of a version's artifact (a private copy first: it may be hard-linked)."""
+    path = models / "versions" / version / ARTIFACT
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.unlink()
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def versions(model_dir: Path, tmp_path: Path) -> Versions:
+    models = tmp_path / "models"
+    shutil.copytree(model_dir, models, symlinks=True)
+    registry = ModelRegistry(models)
+    control = registry.current_version()
+    assert control is not None
+    model, manifest = registry.load(control)
+    candidate = registry.register(
+        model, data_hash=manifest.data_hash, metrics={}, trained_seconds=0.0, publish=False
+    ).version
+    return Versions(models, control, candidate)
+
+
+@pytest.fixture
+def exp_settings(settings: Settings, versions: Versions) -> Settings:
+    """The test settings on the private registry, re-verifying served bytes often."""
+    return dataclasses.replace(settings, model_dir=versions.models, model_verify_interval=0.2)
+
+
+def new_experiment(versions: Versions, share: float = 0.5) -> Experiment:
+    return Experiment(
+        id=f"e-{uuid.uuid4().hex[:6]}",
+        control=versions.control,
+        candidate=versions.candidate,
+        share=share,
+        salt="salt",
+        started="2026-12-07T07:00:00Z",
+    )
+
+
+@dataclass
+class Served:
+    """A recommender app on a loopback port."""
+
+    url: str
+    app: web.Application
+
+    @property
+    def box(self) -> RecommenderBox:
+        return self.app[RECOMMENDER]
+
+    @property
+    def feedback(self) -> Feedback:
+        feedback = self.app[EXPERIMENTS].feedback
+        assert feedback is not None
+        return feedback
+
+
+@pytest.fixture
+async def served(
+    exp_settings: Settings, serve_app: Callable[[web.Application], Awaitable[str]]
+) -> Served:
+    app = create_app(exp_settings)
+    return Served(await serve_app(app), app)
+
+
+@pytest.fixture
+async def state(redis_url: str) -> AsyncIterator[AsyncClient]:
+    """A bytes client on the test's Redis."""
+    client = redisconn.connect(redis_url)
+    yield client
+    await client.aclose()
