@@ -17,7 +17,6 @@ nothing is counted. The redirect only ever goes to ``/movies/<id>``: never an op
 from __future__ import annotations
 
 import base64
-import contextlib
 import logging
 import os
 import secrets
@@ -25,14 +24,12 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import msgspec
 from aiohttp import web
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
-from recommender import redisconn
 from recommender.redisconn import FAILURES, AsyncClient
+from services.feedback.aggregate import add_batch
 from services.feedback.assignment import arm_for
+from services.feedback.backend import Feedback, open_feedback
 from services.feedback.buffer import EventBuffer, Sink
 from services.feedback.schemas import (
     Arm,
@@ -226,70 +223,50 @@ async def follow(request: web.Request) -> web.StreamResponse:
 
 
 # ---- resources -----------------------------------------------------------------------------
-def connect_state(url: str) -> AsyncClient:
-    """A bytes client with short timeouts and no retries: a follow must not hang on a dead
-    Redis (the visitor is redirected and nothing is counted)."""
-    return redisconn.connect(
-        url,
-        socket_timeout=1.0,
-        socket_connect_timeout=1.0,
-        health_check_interval=30,
-        retry=Retry(NoBackoff(), 0),
-    )
+def _sink(feedback: Feedback, maxlen: int) -> Sink:
+    """With the state Redis: one XADD per batch (the stream trimmed to about ``maxlen``);
+    without: the local counts file, which the report reads."""
+    redis, local, keys = feedback.redis, feedback.local, feedback.keys
+    if redis is not None:
 
+        async def xadd(batch: EventBatch) -> None:
+            await add_batch(redis, keys, batch, maxlen)
 
-def stream_sink(redis: AsyncClient, keys: FeedbackKeys, maxlen: int) -> Sink:
-    """One XADD per batch (field ``b``), the stream trimmed to about ``maxlen`` entries."""
-    encode = msgspec.json.Encoder().encode
-
-    async def xadd(batch: EventBatch) -> None:
-        await redis.xadd(keys.stream, {"b": encode(batch)}, maxlen=maxlen, approximate=True)
-
-    return xadd
-
-
-def local_sink(settings: Settings) -> Sink:
-    """Without Redis: placeholder, replaced by the aggregator's LocalCounts."""
-    path = settings.var_dir / "feedback" / "events.jsonl"
-    encode = msgspec.json.Encoder().encode
-
-    async def append(batch: EventBatch) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("ab") as out:
-            out.write(encode(batch) + b"\n")
-
-    return append
+        return xadd
+    assert local is not None
+    return local.add
 
 
 async def feedback_ctx(app: web.Application) -> AsyncIterator[None]:
     """The experiment store, the event buffer and its flusher; on shutdown (SIGTERM included:
-    the runner's graceful exit runs every cleanup_ctx) the buffer's last events are flushed."""
+    the runner's graceful exit runs every cleanup_ctx) the buffer's last events are flushed.
+
+    In the monolith the recommender's feedback resources are used (opened by its cleanup_ctx,
+    which runs first and closes last): one store, one Redis client, and without Redis one
+    process owning the local counts file. The web server alone opens its own."""
+    from recommender.experiments import EXPERIMENTS
+
     settings = app[SETTINGS]
-    keys = FeedbackKeys(settings.redis_namespace)
-    url = settings.state_redis_candidates()
-    redis = connect_state(url) if url else None
-    store = ExperimentStore(redis, keys, settings.var_dir / "feedback" / "experiment.json")
-    sink = (
-        stream_sink(redis, keys, settings.feedback_stream_max)
-        if redis is not None
-        else local_sink(settings)
-    )
+    shared = app[EXPERIMENTS].feedback if EXPERIMENTS in app else None
+    feedback = shared if shared is not None else await open_feedback(settings)
     metrics = app[METRICS]
     buffer = EventBuffer(
-        sink,
+        _sink(feedback, settings.feedback_stream_max),
         capacity=settings.feedback_buffer_max,
         interval=settings.feedback_flush_interval,
         metrics=metrics,
     )
-    app[WEB_FEEDBACK] = WebFeedback(settings, keys, store, buffer, redis, metrics)
+    app[WEB_FEEDBACK] = WebFeedback(
+        settings, feedback.keys, feedback.store, buffer, feedback.redis, metrics
+    )
+    log.info("feedback events: buffered, then to %s", feedback.where)
     buffer.start()
     try:
         yield
     finally:
         await buffer.close()
-        if redis is not None:
-            with contextlib.suppress(*FAILURES):
-                await redis.aclose()
+        if shared is None:
+            await feedback.close()
 
 
 def openapi_paths() -> dict:

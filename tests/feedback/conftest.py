@@ -16,6 +16,7 @@ import redis
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from services.feedback.backend import experiment_path
 from services.feedback.schemas import Event, EventBatch, Experiment, FeedbackKeys
 from services.platform.settings import Settings
 from tests.support import PYTHON, Process, free_port, http_ready, marquee_env, wait_until
@@ -105,9 +106,9 @@ def experiment(share: float = 0.5, version: str = "stub") -> Experiment:
     )
 
 
-def write_experiment(var_dir: Path, running: Experiment) -> None:
+def write_experiment(settings: Settings, running: Experiment) -> None:
     """Start an experiment for a process without Redis (the store's file in the var dir)."""
-    path = var_dir / "feedback" / "experiment.json"
+    path = experiment_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(msgspec.json.encode(running))
 

@@ -14,7 +14,9 @@ import aiohttp
 import pytest
 import redis
 
+from services.feedback.aggregate import LocalCounts
 from services.feedback.assignment import arm_for
+from services.feedback.backend import counts_path
 from services.feedback.schemas import Click, FeedbackKeys, Impression, ShownRow
 from services.feedback.tokens import read_row_token, row_token
 from services.platform.settings import Settings
@@ -266,7 +268,7 @@ async def test_a_visitor_keeps_their_arm_across_requests_and_a_restart(
     start_web, stub_web_settings: Settings, stub_backends: Stubs
 ):
     running = experiment()
-    write_experiment(stub_web_settings.var_dir, running)
+    write_experiment(stub_web_settings, running)
     web = await start_web(stub_web_settings)
     async with browser() as session:
         async with session.get(f"{web.url}/movies/1") as resp:
@@ -286,7 +288,7 @@ async def test_a_visitor_keeps_their_arm_across_requests_and_a_restart(
 
 
 async def test_visitors_are_spread_over_both_arms(start_web, stub_web_settings: Settings):
-    write_experiment(stub_web_settings.var_dir, experiment(share=0.5))
+    write_experiment(stub_web_settings, experiment(share=0.5))
     web = await start_web(stub_web_settings)
     arms = set()
     for _ in range(20):
@@ -297,7 +299,7 @@ async def test_visitors_are_spread_over_both_arms(start_web, stub_web_settings: 
 
 async def test_a_logged_in_user_keeps_their_arm(start_web, stub_web_settings: Settings):
     running = experiment()
-    write_experiment(stub_web_settings.var_dir, running)
+    write_experiment(stub_web_settings, running)
     web = await start_web(stub_web_settings)
     expected = arm_for(running, "user:7")
     async with browser(user_id=7) as session:
@@ -332,3 +334,20 @@ def test_sigterm_flushes_the_buffered_impressions(web_process, state, keys):
     assert impressions(state, keys) == []
     assert web.process.stop(timeout=30) == 0
     assert len(impressions(state, keys)) == 1
+
+
+async def test_without_redis_the_events_are_counted_locally(start_web, stub_web_settings):
+    web = await start_web(stub_web_settings)
+    async with browser() as session:
+        links = tracked_links(await get_page(session, f"{web.url}/movies/1"))
+        await get_page(session, f"{web.url}/movies/2")
+        status, _, _ = await follow(session, web.url, *links[0])
+    assert status == 303
+    keys = FeedbackKeys(stub_web_settings.redis_namespace)
+    key = keys.counts(None, None, "stub")
+
+    async def counted() -> bool:
+        counts = await LocalCounts(counts_path(stub_web_settings), keys).read(key)
+        return counts.get("impressions") == 2 and counts.get("clicks") == 1
+
+    await async_wait_until(counted, 20.0, "2 impressions and 1 click in the local counts")
