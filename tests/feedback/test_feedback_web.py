@@ -20,6 +20,7 @@ from services.feedback.backend import counts_path
 from services.feedback.schemas import Click, FeedbackKeys, Impression, ShownRow
 from services.feedback.tokens import read_row_token, row_token
 from services.platform.settings import Settings
+from tests.experiments.conftest import Versions, new_experiment
 from tests.feedback.conftest import (
     experiment,
     replace,
@@ -30,6 +31,7 @@ from tests.feedback.conftest import (
 from tests.support import TEST_SECRETS, async_wait_until, free_port
 from tests.web.conftest import Stubs
 from tests.web.helpers import browser
+from web_server.feedback import WEB_FEEDBACK
 
 SECRET = TEST_SECRETS["secret_key"]
 
@@ -351,3 +353,40 @@ async def test_without_redis_the_events_are_counted_locally(start_web, stub_web_
         return counts.get("impressions") == 2 and counts.get("clicks") == 1
 
     await async_wait_until(counted, 20.0, "2 impressions and 1 click in the local counts")
+
+
+async def test_each_arm_sees_its_versions_row_and_its_click_is_counted_for_it(
+    start_web, exp_settings: Settings, versions: Versions, http: aiohttp.ClientSession
+):
+    """The loop end to end in the monolith: two versions, one user in each arm; each page's
+    row is made (and its token signed) by the arm's version, and a click reaches the report."""
+    web = await start_web(exp_settings)
+    running = new_experiment(versions)
+    await web.app[WEB_FEEDBACK].store.save(running)
+    users = {arm_for(running, f"user:{u}"): u for u in range(1, 60)}
+    expected = {"control": versions.control, "candidate": versions.candidate}
+
+    async def shown(arm: str) -> ShownRow:
+        async with browser(user_id=users[arm]) as session:
+            links = tracked_links(await get_page(session, f"{web.url}/movies/1"))
+        row = read_row_token(links[0][0], SECRET)
+        assert row is not None and row.arm == arm and row.experiment == running.id
+        return row
+
+    async def both_arms_served() -> bool:  # the box loads the candidate in the background
+        versions_shown = {arm: (await shown(arm)).version for arm in expected}
+        return versions_shown == expected
+
+    await async_wait_until(both_arms_served, 30.0, "each arm's version making its row")
+    async with browser(user_id=users["candidate"]) as session:
+        token, movie = tracked_links(await get_page(session, f"{web.url}/movies/1"))[0]
+        assert (await follow(session, web.url, token, movie))[0] == 303
+
+    async def reported() -> bool:
+        headers = {"Authorization": f"Bearer {TEST_SECRETS['admin_token']}"}
+        async with http.get(f"{web.url}/v1/experiments/current", headers=headers) as resp:
+            body = await resp.json()
+        arms = {a["arm"]: a for a in body.get("arms", [])}
+        return arms.get("candidate", {}).get("clicks") == 1
+
+    await async_wait_until(reported, 30.0, "the candidate's click in the experiment report")
