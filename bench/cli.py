@@ -25,6 +25,7 @@ BENCHMARKS = {
     "deployment": "bench.deployment",
     "scaling": "bench.scaling",
     "loadgen": "bench.loadgen",
+    "profile": "bench.profile",
     "training": "bench.training",
 }
 LATEST = PROJECT_ROOT / "var" / "bench" / "latest.json"

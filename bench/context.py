@@ -17,7 +17,6 @@ import orjson
 from bench.procs import PROJECT_ROOT, PYTHON, Cpus, Server, pinned, redis_server, service_env
 
 DATA_DIR = PROJECT_ROOT / "data" / "ml-latest-small"
-ML1M_DIR = PROJECT_ROOT.parent / "shared" / "data" / "ml-1m"
 SECRET = "bench-secret-key-of-the-run"
 SERVICE_TOKEN = "bench-service-token"
 ADMIN_TOKEN = "bench-admin-token"
@@ -94,7 +93,7 @@ class Context:
     @property
     def redis_url(self) -> str:
         if self._redis is None:
-            self._redis = redis_server(self.workdir, self.cpus.server)
+            self._redis = redis_server(self.workdir, cpus=self.cpus.server)
             self._stack.callback(self._redis.stop)
         return f"redis://127.0.0.1:{self._redis.port}/0"
 
@@ -153,7 +152,7 @@ class Context:
             "model_poll_interval": 3600,
         }
         values.update(overrides)
-        return service_env(**values)
+        return service_env(values)
 
     def close(self) -> None:
         self._stack.close()

@@ -1,5 +1,6 @@
-"""Child processes for the benchmarks: servers on free loopback ports, pinned to CPUs, stopped by
-PID; a private redis-server; waiting on readiness by polling (never sleeping blindly)."""
+"""Child processes, for the benchmarks and the test suite alike (one harness): servers on free
+loopback ports, optionally pinned to CPUs, stopped by PID; a private redis-server; waiting on
+readiness by polling (never sleeping blindly)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +27,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+def wait_until(
+    condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition"
+) -> None:
+    """Poll ``condition`` until true; fail with ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
@@ -51,13 +55,8 @@ def http_status(url: str, timeout: float = 2.0) -> int | None:
         return None
 
 
-def http_get(url: str, timeout: float = 5.0, headers: dict | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+def http_ready(url: str) -> bool:
+    return http_status(url, timeout=1.0) == 200
 
 
 @dataclass(frozen=True)
@@ -133,6 +132,8 @@ class Server:
         return self
 
     def _ready(self) -> bool:
+        if self.ready_url is None and self.port is None:
+            return True  # nothing to wait for: the caller checks what it needs
         if self.proc is not None and self.proc.poll() is not None:
             raise RuntimeError(
                 f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}"
@@ -152,18 +153,21 @@ class Server:
         assert self.proc is not None
         return self.proc.pid
 
-    def children(self) -> list[int]:
-        """PIDs of the direct children (the worker processes of a multi-worker service)."""
-        try:
-            text = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text()
-        except OSError:
-            return []
-        return [int(p) for p in text.split()]
+    def signal(self, signum: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signum)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
     def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM (after SIGCONT, should it be frozen), SIGKILL when it outstays ``timeout``."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
@@ -200,12 +204,15 @@ def python_server(
     )
 
 
-def redis_server(workdir: Path, cpus: tuple[int, ...] = ()) -> Server:
-    """A private redis-server on a free port (no persistence), started and ready."""
+def redis_server(
+    workdir: Path, *options: str, port: int | None = None, cpus: tuple[int, ...] = ()
+) -> Server:
+    """A private redis-server (on a free port unless given), started and ready. No persistence
+    unless ``options`` say otherwise (e.g. ``"--appendonly", "yes"``; later options win)."""
     exe = shutil.which("redis-server")
     if exe is None:
         raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
-    port = free_port()
+    port = port or free_port()
     args = [
         exe,
         "--port",
@@ -220,16 +227,20 @@ def redis_server(workdir: Path, cpus: tuple[int, ...] = ()) -> Server:
         str(workdir),
         "--daemonize",
         "no",
+        *options,
     ]
     return Server(
         "redis", pinned(args, cpus), dict(os.environ), workdir / f"redis-{port}.log", port=port
     ).start(15)
 
 
-def service_env(base: dict[str, str] | None = None, **marquee: object) -> dict[str, str]:
-    """The environment for a service: this one plus ``MARQUEE_<NAME>`` for each keyword."""
-    env = {k: v for k, v in (base or os.environ).items() if not k.startswith("MARQUEE_")}
+def service_env(settings: Mapping[str, object] | None = None) -> dict[str, str]:
+    """A child's environment: ours without any ``MARQUEE_*``, plus ``MARQUEE_<NAME>`` for each
+    settings field given (booleans as ``true``/``false``)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MARQUEE_")}
     env["PYTHONUNBUFFERED"] = "1"
-    for key, value in marquee.items():
-        env[f"MARQUEE_{key.upper()}"] = str(value)
+    for key, value in (settings or {}).items():
+        env[f"MARQUEE_{key.upper()}"] = (
+            str(value).lower() if isinstance(value, bool) else str(value)
+        )
     return env

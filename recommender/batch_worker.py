@@ -266,7 +266,6 @@ class Worker:
         self.guard = DurabilityGuard(settings.state_redis_candidates())
         self.claim_idle_ms = max(1, int(settings.batch_claim_idle * 1000))
         self.block_ms = max(50, min(1000, self.claim_idle_ms // 2))
-        self.jobs_done = 0
         self._last_prune = 0.0
 
     async def run(self) -> None:
@@ -498,7 +497,6 @@ class Worker:
             return
         await self._finish(entry)
         elapsed = time.perf_counter() - started
-        self.jobs_done += 1
         log.info(
             "job done",
             extra={

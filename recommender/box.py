@@ -37,7 +37,6 @@ from recommender.schemas import (
     Recommendations,
     ScoredMovie,
     Similar,
-    SimilarBatch,
     UserRecommendations,
 )
 from services.feedback.schemas import ARMS, Arm
@@ -50,7 +49,6 @@ from services.platform.settings import Settings
 log = logging.getLogger("marquee.recommender")
 
 _decode_similar = msgspec.json.Decoder(Similar).decode
-_decode_batch = msgspec.json.Decoder(SimilarBatch).decode
 _decode_recommendations = msgspec.json.Decoder(Recommendations).decode
 _decode_user = msgspec.json.Decoder(UserRecommendations).decode
 
@@ -317,9 +315,6 @@ class RecommenderBox:
                 b"}",
             ]
         )
-
-    async def similar_many(self, movie_ids: list[int], k: int = 10) -> SimilarBatch:
-        return _decode_batch(await self.similar_many_json(movie_ids, k))
 
     async def user_recommendations_json(self, user_id: int, k: int = 10) -> bytes:
         loaded = self._loaded()

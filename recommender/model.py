@@ -218,12 +218,6 @@ class SimilarityModel:
             raise KeyError(movie_id)
         return SOURCES[int(self.similar_source[i])]
 
-    def similar_many(
-        self, movie_ids: Iterable[int], k: int = 10
-    ) -> dict[int, list[tuple[int, float]]]:
-        """``similar`` for several movies; unknown ids are left out of the result."""
-        return {int(m): self.similar(m, k) for m in movie_ids if self.has_item(m)}
-
     # ---- recommendations -----------------------------------------------------------------
     def popular(self, k: int = 10, exclude: Iterable[int] = ()) -> list[tuple[int, float]]:
         """The most rated movies, score 0.0 (popularity is not evidence about a person)."""
@@ -294,15 +288,6 @@ class SimilarityModel:
             k,
         )
         return _pairs(self.item_ids, top[0], scores[0])
-
-    def user_history(self, user_id: int) -> tuple[np.ndarray, np.ndarray]:
-        """A known user's (movie ids oldest first, liked flags)."""
-        u = self._user_index(user_id)
-        if u < 0:
-            raise KeyError(user_id)
-        start, stop = int(self.user_indptr[u]), int(self.user_indptr[u + 1])
-        items = np.asarray(self.user_items[start:stop])
-        return self.item_ids[items], np.asarray(self.user_liked[start:stop]).copy()
 
     def history_source(self, idx: np.ndarray) -> str:
         """What recommendations for these (known) items rest on."""

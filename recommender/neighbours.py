@@ -42,9 +42,6 @@ class Neighbours:
         start, stop = int(self.indptr[i]), int(self.indptr[i + 1])
         return np.asarray(self.indices[start:stop]), np.asarray(self.weights[start:stop])
 
-    def row_length(self, i: int) -> int:
-        return int(self.indptr[i + 1] - self.indptr[i])
-
     def matrix(self, n_cols: int | None = None) -> sp.csr_matrix:
         """The table as an ``n x n_cols`` CSR matrix sharing the arrays (no copy)."""
         n = self.n_rows

@@ -178,3 +178,23 @@ async def test_bare_composer_and_tailors_fragments_make_marquees_page() -> None:
     assert "Movie 7 (1995)" in page and "More like this" in page and "Your plan" in page
     assert frame.count(FRAGMENT_MARK) == 2 and "\x00" not in page + frame
     assert "Movie 8 (1995)" in similar and "Movie 8 (1995)" in page
+
+
+def test_profile_charges_a_sample_to_its_innermost_named_part() -> None:
+    from bench.profile import OTHER, parse_raw
+
+    handler = "movie_page (/w/web_server/pages.py:10)"
+    raw = "\n".join(
+        [
+            f"run (/l/asyncio/base_events.py:1);{handler};decode (/w/web_server/clients.py:5) 7",
+            f"run (/l/asyncio/base_events.py:1);{handler};render (/l/jinja2/env.py:3) 3",
+            "main (/w/x.py:1) 2",
+            "garbage line",
+        ]
+    )
+    parts = parse_raw(raw)
+    assert parts == {
+        "backend calls (client, pool, breaker)": 7,
+        "template render": 3,
+        OTHER: 2,
+    }

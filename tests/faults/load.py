@@ -28,6 +28,7 @@ class Sample:
     body: str
     error: str = ""
     server_timing: str = ""
+    retry_after: str | None = None  # the header, on a shed (503) answer
 
     def outcomes(self) -> dict[str, str]:
         """Each backend's outcome from the ``Server-Timing`` header (name -> desc)."""
@@ -87,6 +88,7 @@ class Load:
                     url,
                     body,
                     server_timing=resp.headers.get("Server-Timing", ""),
+                    retry_after=resp.headers.get("Retry-After"),
                 )
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 sample = Sample(

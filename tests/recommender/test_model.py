@@ -66,8 +66,6 @@ def test_similar_contract(ml_model: SimilarityModel) -> None:
     with pytest.raises(KeyError):
         ml_model.similar(999_999_999)
     assert ml_model.has_item(1) and not ml_model.has_item(999_999_999)
-    many = ml_model.similar_many([1, 999_999_999, 296], 3)
-    assert set(many) == {1, 296} and many[1] == ml_model.similar(1, 3)
 
 
 def test_every_catalog_movie_has_similar_movies(ml_model: SimilarityModel) -> None:
