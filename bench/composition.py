@@ -223,6 +223,7 @@ async def ttfb_ms(port: int, paths: list[str], headers: dict[str, str]) -> float
                 if probe.first is None:
                     probe.first = time.perf_counter()
                 probe.parser.feed_data(data)
+            assert probe.first is not None  # the loop ran at least once
             times.append((probe.first - sent) * 1000)
     finally:
         writer.close()

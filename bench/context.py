@@ -152,7 +152,7 @@ class Context:
             "model_poll_interval": 3600,
         }
         values.update(overrides)
-        return service_env(**values)
+        return service_env(values)
 
     def close(self) -> None:
         self._stack.close()

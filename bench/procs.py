@@ -13,7 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -234,10 +234,13 @@ def redis_server(
     ).start(15)
 
 
-def service_env(base: dict[str, str] | None = None, **marquee: object) -> dict[str, str]:
-    """The environment for a service: this one plus ``MARQUEE_<NAME>`` for each keyword."""
-    env = {k: v for k, v in (base or os.environ).items() if not k.startswith("MARQUEE_")}
+def service_env(settings: Mapping[str, object] | None = None) -> dict[str, str]:
+    """A child's environment: ours without any ``MARQUEE_*``, plus ``MARQUEE_<NAME>`` for each
+    settings field given (booleans as ``true``/``false``)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MARQUEE_")}
     env["PYTHONUNBUFFERED"] = "1"
-    for key, value in marquee.items():
-        env[f"MARQUEE_{key.upper()}"] = str(value)
+    for key, value in (settings or {}).items():
+        env[f"MARQUEE_{key.upper()}"] = (
+            str(value).lower() if isinstance(value, bool) else str(value)
+        )
     return env

@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -27,6 +28,8 @@ import orjson
 from aiohttp import web
 
 from services.platform.settings import PROJECT_ROOT
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 T = TypeVar("T")
 JSON = "application/json"
@@ -161,7 +164,7 @@ def stub_apps(delays: dict[str, float]) -> dict[str, web.Application]:
 
     fragments = fragment_routes(delays)
 
-    def app(routes: list[tuple[str, object]]) -> web.Application:
+    def app(routes: list[tuple[str, Handler]]) -> web.Application:
         application = web.Application()
         application.router.add_get("/healthz", healthz)
         application.router.add_get("/readyz", healthz)
@@ -240,7 +243,7 @@ class PageParts:
             for i in _similar_items(movie_id, k)
         )
         movie = _movie_struct(movie_id)
-        return self.fragments.similar_row(SimilarRow(items, "model"), movie, False)
+        return self.fragments.similar_row(SimilarRow(items, "model"), movie, False).html()
 
 
 def _movie_struct(movie_id: int):  # -> services.catalog.schemas.Movie
@@ -254,7 +257,7 @@ def _card(movie_id: int) -> tuple[str, int, tuple[str, ...]]:
     return movie["title"], movie["year"], tuple(movie["genres"])
 
 
-def fragment_routes(delays: dict[str, float]) -> dict[str, list[tuple[str, object]]]:
+def fragment_routes(delays: dict[str, float]) -> dict[str, list[tuple[str, Handler]]]:
     """The stubs' HTML fragment routes, per stub: the similar row takes the recommender's and
     the titles lookup's time together (Tailor gets it in one call; Marquee chains two)."""
     parts = PageParts()
@@ -345,7 +348,9 @@ def bare_app(catalog: str, subscription_url: str, recommender: str) -> web.Appli
             idempotency_key="k" * 32,
             csrf_token=csrf,
         )
-        similar_html = similar_row.render(similar=similar, degraded=False, genre=None)
+        similar_html = similar_row.render(
+            similar=similar, degraded=False, genre=None, href="/movies/"
+        )
         before, between, after = frame.split("\x00")[0::2]
         text = before + plan_html + between + similar_html + after
         return web.Response(text=text, content_type="text/html")

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from bench.procs import (
     http_ready,
     port_open,
     redis_server,
+    service_env,
     wait_until,
 )
 
@@ -65,13 +65,7 @@ SERVICE = {"Authorization": f"Bearer {TEST_SECRETS['service_token']}"}
 def marquee_env(**settings: object) -> dict[str, str]:
     """A child process's environment: ours without any ``MARQUEE_*``, plus the test secrets, one
     worker, no access log, and ``MARQUEE_<NAME>`` for each keyword (which win)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MARQUEE_")}
-    merged = {**TEST_SECRETS, "workers": 1, "access_log": False, **settings}
-    for name, value in merged.items():
-        env[f"MARQUEE_{name.upper()}"] = (
-            str(value).lower() if isinstance(value, bool) else str(value)
-        )
-    return env
+    return service_env({**TEST_SECRETS, "workers": 1, "access_log": False, **settings})
 
 
 class Process(Server):
