@@ -3,7 +3,8 @@ metrics (its version's manifest), and the tool's own counts to check the server'
 
 - Online: ``GET /v1/experiments/current`` with the admin token (an ``ExperimentReport``). The
   aggregator counts asynchronously, so the report waits (up to ``wait`` seconds) until the
-  server has counted at least the rows and clicks the tool saw in each arm.
+  server has counted, since the run began (``baseline``), at least the rows and clicks the tool
+  saw in each arm.
 - Offline: each arm's version's manifest ``metrics`` (Recall@k, NDCG@k of the strict hold-out
   ``train`` evaluates on): from the registry directory when ``--model-dir`` is given, else from
   ``GET /v1/models`` (every loaded version), else ``GET /v1/model`` (the published one).
@@ -141,11 +142,33 @@ def _tool_by_arm(replay: ReplayUsers, report: ExperimentReport) -> dict[str, dic
     return out
 
 
-def _caught_up(report: ExperimentReport, by_arm: dict[str, dict[str, int]]) -> bool:
-    """Has the server counted (at least) every row and click the tool saw, arm by arm?"""
+Baseline = dict[str, tuple[int, int]]  # "<experiment id>:<arm>" -> (impressions, clicks)
+
+
+def baseline(base: str, token: str | None, timeout: float = 5.0) -> Baseline:
+    """The server's counts before the replay (none when it has no experiment yet): what the
+    run adds is the difference, so a second replay in the same experiment waits for its own
+    events to be counted, not for the first run's."""
+    report = fetch_experiment(base, token, timeout)
+    if isinstance(report, str):
+        return {}
+    return {f"{report.experiment.id}:{a.arm}": (a.impressions, a.clicks) for a in report.arms}
+
+
+def _added(report: ExperimentReport, before: Baseline) -> dict[str, tuple[int, int]]:
+    """Per arm: (impressions, clicks) the server counted since ``before``."""
+    out: dict[str, tuple[int, int]] = {}
     for a in report.arms:
-        mine = by_arm.get(a.arm)
-        if mine is not None and (a.clicks < mine["clicks"] or a.impressions < mine["rows"]):
+        impressions, clicks = before.get(f"{report.experiment.id}:{a.arm}", (0, 0))
+        out[a.arm] = (a.impressions - impressions, a.clicks - clicks)
+    return out
+
+
+def _caught_up(added: dict[str, tuple[int, int]], by_arm: dict[str, dict[str, int]]) -> bool:
+    """Has the server counted (at least) every row and click the tool saw, arm by arm?"""
+    for arm, (impressions, clicks) in added.items():
+        mine = by_arm.get(arm)
+        if mine is not None and (clicks < mine["clicks"] or impressions < mine["rows"]):
             return False
     return True
 
@@ -158,6 +181,7 @@ def replay_report(
     token: str | None,
     model_dir: str | None,
     wait: float,
+    before: Baseline | None = None,
     timeout: float = 5.0,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
@@ -177,7 +201,8 @@ def replay_report(
             out["experiment_error"] = report
             return out
         by_arm = _tool_by_arm(replay, report)
-        caught_up = _caught_up(report, by_arm)
+        added = _added(report, before or {})
+        caught_up = _caught_up(added, by_arm)
         if caught_up or time.monotonic() >= deadline:
             break
         sleep(0.2)  # the aggregator is asynchronous: poll until it caught up, within ``wait``
@@ -195,6 +220,7 @@ def replay_report(
                 "impressions": a.impressions,
                 "clicks": a.clicks,
                 "ctr": msgspec.to_builtins(a.ctr),
+                "run": {"impressions": added[a.arm][0], "clicks": added[a.arm][1]},
                 "tool": mine,
                 "offline": offline.get(a.version, {}),
             }
@@ -226,6 +252,17 @@ def replay_table(section: dict[str, Any]) -> str:
         + (f", stopped {exp['stopped']}" if exp.get("stopped") else "")
         + f"); offline metrics from {section.get('offline_source', '-')}"
     )
+    earlier = [
+        a for a in section["arms"] if a.get("run", {}).get("impressions") != a["impressions"]
+    ]
+    if earlier:
+        lines.append(
+            "the server's counts include events from before this run; this run added "
+            + ", ".join(
+                f"{a['arm']} {a['run']['impressions']} impressions / {a['run']['clicks']} clicks"
+                for a in earlier
+            )
+        )
     if not section.get("server_caught_up", True):
         lines.append("warning: the server had not counted every click the tool made yet")
     head = (

@@ -44,7 +44,7 @@ from loadtest import thresholds as thresholds_module
 from loadtest.config import REPLAY, RunConfig
 from loadtest.engine import DONE, Engine, Exchange, Pool, clock, format_request, probe
 from loadtest.holdout import ReplayUsers, read_holdout, select_users
-from loadtest.online import replay_report
+from loadtest.online import baseline, replay_report
 from loadtest.scenarios import (
     REC,
     REGISTRY,
@@ -698,6 +698,11 @@ async def run_load(
     started = datetime.now(UTC).isoformat(timespec="seconds")
     await check_reachable(cfg)
     cfg, replay = await asyncio.to_thread(replayed_users, cfg)
+    before = (
+        await asyncio.to_thread(baseline, cfg.recommender_base, cfg.admin_token)
+        if replay is not None
+        else {}
+    )
     funcs = scenario_functions(cfg, replay)
     if workload is None:
         if cfg.paths is not None or replay is not None:
@@ -780,5 +785,6 @@ async def run_load(
             token=cfg.admin_token,
             model_dir=cfg.model_dir,
             wait=cfg.report_wait,
+            before=before,
         )
     return results

@@ -350,10 +350,13 @@ class FeedbackLog:
 FEEDBACK = web.AppKey("feedback", FeedbackLog)
 
 
-def fake_feedback_app(similar: Callable[[int], list[int]], report: dict | None) -> web.Application:
+def fake_feedback_app(
+    similar: Callable[[int], list[int]], report: Callable[[FeedbackLog], dict] | None
+) -> web.Application:
     """Demo login, movie pages whose similar row is ``similar(movie)`` behind tracked links,
     ``/r/<view>/<movie>`` (303; one click per view counts; the same link twice is 409), and
-    ``GET /v1/experiments/current`` answering ``report`` to the admin token."""
+    ``GET /v1/experiments/current`` answering ``report(what it saw so far)`` to the admin
+    token."""
     app = web.Application()
     log = FeedbackLog()
     app[FEEDBACK] = log
@@ -401,7 +404,7 @@ def fake_feedback_app(similar: Callable[[int], list[int]], report: dict | None) 
             return web.json_response({"error": {"code": "x", "message": "no"}}, status=401)
         if report is None:
             return web.json_response({"error": {"code": "none", "message": "none"}}, status=404)
-        return web.json_response(report)
+        return web.json_response(report(log))
 
     r = app.router
     r.add_get("/login", login_form)

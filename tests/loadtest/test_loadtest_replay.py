@@ -24,7 +24,7 @@ from recommender.data import Interactions
 from recommender.evaluate import holdout_split, write_holdout
 from services.feedback.assignment import arm_for
 from services.feedback.schemas import Experiment
-from tests.loadtest.conftest import FEEDBACK, fake_feedback_app, movie_page_html
+from tests.loadtest.conftest import FEEDBACK, FeedbackLog, fake_feedback_app, movie_page_html
 
 EXPERIMENT = {
     "id": "exp-1",
@@ -36,18 +36,27 @@ EXPERIMENT = {
 }
 
 
-def _report(clicks: dict[str, int]) -> dict:
-    arms = [
-        {
-            "arm": arm,
-            "version": EXPERIMENT[arm],
-            "impressions": 100,
-            "clicks": clicks[arm],
-            "ctr": {"estimate": clicks[arm] / 100, "low": 0.0, "high": 0.5},
-            "series": [],
-        }
-        for arm in ("control", "candidate")
-    ]
+def _report(log: FeedbackLog) -> dict:
+    """The experiment's report from what the fake server saw (arms by the real rule)."""
+    experiment = Experiment(**EXPERIMENT)  # type: ignore[arg-type]
+
+    def count(events: list[tuple[str, int]], arm: str) -> int:
+        return sum(1 for user, _ in events if arm_for(experiment, f"user:{user}") == arm)
+
+    arms = []
+    for arm in ("control", "candidate"):
+        impressions, clicks = count(log.views, arm), count(log.clicks, arm)
+        estimate = clicks / impressions if impressions else 0.0
+        arms.append(
+            {
+                "arm": arm,
+                "version": EXPERIMENT[arm],
+                "impressions": impressions,
+                "clicks": clicks,
+                "ctr": {"estimate": estimate, "low": 0.0, "high": 1.0},
+                "series": [],
+            }
+        )
     return {
         "experiment": EXPERIMENT,
         "arms": arms,
@@ -187,10 +196,10 @@ async def test_the_report_puts_online_ctr_beside_each_versions_offline_metrics(
     serve, config, tmp_path
 ):
     users = {u: ([1, 2, 3], [11]) for u in range(1, 21)}
-    experiment = msgspec_experiment()
+    experiment = Experiment(**EXPERIMENT)  # type: ignore[arg-type]
     arms = {u: arm_for(experiment, f"user:{u}") for u in users}
     expected = {arm: sum(1 for a in arms.values() if a == arm) for arm in ("control", "candidate")}
-    app = fake_feedback_app(lambda movie: [10, 11], _report(expected))
+    app = fake_feedback_app(lambda movie: [10, 11], _report)
     url = await serve(app)
     registry = tmp_path / "models"
     for arm, recall in (("control", 0.18), ("candidate", 0.09)):
@@ -219,7 +228,7 @@ async def test_the_report_puts_online_ctr_beside_each_versions_offline_metrics(
 
 
 async def test_without_the_admin_token_the_report_says_why(serve, config, tmp_path):
-    app = fake_feedback_app(lambda movie: [10, 11], _report({"control": 0, "candidate": 0}))
+    app = fake_feedback_app(lambda movie: [10, 11], _report)
     url = await serve(app)
     path = _holdout_file(tmp_path / "h.csv", {1: ([1], [11])})
     res = await run_load(config(base_url=url, holdout=str(path), report_wait=0))
@@ -227,5 +236,17 @@ async def test_without_the_admin_token_the_report_says_why(serve, config, tmp_pa
     assert "no online figures" in replay_table(res["replay"])
 
 
-def msgspec_experiment() -> Experiment:
-    return Experiment(**EXPERIMENT)  # type: ignore[arg-type]
+async def test_a_second_replay_in_the_same_experiment_reports_what_it_added(
+    serve, config, tmp_path
+):
+    app = fake_feedback_app(lambda movie: [10, 11], _report)
+    url = await serve(app)
+    path = _holdout_file(tmp_path / "h.csv", {u: ([1, 2], [11]) for u in range(1, 11)})
+    runs = []
+    for _ in range(2):
+        cfg = config(base_url=url, holdout=str(path), admin_token="admin-token", report_wait=0)
+        runs.append((await run_load(cfg))["replay"])
+    second = {a["arm"]: a for a in runs[1]["arms"]}
+    assert all(a["run"]["clicks"] == a["tool"]["clicks"] for a in second.values())
+    assert sum(a["clicks"] for a in second.values()) == 2 * runs[1]["tool"]["clicks"]
+    assert runs[1]["server_caught_up"] and "from before this run" in replay_table(runs[1])
