@@ -390,3 +390,11 @@ async def test_each_arm_sees_its_versions_row_and_its_click_is_counted_for_it(
         return arms.get("candidate", {}).get("clicks") == 1
 
     await async_wait_until(reported, 30.0, "the candidate's click in the experiment report")
+
+
+async def test_the_visitor_cookie_is_secure_where_tls_ends_in_front(start_web, stub_web_settings):
+    write_experiment(stub_web_settings, experiment())
+    web = await start_web(replace(stub_web_settings, secure_cookies=True))
+    async with browser() as session, session.get(f"{web.url}/movies/1") as resp:
+        assert resp.status == 200
+        assert resp.cookies["marquee_visitor"]["secure"]
