@@ -250,3 +250,25 @@ async def test_a_second_replay_in_the_same_experiment_reports_what_it_added(
     assert all(a["run"]["clicks"] == a["tool"]["clicks"] for a in second.values())
     assert sum(a["clicks"] for a in second.values()) == 2 * runs[1]["tool"]["clicks"]
     assert runs[1]["server_caught_up"] and "from before this run" in replay_table(runs[1])
+
+
+async def test_the_html_report_shows_the_arms_online_and_offline(serve, config, tmp_path):
+    from loadtest.html_report import render_html
+
+    app = fake_feedback_app(lambda movie: [10, 11], _report)
+    url = await serve(app)
+    registry = tmp_path / "models"
+    folder = registry / "versions" / EXPERIMENT["control"]
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text(json.dumps({"metrics": {"recall@20": 0.1773}}))
+    path = _holdout_file(tmp_path / "h.csv", {u: ([1, 2], [11]) for u in range(1, 11)})
+    cfg = config(
+        base_url=url,
+        holdout=str(path),
+        admin_token="admin-token",
+        model_dir=str(registry),
+        report_wait=0,
+    )
+    html = render_html(await run_load(cfg))
+    assert "Replayed users: online vs offline" in html
+    assert "v-control" in html and "v-candidate" in html and "0.1773" in html
