@@ -363,9 +363,11 @@ def cmd_holdout(args: argparse.Namespace) -> int:
     rating; the load tool replays ``holdout.csv``'s users against them (``--scenario replay``).
     The movies (and tags) file is copied next to the training ratings, so ``train --ratings
     DIR/ratings.csv`` finds it as it finds the bundled data's."""
+    out = Path(args.out_dir)
+    if (out / HOLDOUT_FILES["ratings"]).resolve() == Path(args.ratings).resolve():
+        raise InputError(f"--out-dir {out} holds the source ratings: choose another directory")
     interactions = load_ratings(args.ratings)
     split = holdout_split(interactions, args.protocol, max_users=args.max_users, seed=args.seed)
-    out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = write_training(split, out / HOLDOUT_FILES["ratings"])
     held = write_holdout(split, out / HOLDOUT_FILES["holdout"])

@@ -77,6 +77,13 @@ def test_the_split_is_described_and_the_catalog_sits_next_to_the_training_file(
     assert (holdout_dir / "movies.csv").is_file() and (holdout_dir / "tags.csv").is_file()
 
 
+def test_a_holdout_never_overwrites_its_source(tmp_path: Path) -> None:
+    source = tmp_path / "ratings.csv"
+    source.write_text("userId,movieId,rating,timestamp\n1,1,5,1\n")
+    assert main(["holdout", "--ratings", str(source), "--out-dir", str(tmp_path)]) == 2
+    assert source.read_text() == "userId,movieId,rating,timestamp\n1,1,5,1\n"
+
+
 # ---- the popularity model ----------------------------------------------------------------------
 def test_a_popularity_models_similar_lists_are_the_most_rated_other_movies() -> None:
     interactions = Interactions.from_arrays(
