@@ -39,7 +39,7 @@ from recommender.schemas import (
     Similar,
     UserRecommendations,
 )
-from services.feedback.schemas import ARMS, Arm
+from services.feedback.schemas import ARMS, Arm, Experiment
 from services.feedback.state import ExperimentStore
 from services.platform.errors import ApiError, BadRequest, Conflict, NotFound, NotReady
 from services.platform.metrics import Metrics
@@ -166,7 +166,7 @@ class RecommenderBox:
         self._arms: dict[str, Loaded] = {}  # version -> loaded, other than the published one
         self._arm_refused: set[str] = set()  # arm versions that failed to load or verify
         self._arms_lock = asyncio.Lock()
-        self._arms_task: asyncio.Task | None = None
+        self._experiment: Experiment | None = None  # as of the last sync_arms
 
     # ---- state ------------------------------------------------------------------------------
     @property
@@ -240,7 +240,7 @@ class RecommenderBox:
         (``model_version`` says which served: the published one when no experiment runs or the
         arm's version is not loaded, e.g. it failed its integrity check)."""
         if arm is not None:
-            loaded = await self.for_arm(arm)
+            loaded = self.for_arm(arm)
             if type(movie_id) is int and type(k) is int:
                 body = loaded.memo.get((movie_id, k))
                 if body is not None:
@@ -370,33 +370,23 @@ class RecommenderBox:
         return self._loaded().info
 
     # ---- experiment arms --------------------------------------------------------------------
-    async def for_arm(self, arm: Arm) -> Loaded:
+    def for_arm(self, arm: Arm) -> Loaded:
         """The loaded version that serves ``arm`` now: the running experiment's version for it
-        when that is loaded, else the published one (never an error while one is served)."""
+        when that is loaded, else the published one (never an error while one is served). No
+        I/O: the experiment is the one the last ``sync_arms`` read (every 2 s, off the request
+        path), so a slow state Redis never slows a request."""
         if arm not in ARMS:
             raise BadRequest(
                 f"arm must be one of {', '.join(ARMS)}, got {arm!r}", code="invalid_arm"
             )
         published = self._loaded()
-        if self.experiments is None:
-            return published
-        experiment = await self.experiments.current()
+        experiment = self._experiment
         if experiment is None or experiment.stopped is not None:
             return published
         version = experiment.version(arm)
         if version == published.version:
             return published
-        loaded = self._arms.get(version)
-        if loaded is None:
-            if version not in self._arm_refused:
-                self._start_arm_sync()  # served by the published version until it is loaded
-            return published
-        return loaded
-
-    def _start_arm_sync(self) -> None:
-        task = self._arms_task
-        if task is None or task.done():
-            self._arms_task = asyncio.create_task(self.sync_arms(), name="experiment-arms")
+        return self._arms.get(version) or published
 
     async def sync_arms(self) -> list[str]:
         """Load the running experiment's versions (verified, memory-mapped, in a thread) and
@@ -406,6 +396,7 @@ class RecommenderBox:
         async with self._arms_lock:
             experiment = await self.experiments.current() if self.experiments else None
             wanted: set[str] = set()
+            self._experiment = experiment
             if experiment is not None and experiment.stopped is None:
                 wanted = {experiment.control, experiment.candidate}
             for version in [v for v in self._arms if v not in wanted]:

@@ -27,6 +27,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,7 @@ log = logging.getLogger("marquee.feedback")
 
 COUNTED_TTL = 24 * 3600  # a batch's "counted" marker: far longer than any retry of its XADD
 BACKOFF_START, BACKOFF_MAX = 0.2, 5.0
+PRUNE_EVERY = 60.0  # seconds between sweeps of dead consumers out of the group
 FIELD = b"b"  # the stream entry's one field: an EventBatch as JSON
 
 _decode_batch = msgspec.json.Decoder(EventBatch).decode
@@ -216,6 +218,7 @@ class RedisAggregator:
         self._script: AsyncScript = redis.register_script(COUNT_SCRIPT)
         self._group_ready = False
         self._claim_cursor = "0-0"
+        self._last_prune = 0.0
 
     # ---- reading ------------------------------------------------------------------------
     async def read(self, key: str) -> dict[str, int]:
@@ -285,10 +288,24 @@ class RedisAggregator:
         ``block``). Returns how many entries were handled."""
         if not self._group_ready:
             await self.ensure_group()
+        await self.prune_consumers()
         handled = await self.claim()
         if handled:
             return handled
         return await self.read_new(stop)
+
+    async def prune_consumers(self) -> None:
+        """Forget consumers (aggregators of processes long gone: each process has its own name)
+        that hold nothing and have been silent for an hour or more."""
+        now = time.monotonic()
+        if now - self._last_prune < PRUNE_EVERY:
+            return
+        self._last_prune = now
+        threshold = max(3600_000, self.claim_idle_ms * 10)
+        for info in await self.redis.xinfo_consumers(self.keys.stream, self.keys.group):
+            name = _text(info["name"])
+            if name != self.consumer and not info["pending"] and info["idle"] > threshold:
+                await self.redis.xgroup_delconsumer(self.keys.stream, self.keys.group, name)
 
     async def claim(self) -> int:
         """XAUTOCLAIM entries pending longer than the claim idle time (their consumer died or
