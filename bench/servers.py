@@ -243,7 +243,7 @@ class PageParts:
             for i in _similar_items(movie_id, k)
         )
         movie = _movie_struct(movie_id)
-        return self.fragments.similar_row(SimilarRow(items, "model"), movie, False)
+        return self.fragments.similar_row(SimilarRow(items, "model"), movie, False).html()
 
 
 def _movie_struct(movie_id: int):  # -> services.catalog.schemas.Movie
@@ -348,7 +348,9 @@ def bare_app(catalog: str, subscription_url: str, recommender: str) -> web.Appli
             idempotency_key="k" * 32,
             csrf_token=csrf,
         )
-        similar_html = similar_row.render(similar=similar, degraded=False, genre=None)
+        similar_html = similar_row.render(
+            similar=similar, degraded=False, genre=None, href="/movies/"
+        )
         before, between, after = frame.split("\x00")[0::2]
         text = before + plan_html + between + similar_html + after
         return web.Response(text=text, content_type="text/html")

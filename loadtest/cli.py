@@ -34,6 +34,7 @@ from loadtest.config import (
     parse_user_ids,
 )
 from loadtest.html_report import render_html
+from loadtest.online import replay_table
 from loadtest.report import (
     compare_table,
     load_results,
@@ -54,6 +55,8 @@ examples:
   python -m loadtest --config load.toml --out new.json --compare old.json --html report.html
   python -m loadtest --rate 200 --threshold 'p99<50ms' --threshold 'errors<0.1%'
   python -m loadtest --paths targets.txt --rate 3000 --duration 20s   # replay a list of URLs
+  python -m loadtest --scenario replay --holdout var/holdout/holdout.csv --replay-users 150 \
+      --seed 1 --html replay.html   # held-out users during an experiment: online vs offline
 
 exit codes: 0 pass; 1 a threshold failed or nothing succeeded; 2 bad arguments;
   3 target unreachable; 4 invalid run (the generator fell behind its schedule)
@@ -154,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     w = p.add_argument_group("workload")
     w.add_argument("--mix", type=_mix, help="weighted scenarios, e.g. page=70,similar=20,search=10")
     w.add_argument(
+        "--scenario",
+        metavar="NAME",
+        help="one scenario alone (same as --mix NAME=1); 'replay' replays held-out users "
+        "(needs --holdout)",
+    )
+    w.add_argument(
         "--popularity",
         choices=("counts", "zipf"),
         help="movie weights: rating counts (default) or Zipf over rank",
@@ -168,6 +177,40 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="replay these request targets (one per line, GET against --base-url) instead "
         "of the scenario mix",
+    )
+    r = p.add_argument_group("replayed users (--scenario replay)")
+    r.add_argument(
+        "--holdout",
+        metavar="FILE",
+        help="the held-out users (python -m recommender holdout --out-dir DIR: DIR/holdout.csv); "
+        "each logs in, opens pages of their history and follows a similar movie only if they "
+        "went on to like it",
+    )
+    r.add_argument(
+        "--replay-users",
+        type=int,
+        help="replay this many of the file's users (a seeded sample; default all). --users is "
+        "how many at a time (default 8)",
+    )
+    r.add_argument(
+        "--pages-per-user",
+        type=int,
+        help="history movie pages each user opens, most recent likes first (default 10)",
+    )
+    r.add_argument(
+        "--admin-token",
+        help="reads GET /v1/experiments/current for the online CTR per arm "
+        "(default: env MARQUEE_ADMIN_TOKEN)",
+    )
+    r.add_argument(
+        "--model-dir",
+        help="model registry to read each arm's offline metrics from (default: the server's "
+        "GET /v1/models, else /v1/model)",
+    )
+    r.add_argument(
+        "--report-wait",
+        type=duration,
+        help="how long to wait for the server to count the replay's clicks (default 15s)",
     )
     c = p.add_argument_group("pass/fail")
     c.add_argument(
@@ -214,6 +257,8 @@ def resolve(argv: Sequence[str] | None) -> tuple[RunConfig, dict[str, Any] | Non
     try:
         values = load_toml(args.pop("config")) if "config" in args else {}
         values.update(args)
+        if values.get("holdout") and not values.get("admin_token"):
+            values["admin_token"] = os.environ.get("MARQUEE_ADMIN_TOKEN") or None
         cfg = build_config(values)
         old = load_results(cfg.compare) if cfg.compare else None
         if old is not None and not cfg.compare_anyway:
@@ -288,6 +333,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if comparison is not None:
         print()
         print(compare_table(comparison))
+    if "replay" in results:
+        print()
+        print(replay_table(results["replay"]))
     if cfg.out:
         write_json(results, cfg.out)
         print(f"results: {cfg.out}")

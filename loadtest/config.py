@@ -77,6 +77,13 @@ class RunConfig:
     compare: str | None = None
     compare_anyway: bool = False  # compare even when the two runs' load shapes differ
     paths: str | None = None  # replay these request targets (one per line) instead of the mix
+    # replayed users (--scenario replay): the hold-out file, how many of its users, pages each
+    holdout: str | None = None
+    replay_users: int | None = None  # a seeded sample; None = every user in the file
+    pages_per_user: int = 10
+    admin_token: str | None = None  # reads GET /v1/experiments/current; never written out
+    model_dir: str | None = None  # registry to read each arm's offline metrics from
+    report_wait: float = 15.0  # seconds to wait for the server to count the replay's clicks
     thresholds: tuple[str, ...] = ()  # pass/fail rules, e.g. "p99<50ms", "errors<0.1%"
     max_send_lag: float = 0.010  # seconds: p99 send lag above this marks the run invalid
 
@@ -111,6 +118,8 @@ class RunConfig:
         data = asdict(self)
         data["user_ids"] = list(self.user_ids)
         data["model"] = self.model
+        if self.admin_token:
+            data["admin_token"] = "(set)"  # a secret: never in a results file
         return data
 
 
@@ -171,7 +180,7 @@ def load_toml(path: str) -> dict[str, Any]:
         raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid TOML in {path}: {exc}") from None
-    known = {f.name for f in fields(RunConfig)}
+    known = {f.name for f in fields(RunConfig)} | {"scenario"}
     values: dict[str, Any] = {}
     for key, value in data.items():
         norm = key.replace("-", "_")
@@ -221,10 +230,13 @@ _STRINGS = (
     "html",
     "compare",
     "paths",
+    "holdout",
+    "admin_token",
+    "model_dir",
     "arrival",
     "popularity",
 )
-_SECONDS = ("duration", "ramp_up", "think_time", "timeout", "max_send_lag")
+_SECONDS = ("duration", "ramp_up", "think_time", "timeout", "max_send_lag", "report_wait")
 _DURATION = re.compile(r"^\s*([-+]?)\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 
 
@@ -243,6 +255,8 @@ def _check_types(v: dict[str, Any]) -> None:
     for name in _STRINGS:
         if v.get(name) is not None and not isinstance(v[name], str):
             raise ConfigError(f"{name} must be a string")
+    if v.get("scenario") is not None and not isinstance(v["scenario"], str):
+        raise ConfigError("scenario must be a string")
     for name in ("progress", "uvloop", "compare_anyway"):
         if v.get(name) is not None and not isinstance(v[name], bool):
             raise ConfigError(f"{name} must be true or false")
@@ -256,23 +270,37 @@ def _check_types(v: dict[str, Any]) -> None:
 
 def build_config(values: dict[str, Any]) -> RunConfig:
     """Validate merged values and fill the defaults the modes imply."""
-    known = {f.name for f in fields(RunConfig)}
+    known = {f.name for f in fields(RunConfig)} | {"scenario"}  # scenario: one-scenario mix
     unknown = set(values) - known
     if unknown:
         raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
     v = dict(values)
     _check_types(v)
+    scenario = v.pop("scenario", None)
+    if scenario is not None:
+        if "mix" in v:
+            raise ConfigError("give --scenario or --mix, not both")
+        if scenario == REPLAY:
+            if v.get("holdout") is None:
+                raise ConfigError("--scenario replay needs --holdout FILE (recommender holdout)")
+        elif scenario not in SCENARIOS:
+            names = ", ".join((*SCENARIOS, REPLAY))
+            raise ConfigError(f"unknown scenario {scenario!r} (known: {names})")
+        else:
+            v["mix"] = {scenario: 1.0}
+    if v.get("holdout") is not None:
+        _check_replay(v)
     if v.get("rate") is not None and v.get("users") is not None:
         raise ConfigError("choose one model: --rate (open) or --users (closed), not both")
     if v.get("rate") is None and v.get("users") is None:
         v["rate"] = 50.0
-    if v.get("duration") is None and v.get("requests") is None:
-        v["duration"] = 10.0
+    if v.get("duration") is None and v.get("requests") is None and v.get("holdout") is None:
+        v["duration"] = 10.0  # a replay ends when its users are done
     for name in ("rate", "duration", "timeout"):
         _positive(name, v.get(name))
     for name in ("ramp_up", "think_time"):
         _positive(name, v.get(name), allow_zero=True)
-    for name in ("users", "requests", "connections", "movies"):
+    for name in ("users", "requests", "connections", "movies", "replay_users", "pages_per_user"):
         value = v.get(name)
         if value is not None and (
             isinstance(value, bool) or not isinstance(value, int) or value < 1
@@ -288,7 +316,7 @@ def build_config(values: dict[str, Any]) -> RunConfig:
     if "user_ids" in v:
         lo, hi = v["user_ids"]
         v["user_ids"] = parse_user_ids(f"{lo}-{hi}")
-    if "mix" in v:
+    if "mix" in v and v.get("holdout") is None:
         v["mix"] = validate_mix(v["mix"])
     if v.get("paths") is not None:
         if "mix" in v:
@@ -300,6 +328,23 @@ def build_config(values: dict[str, Any]) -> RunConfig:
     if v.get("rate") is not None:
         v["rate"] = float(v["rate"])
     return RunConfig(**v)
+
+
+REPLAY = "replay"  # the replayed-users scenario (and the name --paths runs report under)
+
+
+def _check_replay(v: dict[str, Any]) -> None:
+    """``--holdout``: replayed users are the whole load (one visit per user)."""
+    if v.get("paths") is not None:
+        raise ConfigError("give --holdout (replayed users) or --paths, not both")
+    if "mix" in v:
+        raise ConfigError("--holdout replays users on its own: leave out --mix")
+    if not Path(v["holdout"]).is_file():
+        raise ConfigError(f"--holdout {v['holdout']}: no such file")
+    if v.get("rate") is None and v.get("users") is None:
+        v["users"] = 8  # replayed users at a time
+    v["mix"] = {REPLAY: 1.0}
+    _positive("report_wait", v.get("report_wait"), allow_zero=True)
 
 
 def check_thresholds(value: Any, mix: dict[str, float]) -> tuple[str, ...]:

@@ -246,6 +246,52 @@ def _compare_table(cmp: dict[str, Any]) -> str:
     )
 
 
+def _metric(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+def _replay(results: dict[str, Any]) -> str:
+    """Replayed users: what they did, then online CTR per arm beside offline metrics."""
+    section = results.get("replay")
+    if not section:
+        return ""
+    tool = section["tool"]
+    out = [
+        "<h2>Replayed users: online vs offline</h2><div class=card>",
+        f"<p>{tool['users']:,} held-out users of {escape(str(section['holdout']))} "
+        f"({tool['logged_in']:,} logged in), up to {section['pages_per_user']} pages each: "
+        f"{tool['pages']:,} pages, {tool['rows']:,} similar rows with tracked links, "
+        f"{tool['clicks']:,} clicks followed.</p>",
+    ]
+    if section.get("experiment_error"):
+        out.append(f"<p class=warn>No online figures: {escape(section['experiment_error'])}</p>")
+        return "".join(out) + "</div>"
+    out.append(
+        "<table><tr><th>arm</th><th>version</th><th>impressions</th><th>clicks</th>"
+        "<th>CTR [95 % interval]</th><th>tool rows / clicks</th><th>Recall@20</th>"
+        "<th>NDCG@20</th></tr>"
+    )
+    for a in section["arms"]:
+        ctr, off = a["ctr"], a["offline"]
+        out.append(
+            f"<tr><td>{escape(a['arm'])}</td><td>{escape(a['version'])}</td>"
+            f"<td>{a['impressions']:,}</td><td>{a['clicks']:,}</td>"
+            f"<td>{ctr['estimate'] * 100:.2f} % [{ctr['low'] * 100:.2f}, "
+            f"{ctr['high'] * 100:.2f}]</td><td>{a['tool']['rows']:,} / {a['tool']['clicks']:,}"
+            f"</td><td>{_metric(off.get('recall@20'))}</td><td>{_metric(off.get('ndcg@20'))}</td>"
+            "</tr>"
+        )
+    out.append("</table>")
+    diff = section.get("difference")
+    if diff:
+        out.append(
+            f"<p>CTR difference, candidate − control: {diff['estimate'] * 100:.2f} % "
+            f"[{diff['low'] * 100:.2f}, {diff['high'] * 100:.2f}] (95 %). Offline metrics "
+            f"from {escape(str(section.get('offline_source', '-')))}.</p>"
+        )
+    return "".join(out) + "</div>"
+
+
 def render_html(results: dict[str, Any], comparison: dict[str, Any] | None = None) -> str:
     """The whole report as one HTML string."""
     cfg = results.get("config", {})
@@ -297,6 +343,7 @@ def render_html(results: dict[str, Any], comparison: dict[str, Any] | None = Non
             _compare_table(comparison),
             "</div>",
         ]
+    parts.append(_replay(results))
     parts += [
         "<h2>Over time</h2>",
         _charts(results),

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import dataclasses
 import math
 import random
 import resource
@@ -40,8 +41,10 @@ from typing import Any, TextIO
 import numpy as np
 
 from loadtest import thresholds as thresholds_module
-from loadtest.config import RunConfig
+from loadtest.config import REPLAY, RunConfig
 from loadtest.engine import DONE, Engine, Exchange, Pool, clock, format_request, probe
+from loadtest.holdout import ReplayUsers, read_holdout, select_users
+from loadtest.online import baseline, replay_report
 from loadtest.scenarios import (
     REC,
     REGISTRY,
@@ -660,10 +663,21 @@ async def check_reachable(cfg: RunConfig) -> None:
             raise TargetUnreachable(f"cannot reach {base}: {why}; is the server running?")
 
 
-def scenario_functions(cfg: RunConfig) -> dict[str, Scenario]:
+def scenario_functions(cfg: RunConfig, replay: ReplayUsers | None = None) -> dict[str, Scenario]:
+    if replay is not None:
+        return {REPLAY: replay}
     if cfg.paths is not None:
-        return {"replay": Replay(read_targets(cfg.paths))}
+        return {REPLAY: Replay(read_targets(cfg.paths))}
     return dict(REGISTRY)
+
+
+def replayed_users(cfg: RunConfig) -> tuple[RunConfig, ReplayUsers | None]:
+    """``--holdout``: the users to replay (seeded), and a config that starts one visit each."""
+    if cfg.holdout is None:
+        return cfg, None
+    users = select_users(read_holdout(cfg.holdout), cfg.replay_users, cfg.seed or 0)
+    visits = len(users) if cfg.requests is None else min(cfg.requests, len(users))
+    return dataclasses.replace(cfg, requests=visits), ReplayUsers(users, cfg.pages_per_user)
 
 
 async def run_load(
@@ -683,15 +697,21 @@ async def run_load(
     warnings: list[str] = []
     started = datetime.now(UTC).isoformat(timespec="seconds")
     await check_reachable(cfg)
-    funcs = scenario_functions(cfg)
+    cfg, replay = await asyncio.to_thread(replayed_users, cfg)
+    before = (
+        await asyncio.to_thread(baseline, cfg.recommender_base, cfg.admin_token)
+        if replay is not None
+        else {}
+    )
+    funcs = scenario_functions(cfg, replay)
     if workload is None:
-        if cfg.paths is not None:
+        if cfg.paths is not None or replay is not None:
             workload = build_workload(
                 [Movie(1, "", (), 1)],
                 popularity="counts",
                 zipf_s=1.0,
                 user_ids=(1, 1),
-                source="none (replaying --paths)",
+                source="none (replaying --paths)" if replay is None else "none (held-out users)",
             )
         else:
             workload, warning = await asyncio.to_thread(
@@ -746,7 +766,7 @@ async def run_load(
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
             run.print_progress(progress, tty, final=True)
-    return run.results(
+    results = run.results(
         {
             "started_at": started,
             "config": cfg.to_json(),
@@ -755,3 +775,16 @@ async def run_load(
         },
         cpu_s,
     )
+    if replay is not None:
+        assert cfg.holdout is not None
+        results["replay"] = await asyncio.to_thread(
+            replay_report,
+            replay,
+            holdout=cfg.holdout,
+            base=cfg.recommender_base,
+            token=cfg.admin_token,
+            model_dir=cfg.model_dir,
+            wait=cfg.report_wait,
+            before=before,
+        )
+    return results

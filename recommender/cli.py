@@ -1,5 +1,5 @@
-"""``python -m recommender <command>``: train, evaluate, publish, rollback, list, predict, similar,
-experiment (A/B tests between versions: :mod:`recommender.experiment_cli`).
+"""``python -m recommender <command>``: train, evaluate, holdout, publish, rollback, list, predict,
+similar, experiment (A/B tests between versions: :mod:`recommender.experiment_cli`).
 
 ``train`` is a pipeline with bounded memory: the ratings stream into numeric arrays
 (``recommender.data``), the evaluation scores a sample of users in blocks, and
@@ -20,6 +20,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -45,6 +46,7 @@ from recommender.evaluate import (
     format_tables,
     holdout_split,
     write_holdout,
+    write_training,
 )
 from recommender.model import ALGORITHMS, ModelParams, SimilarityModel, choose_algorithm, fit
 from recommender.registry import (
@@ -349,6 +351,52 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+HOLDOUT_FILES = {
+    "ratings": "ratings.csv",  # the training ratings: python -m recommender train --ratings
+    "holdout": "holdout.csv",  # evaluated users: history rows, then their held-out positives
+    "split": "split.json",  # what was split how (protocol, counts, the source's sha256)
+}
+
+
+def cmd_holdout(args: argparse.Namespace) -> int:
+    """Split once, write both sides: models train on ``ratings.csv`` and never see a held-out
+    rating; the load tool replays ``holdout.csv``'s users against them (``--scenario replay``).
+    The movies (and tags) file is copied next to the training ratings, so ``train --ratings
+    DIR/ratings.csv`` finds it as it finds the bundled data's."""
+    out = Path(args.out_dir)
+    if (out / HOLDOUT_FILES["ratings"]).resolve() == Path(args.ratings).resolve():
+        raise InputError(f"--out-dir {out} holds the source ratings: choose another directory")
+    interactions = load_ratings(args.ratings)
+    split = holdout_split(interactions, args.protocol, max_users=args.max_users, seed=args.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = write_training(split, out / HOLDOUT_FILES["ratings"])
+    held = write_holdout(split, out / HOLDOUT_FILES["holdout"])
+    copied = []
+    movies = args.movies or find_catalog(args.ratings)
+    if movies is not None:
+        for source in (Path(movies), Path(args.tags or Path(movies).parent / "tags.csv")):
+            if source.is_file() and source.resolve() != (out / source.name).resolve():
+                shutil.copyfile(source, out / source.name)
+                copied.append(source.name)
+    description = {
+        **split.describe(),
+        "source": str(args.ratings),
+        "source_sha256": data_hash(args.ratings),
+        "max_users": args.max_users,
+        "seed": args.seed,
+        "files": {**HOLDOUT_FILES, "copied": copied},
+    }
+    (out / HOLDOUT_FILES["split"]).write_text(json.dumps(description, indent=2) + "\n")
+    _log(
+        f"{args.protocol} hold-out of {args.ratings}: {rows:,} training ratings in "
+        f"{out / HOLDOUT_FILES['ratings']}; {len(split.users)} users, "
+        f"{len(split.test_items):,} held-out positives ({held:,} rows) in "
+        f"{out / HOLDOUT_FILES['holdout']}"
+    )
+    print(out / HOLDOUT_FILES["holdout"])
+    return 0
+
+
 def cmd_publish(args: argparse.Namespace) -> int:
     manifest = _registry(args).publish(args.version)
     _announce(manifest.version)
@@ -523,6 +571,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cold", action="store_true", help="leave out cold users / cold movies")
     _add_param_overrides(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "holdout",
+        help="write a chronological hold-out: training ratings + held-out users (for replays)",
+    )
+    p.add_argument("--ratings", default=DEFAULT_RATINGS)
+    p.add_argument("--movies", help="movies file to copy next to the training ratings")
+    p.add_argument("--tags", help="tags.csv to copy (default: next to the movies file)")
+    p.add_argument(
+        "--out-dir",
+        required=True,
+        help="writes ratings.csv (training), holdout.csv (user_id,movie_id,rating,timestamp,"
+        "part) and split.json",
+    )
+    p.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="strict",
+        help="strict (default): an evaluated user's ratings after their first held-out positive "
+        "are left out of training too",
+    )
+    p.add_argument(
+        "--max-users", type=int, help="hold out a random sample of this many eligible users"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the --max-users sample")
+    p.set_defaults(func=cmd_holdout)
 
     p = sub.add_parser("publish", help="make a registered version current")
     p.add_argument("version")

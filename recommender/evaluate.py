@@ -848,3 +848,30 @@ def write_holdout(split: Split, path: str | Path) -> int:
                     )
                     n += 1
     return n
+
+
+TRAINING_HEADER = ("userId", "movieId", "rating", "timestamp")  # MovieLens's, for ``train``
+
+
+def write_training(split: Split, path: str | Path) -> int:
+    """The split's training rows as a MovieLens ratings CSV (``train --ratings`` reads it): what
+    a model may learn from. No held-out positive is in it, and with the strict protocol no
+    rating an evaluated user made after their first held-out one (``holdout_split``). Rows in
+    the split's order (by user, then time); returns the number written."""
+    train = split.train
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(TRAINING_HEADER)
+        for user, item, rating, stamp in zip(
+            train.user_ids.tolist(),
+            train.item_ids.tolist(),
+            train.ratings.tolist(),
+            train.timestamps.tolist(),
+            strict=True,
+        ):
+            writer.writerow((user, item, f"{rating:g}", stamp))
+    tmp.replace(path)
+    return len(train)

@@ -34,10 +34,10 @@ from recommender.neighbours import Neighbours, blend_rows, top_k_rows
 
 WEIGHTINGS = ("none", "tfidf", "bm25")
 SIMILARITIES = ("cosine", "dot")
-ALGORITHMS = ("auto", "ease+knn", "knn")
+ALGORITHMS = ("auto", "ease+knn", "knn", "popularity")  # popularity: a baseline
 # what an item's similar list (or a history's recommendations) is based on
-SOURCES = ("none", "collaborative", "blend", "content")
-NONE, COLLABORATIVE, BLEND, CONTENT = range(4)
+SOURCES = ("none", "collaborative", "blend", "content", "popularity")
+NONE, COLLABORATIVE, BLEND, CONTENT, POPULARITY = range(5)
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,8 @@ class ModelParams:
                         before the most recent one weighs half (0 = all weigh the same).
     EASE:
     algorithm           "auto" (EASE + kNN while the EASE items fit ``dense_max_items``, else the
-                        kNN alone), "ease+knn" or "knn".
+                        kNN alone), "ease+knn", "knn", or "popularity" (a deliberately weak
+                        baseline: the most rated movies for everything, ``recommender.popularity``).
     ease_l2             EASE's L2 regularisation (lambda).
     ease_neighbours     top-N weights (by magnitude) kept per movie of the dense EASE matrix.
     ease_min_users      movies rated by fewer users stay out of EASE (cost is cubic in movies).
@@ -533,6 +534,26 @@ def fit(
     tie = _popularity_rank(popularity)
     timings["prepare_s"] = time.perf_counter() - started
     log(f"{n_users} users, {n_items} movies, {len(u_hist)} ratings")
+    if params.algorithm == "popularity":
+        from recommender.popularity import popular_lists
+
+        timings["fit_s"] = time.perf_counter() - started
+        return SimilarityModel(
+            item_ids=item_ids.astype(np.int64),
+            item_popularity=popularity,
+            item_likes=likes,
+            knn=Neighbours.empty(n_items),
+            similar_lists=popular_lists(popularity, tie, params.neighbours),
+            similar_source=np.full(n_items, POPULARITY, dtype=np.uint8),
+            item_basis=np.full(n_items, NONE, dtype=np.uint8),
+            user_ids=user_ids.astype(np.int64),
+            user_indptr=user_indptr,
+            user_items=i_hist.astype(np.int32),
+            user_liked=liked_hist.astype(bool),
+            params=params,
+            algorithm="popularity",
+            timings={k: round(v, 3) for k, v in timings.items()},
+        )
 
     t0 = time.perf_counter()
     x_liked = sp.csr_matrix(

@@ -24,7 +24,8 @@ class ScoredMovie(msgspec.Struct, frozen=True, gc=False):
 class Similar(msgspec.Struct, gc=False):
     """``GET /v1/similar/{id}``. ``source`` says where the list came from: "collaborative"
     (what people rated), "blend" (with the movies' content, for movies few rated), "content"
-    (genres, tags, title: for movies nobody rated well) or "cache" (an answer computed before)."""
+    (genres, tags, title: for movies nobody rated well), "popularity" (a popularity model
+    version: the most rated movies) or "cache" (an answer computed before)."""
 
     movie_id: int
     model_version: str

@@ -20,6 +20,7 @@ from web_server import admin, pages, render, session
 from web_server.batch import setup_batch_pages
 from web_server.clients import Clients, http_clients, local_clients
 from web_server.composer import Composer
+from web_server.feedback import setup_feedback
 from web_server.state import CLIENTS, COMPOSER
 
 MODES = ("monolith", "microservices")
@@ -68,6 +69,7 @@ def setup_web(app: web.Application) -> None:
     app.middlewares.append(render.html_errors)
     session.setup_sessions(app)  # who is logged in, before any handler runs
     pages.setup_routes(app)
+    setup_feedback(app)
     setup_batch_pages(app)
     admin.setup_admin(app)  # the operator dashboard, /admin
     add_openapi_paths(app, pages.openapi_paths(app[SETTINGS]))

@@ -33,7 +33,7 @@ from recommender.schemas import (
 )
 from services.catalog.catalog import Catalog
 from services.catalog.schemas import Genre, Genres, Movie, MovieList, Movies, SearchResult
-from services.feedback.schemas import ExperimentReport
+from services.feedback.schemas import Arm, ExperimentReport
 from services.platform.auth import SESSION_HEADER
 from services.platform.errors import ApiError
 from services.platform.http_client import BackendClient, BackendError, BackendRejected, decoder
@@ -120,7 +120,11 @@ class SubscriptionClient(Protocol):
 
 
 class RecommenderClient(Protocol):
-    async def similar(self, movie_id: int, k: int, *, timeout: float | None = None) -> Similar: ...
+    async def similar(
+        self, movie_id: int, k: int, *, arm: Arm | None = None, timeout: float | None = None
+    ) -> Similar:
+        """``arm``: an experiment arm whose model version answers; None = the served one."""
+        ...
 
     async def user_recommendations(
         self, user_id: int, k: int, *, timeout: float | None = None
@@ -308,8 +312,13 @@ class HttpRecommender:
         self.operator = operator or client
         self.admin = {"Authorization": f"Bearer {admin_token}"}
 
-    async def similar(self, movie_id: int, k: int, *, timeout: float | None = None) -> Similar:
-        return await self.client.get(f"/v1/similar/{movie_id}?k={k}", Similar, timeout=timeout)
+    async def similar(
+        self, movie_id: int, k: int, *, arm: Arm | None = None, timeout: float | None = None
+    ) -> Similar:
+        path = f"/v1/similar/{movie_id}?k={k}"
+        if arm is not None:
+            path += f"&arm={arm}"
+        return await self.client.get(path, Similar, timeout=timeout)
 
     async def user_recommendations(
         self, user_id: int, k: int, *, timeout: float | None = None
@@ -584,7 +593,14 @@ class LocalRecommender(_Local):
         self.timeout = timeout
         self.report = report
 
-    async def similar(self, movie_id: int, k: int, *, timeout: float | None = None) -> Similar:
+    async def similar(
+        self, movie_id: int, k: int, *, arm: Arm | None = None, timeout: float | None = None
+    ) -> Similar:
+        if arm is not None:  # an experiment's arm: the version that arm is served by
+            served = await self.acall(
+                self.box.similar_json(movie_id, k, arm=arm), timeout or self.timeout
+            )
+            return decoder(Similar).decode(served)
         body = self.box.memoised_similar(movie_id, k)
         if body is None:
             body = await self.acall(self.box.similar_json(movie_id, k), timeout or self.timeout)

@@ -25,6 +25,7 @@ from typing import TypeVar
 from recommender.schemas import Similar
 from services.catalog.genres import primary_genre
 from services.catalog.schemas import Genre, Movie
+from services.feedback.schemas import Arm
 from services.platform.errors import ApiError, BadRequest, NotFound, NotReady
 from services.platform.lru import Lru
 from services.platform.metrics import Metrics
@@ -170,13 +171,19 @@ class Composer:
         except BackendError as exc:
             return exc.reason
 
-    async def _recommended(self, movie_id: int, trace: Trace, deadline: float) -> SimilarRow:
-        """Recommender, then at once the catalog batch for titles: one chain, one task. A row
-        already titled for this (movie, model version) skips the batch call."""
+    async def _recommended(
+        self, movie_id: int, trace: Trace, deadline: float, arm: Arm | None = None
+    ) -> SimilarRow:
+        """Recommender (the version of the viewer's experiment arm, if any), then at once the
+        catalog batch for titles: one chain, one task. A row already titled for this (movie,
+        model version) skips the batch call."""
         answer: Similar = await trace.call(
             "recommender",
             self.clients.recommender.similar(
-                movie_id, SIMILAR_K, timeout=self._left(deadline, self.settings.recommender_timeout)
+                movie_id,
+                SIMILAR_K,
+                arm=arm,
+                timeout=self._left(deadline, self.settings.recommender_timeout),
             ),
         )
         ids = tuple(item.movie_id for item in answer.items if item.movie_id != movie_id)
@@ -185,7 +192,9 @@ class Composer:
         if known is not None and known.ids == ids:
             trace.skipped("catalog_batch", "cache")
             row = known.row
-            return row if row.source == answer.source else SimilarRow(row.items, answer.source)
+            if row.source == answer.source:
+                return row
+            return SimilarRow(row.items, answer.source, answer.model_version)
         scores = {item.movie_id: item.score for item in answer.items}
         found = await trace.call(
             "catalog_batch",
@@ -196,7 +205,7 @@ class Composer:
         items = tuple(_page_item(m, scores.get(m.id)) for m in found.items)
         if not items:
             raise BackendRejected("recommender", 404, "no_neighbours", "no similar movies")
-        row = SimilarRow(items, answer.source)
+        row = SimilarRow(items, answer.source, answer.model_version)
         self._rows.put(key, _KnownRow(ids, row))
         return row
 
@@ -224,8 +233,11 @@ class Composer:
         return SimilarRow(items, "fallback")
 
     # ---- the page -----------------------------------------------------------------------------
-    async def start_movie_page(self, movie_id: int, viewer: Viewer | None) -> PendingPage:
-        """Start every call at once and wait only for the movie (the primary fragment).
+    async def start_movie_page(
+        self, movie_id: int, viewer: Viewer | None, arm: Arm | None = None
+    ) -> PendingPage:
+        """Start every call at once and wait only for the movie (the primary fragment). ``arm``:
+        the viewer's experiment arm, whose model version makes the similar row.
 
         The plan and the similar row keep running in their tasks; the caller can show the movie
         at once (the streamed HTML page) and await the rest from the returned ``PendingPage``.
@@ -234,7 +246,7 @@ class Composer:
         deadline = time.monotonic() + self.settings.page_budget
         trace = Trace()
         # The critical path first: the recommender -> catalog batch chain leaves first.
-        similar_task = asyncio.create_task(self._recommended(movie_id, trace, deadline))
+        similar_task = asyncio.create_task(self._recommended(movie_id, trace, deadline, arm))
         plan_task = asyncio.create_task(self._plan(viewer, trace, deadline)) if viewer else None
         pending = PendingPage(self, viewer, trace, deadline, plan_task, similar_task)
         try:

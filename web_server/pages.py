@@ -34,6 +34,7 @@ from services.subscription.schemas import SessionGrant
 from web_server import session
 from web_server.clients import BackendError, BackendRejected
 from web_server.composer import PageFailed, Viewer
+from web_server.feedback import NO_EXPERIMENT, WEB_FEEDBACK, set_visitor_cookie
 from web_server.fragments import FRAGMENTS
 from web_server.render import error_page, page, render
 from web_server.schemas import Page
@@ -80,8 +81,10 @@ async def movie_page(request: web.Request) -> web.StreamResponse:
     """
     movie_id = path_id(request, "id")
     visitor = viewer(request)
+    feedback = request.app.get(WEB_FEEDBACK)
+    arm = await feedback.page_arm(request) if feedback is not None else NO_EXPERIMENT
     try:
-        pending = await request.app[COMPOSER].start_movie_page(movie_id, visitor)
+        pending = await request.app[COMPOSER].start_movie_page(movie_id, visitor, arm.arm)
     except PageFailed as failed:
         return _failed_page(request, failed)
     try:
@@ -108,14 +111,21 @@ async def movie_page(request: web.Request) -> web.StreamResponse:
 
         async def similar_html() -> str:
             row = await pending.similar()
-            return fragments.similar_row(row, movie, "similar" in pending.degraded)
+            fragment = fragments.similar_row(row, movie, "similar" in pending.degraded)
+            if feedback is None or not fragment.tracked or row.model_version is None:
+                return fragment.html()
+            return feedback.tracked_html(fragment, row.model_version, arm)
+
+        def before_send(response: web.StreamResponse) -> None:
+            session.remember_movie(request, response, movie_id)
+            set_visitor_cookie(request, response, arm)
 
         return await stream(
             request,
             chunks,
             [Fragment(pending.plan_done, plan_html), Fragment(pending.similar_done, similar_html)],
             headers={"Server-Timing": pending.trace.server_timing()},
-            before_send=lambda response: session.remember_movie(request, response, movie_id),
+            before_send=before_send,
         )
     finally:
         await pending.cancel()

@@ -59,6 +59,7 @@ TITLES = {
     404: "Not found",
     405: "Not allowed here",
     409: "That conflicts with what is there",
+    410: "That link has expired",
     413: "That is too large",
     415: "That kind of content is not accepted",
     429: "Too many attempts",
@@ -229,9 +230,19 @@ def is_html_path(path: str) -> bool:
 
 
 def error_page(
-    request: web.Request, status: int, message: str, *, headers: Mapping[str, str] | None = None
+    request: web.Request,
+    status: int,
+    message: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    link: tuple[str, str] | None = None,
 ) -> web.Response:
-    context = {"status": status, "title": TITLES.get(status, "Something went wrong")}
+    """The error page; ``link`` (a local path, its text) offers the way on, first."""
+    context = {
+        "status": status,
+        "title": TITLES.get(status, "Something went wrong"),
+        "link": link,
+    }
     if status == 503:  # unavailable for now: say when to come back
         headers = {"Retry-After": RETRY_AFTER_UNAVAILABLE, **(headers or {})}
     return page(

@@ -21,10 +21,13 @@ class PageItem(msgspec.Struct, frozen=True, gc=False):
 
 class SimilarRow(msgspec.Struct, frozen=True, gc=False):
     """``source``: the recommender's (model, cache, collaborative, content, blend) or
-    ``fallback`` (popular movies in the movie's genre)."""
+    ``fallback`` (popular movies in the movie's genre). ``model_version``: the version that made
+    the row (None for the fallback); it keys the row's cached HTML, so two arms serving two
+    versions never share a row, and a tracked row's token records it."""
 
     items: tuple[PageItem, ...]
     source: str
+    model_version: str | None = None
 
 
 class Page(msgspec.Struct, gc=False):

@@ -119,6 +119,26 @@ class Metrics:
             multiprocess_mode="livemostrecent",  # read from Redis: the latest reading wins
         )
         self.batch_rows = Counter("marquee_batch_rows", "Batch rows computed", registry=r)
+        self.feedback_events = Counter(
+            "marquee_feedback_events",
+            "Feedback events (kind: impression, click) by outcome: buffered in this process, "
+            "flushed to the stream (or the local counts), dropped (buffer full or sink down)",
+            ["kind", "outcome"],
+            registry=r,
+        )
+        self.feedback_clicks = Counter(
+            "marquee_feedback_clicks",
+            "Tracked-link follows redirected: counted (the view's first), extra (another movie "
+            "of a counted view), unrecorded (the state Redis was down: redirected, not counted)",
+            ["outcome"],
+            registry=r,
+        )
+        self.feedback_refusals = Counter(
+            "marquee_feedback_refusals",
+            "Tracked-link follows refused: not_in_row 400, forged 403, expired 410, replay 409",
+            ["reason"],
+            registry=r,
+        )
 
         self._tallies: dict[tuple[str, str, int], _Tally] = {}
         self._touched: list[_Tally] = []

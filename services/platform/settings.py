@@ -181,6 +181,15 @@ class Settings:
         "Seconds a feedback batch may sit read but unacknowledged (its aggregator died or froze) "
         "before another aggregator claims and counts it",
     )
+    feedback_token_ttl: int = _doc(
+        3600, "Seconds a similar row's tracked links count a click; older ones answer 410"
+    )
+    feedback_flush_interval: float = _doc(
+        0.1, "Seconds between flushes of the buffered feedback events (one stream entry each)"
+    )
+    feedback_buffer_max: int = _doc(
+        10000, "Feedback events a process buffers before dropping the oldest (counted)"
+    )
     # ---- operations ---------------------------------------------------------------------------
     log_level: str = _doc("INFO", "DEBUG, INFO, WARNING or ERROR")
     access_log: bool = _doc(True, "One JSON line per request")

@@ -132,3 +132,37 @@ async def test_durability_is_read_from_every_primary(cluster):
         await client.aclose()
     assert found.policy == "noeviction" and not found.evicts
     assert found.aof is False  # the test cluster keeps nothing on disk: the log warns
+
+
+async def test_feedback_is_counted_on_the_cluster_with_its_keys_in_one_slot(cluster):
+    import uuid
+
+    from services.feedback.aggregate import RedisAggregator, add_batch
+    from services.feedback.schemas import Click, EventBatch, FeedbackKeys, Impression
+
+    keys = FeedbackKeys("clusterfb")
+    client = connect(cluster.url)
+    try:
+        aggregator = RedisAggregator(client, keys, consumer="c", block=0.05)
+        await aggregator.ensure_group()
+        events: list[Impression | Click] = [
+            Impression(uuid.uuid4().hex, "v1", "e1", "control", [1, 2], 1.7e9) for _ in range(3)
+        ]
+        events.append(Click(uuid.uuid4().hex, "v1", "e1", "control", 2, 2, 1.7e9))
+        batch = EventBatch(uuid.uuid4().hex, events)
+        await add_batch(client, keys, batch, 1000)
+        await add_batch(client, keys, batch, 1000)  # added twice: counted once
+        while await aggregator.step():
+            pass
+        counts = await aggregator.read(keys.counts("e1", "control", "v1"))
+        assert (counts["impressions"], counts["clicks"]) == (3, 1)
+        assert (await aggregator.stats())["duplicates"] == 1
+    finally:
+        await client.aclose()
+    slots = set()
+    for i in range(len(cluster.ports)):
+        node = cluster.node(i)
+        for key in node.scan_iter(match=keys.prefix + ":*"):
+            slots.add(node.cluster("KEYSLOT", key))
+        node.close()
+    assert len(slots) == 1  # stream, markers, counts and tallies: one slot for the script

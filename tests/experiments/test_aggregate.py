@@ -176,3 +176,28 @@ async def test_the_report_reads_what_was_counted(state: AsyncClient, make_batch:
     assert round(report.difference.low, 4) == 0.0524  # Newcombe 1998, Table II (a)
     assert round(report.difference.high, 4) == 0.3339
     assert msgspec.json.decode(msgspec.json.encode(report))["arms"][1]["version"] == "v2"
+
+
+async def test_a_deleted_stream_is_recreated_and_counting_goes_on(
+    state: AsyncClient, make_batch: MakeBatch
+) -> None:
+    agg = aggregator(state)
+    stop = asyncio.Event()
+    task = asyncio.create_task(agg.run(stop))
+    try:
+        await add_batch(state, KEYS, make_batch(impressions=1), 1000)
+
+        async def counted(n: int) -> bool:
+            return (await agg.read(CONTROL)).get("impressions") == n
+
+        await async_wait_until(lambda: counted(1), 20, "the first batch to be counted")
+        await state.delete(KEYS.stream)  # group and all: the next read fails with NOGROUP
+        await async_wait_until(
+            lambda: state.exists(KEYS.stream), 20, "the aggregator to recreate its group"
+        )
+        await add_batch(state, KEYS, make_batch(impressions=2), 1000)
+        await async_wait_until(lambda: counted(3), 20, "a batch after the deletion counted")
+        assert not task.done()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)

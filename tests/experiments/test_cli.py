@@ -198,3 +198,16 @@ def test_an_explicit_redis_that_is_down_is_a_clear_error(
     monkeypatch.setenv("MARQUEE_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
     code, _, err = start(versions, capsys)
     assert code == 1 and "does not answer" in err and "nothing was changed" in err
+
+
+def test_promote_refuses_a_candidate_that_fails_its_check_and_changes_nothing(
+    env: str, versions: Versions, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.experiments.conftest import tamper
+
+    assert start(versions, capsys)[0] == 0
+    tamper(versions.models, versions.candidate)
+    code, _, err = run(capsys, "promote")
+    assert code == 1 and "does not match" in err
+    assert versions.registry.current_version() == versions.control
+    assert status(capsys).experiment.stopped is None

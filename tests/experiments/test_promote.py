@@ -141,6 +141,7 @@ async def test_promote_swaps_every_arm_with_zero_failed_requests(
         after = [a for a in answers if a.started > swapped]
         assert after and {a.version for a in after} == {versions.candidate}
         assert len(answers) >= 200
+        print(f"promote under load: {len(answers)} requests on 2 processes, 0 failed")
     finally:
         stop.set()
         for task in loops:

@@ -14,6 +14,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -309,3 +310,106 @@ def cli() -> Callable[..., Awaitable[tuple[int, str, str]]]:
         return proc.returncode, out.decode(), err.decode()
 
     return run
+
+
+# ---- replayed users: a fake of the feedback routes --------------------------------------------
+def movie_page_html(movie: int, view: str, similar: list[int]) -> str:
+    """A movie page shaped like Marquee's (header, hero, plan form, the similar row with tracked
+    links, a footer), plus a tracked-looking link outside the similar row that must be ignored."""
+    cards = "".join(
+        f'<li class="card">\n  <a href="/r/{view}/{m}">\n    <div class="poster poster-card" '
+        f'aria-hidden="true"><span class="poster-initials">M{m}</span></div>\n    '
+        f'<span class="card-title">Movie {m}</span>\n  </a>\n  <span class="card-meta">1999'
+        "</span>\n</li>"
+        for m in similar
+    )
+    return (
+        '<!doctype html><html lang="en"><head><title>Movie</title></head><body>'
+        '<header><a href="/">Marquee</a><a href="/login">Log in</a></header><main>'
+        f'<section class="hero"><h1>Movie {movie}</h1><a href="/movies/{movie + 1}">next</a>'
+        "</section>"
+        '<section class="plan"><form method="post" action="/subscription">'
+        '<input type="hidden" name="csrf_token" value="page-token"></form></section>'
+        '<section class="shelf similar" aria-labelledby="similar-title">'
+        '<h2 id="similar-title">More like this</h2>'
+        f'<ul class="row" aria-label="Similar movies">\n  {cards}\n</ul></section>'
+        f'</main><footer><a href="/r/{view}/424242">not in the row</a></footer></body></html>'
+    )
+
+
+@dataclass
+class FeedbackLog:
+    """What the fake feedback server saw: page views (user, movie), follows (user, movie) that
+    counted, and follows it refused as replays."""
+
+    views: list[tuple[str, int]] = field(default_factory=list)
+    clicks: list[tuple[str, int]] = field(default_factory=list)
+    refused: list[tuple[str, int]] = field(default_factory=list)
+
+
+FEEDBACK = web.AppKey("feedback", FeedbackLog)
+
+
+def fake_feedback_app(
+    similar: Callable[[int], list[int]], report: Callable[[FeedbackLog], dict] | None
+) -> web.Application:
+    """Demo login, movie pages whose similar row is ``similar(movie)`` behind tracked links,
+    ``/r/<view>/<movie>`` (303; one click per view counts; the same link twice is 409), and
+    ``GET /v1/experiments/current`` answering ``report(what it saw so far)`` to the admin
+    token."""
+    app = web.Application()
+    log = FeedbackLog()
+    app[FEEDBACK] = log
+    sessions: dict[str, str] = {}
+    views: dict[str, str] = {}  # view id -> user
+    followed: dict[str, set[int]] = {}
+
+    async def login_form(request: web.Request) -> web.StreamResponse:
+        return web.Response(text=csrf_form("login-token"), content_type="text/html")
+
+    async def login(request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        if form.get("csrf_token") != "login-token" or not str(form.get("user_id", "")).isdigit():
+            return web.Response(status=403)
+        sid = secrets.token_hex(8)
+        sessions[sid] = str(form["user_id"])
+        resp = web.HTTPSeeOther("/")
+        resp.set_cookie("sid", sid)
+        raise resp
+
+    async def movie_page(request: web.Request) -> web.StreamResponse:
+        user = sessions.get(request.cookies.get("sid", ""), "anonymous")
+        movie = int(request.match_info["id"])
+        view = f"v{len(views)}"
+        views[view] = user
+        log.views.append((user, movie))
+        html = movie_page_html(movie, view, similar(movie))
+        return web.Response(text=html, content_type="text/html")
+
+    async def follow(request: web.Request) -> web.StreamResponse:
+        view, movie = request.match_info["token"], int(request.match_info["id"])
+        if view not in views:
+            return web.json_response({"error": {"code": "bad_token", "message": "x"}}, status=400)
+        seen = followed.setdefault(view, set())
+        if movie in seen:
+            log.refused.append((views.get(view, "?"), movie))
+            return web.json_response({"error": {"code": "replayed", "message": "x"}}, status=409)
+        if not seen:
+            log.clicks.append((views.get(view, "?"), movie))
+        seen.add(movie)
+        raise web.HTTPSeeOther(f"/movies/{movie}")
+
+    async def experiment(request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Authorization") != "Bearer admin-token":
+            return web.json_response({"error": {"code": "x", "message": "no"}}, status=401)
+        if report is None:
+            return web.json_response({"error": {"code": "none", "message": "none"}}, status=404)
+        return web.json_response(report(log))
+
+    r = app.router
+    r.add_get("/login", login_form)
+    r.add_post("/login", login)
+    r.add_get("/movies/{id}", movie_page)
+    r.add_get("/r/{token}/{id}", follow)
+    r.add_get("/v1/experiments/current", experiment)
+    return app
