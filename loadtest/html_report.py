@@ -8,7 +8,7 @@ from html import escape
 from typing import Any
 
 from loadtest.report import COLUMNS, change_text
-from loadtest.svg import Series, line_chart
+from services.platform.svg import Series, line_chart
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2330;

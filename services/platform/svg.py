@@ -1,6 +1,6 @@
 """A tiny inline-SVG line chart, so a page or a report needs no JS, CSS or CDN.
 
-Shared by the load tool's HTML report (``loadtest.svg`` re-exports it) and the operator
+Shared by the load tool's HTML report and the operator
 dashboard, which ships in the image where the load tool does not."""
 
 from __future__ import annotations
