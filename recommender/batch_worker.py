@@ -53,6 +53,7 @@ from recommender.model import SimilarityModel
 from recommender.redisconn import AsyncClient
 from recommender.registry import IntegrityError, ModelRegistry, RegistryError
 from services.platform.app import SETTINGS
+from services.platform.background import running
 from services.platform.metrics import Metrics
 from services.platform.middleware import METRICS
 from services.platform.settings import Settings, settings_or_exit
@@ -635,28 +636,14 @@ async def batch_worker_ctx(app: web.Application) -> AsyncIterator[None]:
         log.info("batch worker off: no state Redis configured")
         yield
         return
-    stop = asyncio.Event()
-    task = asyncio.create_task(
-        run_worker(
-            settings,
-            stop_event=stop,
-            consumer_name=f"monolith-{default_consumer_name()}",
-            metrics=app.get(METRICS),
-        ),
-        name="batch-worker",
-    )
-    try:
+    consumer = f"monolith-{default_consumer_name()}"
+    metrics = app.get(METRICS)
+    async with running(
+        lambda stop: run_worker(settings, stop_event=stop, consumer_name=consumer, metrics=metrics),
+        "batch worker",
+        settings.shutdown_timeout,
+    ):
         yield
-    finally:
-        stop.set()
-        try:
-            await asyncio.wait_for(task, settings.shutdown_timeout)
-        except TimeoutError:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        except Exception:
-            log.exception("batch worker ended with an error")
 
 
 async def _refuse_evicting_store(settings: Settings) -> None:

@@ -414,19 +414,6 @@ class SingleFlight:
         return len(self._flights)
 
 
-async def redis_reachable(url: str, timeout: float = 0.2) -> bool:
-    """One PING with a short deadline: decides at startup whether Redis is there."""
-    client = redisconn.connect(
-        url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
-    )
-    try:
-        return bool(await asyncio.wait_for(client.ping(), timeout))
-    except (*redisconn.FAILURES, ValueError):
-        return False
-    finally:
-        await client.aclose()
-
-
 async def open_cache(settings: Settings, metrics: Metrics, *, local_entries: int = 4096) -> Cache:
     """The cache for this process, chosen once at startup and logged once.
 
@@ -439,7 +426,7 @@ async def open_cache(settings: Settings, metrics: Metrics, *, local_entries: int
         cache: Cache = LocalCache(ttl=settings.cache_ttl, metrics=metrics)
         log.info("cache: in-process (Redis disabled)", extra={"cache": cache.describe()})
         return cache
-    reachable = await redis_reachable(url)
+    reachable = await redisconn.reachable(url)
     if not reachable and settings.redis_url == AUTO:
         cache = LocalCache(ttl=settings.cache_ttl, metrics=metrics)
         log.info("cache: in-process (Redis not reachable)", extra={"redis": url})

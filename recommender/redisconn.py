@@ -22,6 +22,7 @@ to every node of a cluster, so the channel is used over a plain connection to th
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import TypedDict, Unpack, cast
 from urllib.parse import urlsplit, urlunsplit
@@ -30,6 +31,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from services.platform.settings import Settings
@@ -109,6 +111,19 @@ def connect_node_sync(url: str, timeout: float) -> redis.Redis:
     return redis.Redis.from_url(
         plain_url(url), socket_timeout=timeout, socket_connect_timeout=timeout
     )
+
+
+async def reachable(url: str, timeout: float = 0.2) -> bool:
+    """One PING with a short deadline: decides at startup whether Redis is there."""
+    client = connect(
+        url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
+    )
+    try:
+        return bool(await asyncio.wait_for(client.ping(), timeout))
+    except (*FAILURES, ValueError):
+        return False
+    finally:
+        await client.aclose()
 
 
 async def mget(client: AsyncClient, keys: list[str]) -> list[bytes | None]:

@@ -34,8 +34,6 @@ from pathlib import Path
 from typing import Protocol, cast
 
 import msgspec
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
@@ -121,21 +119,9 @@ async def state_url(settings: Settings) -> str | None:
     automatic = settings.state_redis_url == AUTO or (
         settings.state_redis_url is None and settings.redis_url == AUTO
     )
-    if automatic and not await _reachable(url):
+    if automatic and not await redisconn.reachable(url):
         return None
     return url
-
-
-async def _reachable(url: str, timeout: float = 0.2) -> bool:
-    client = redisconn.connect(
-        url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
-    )
-    try:
-        return bool(await asyncio.wait_for(client.ping(), timeout))
-    except (*redisconn.FAILURES, ValueError):
-        return False
-    finally:
-        await client.aclose()
 
 
 # ---- Redis: the consumer group and the counting script -----------------------------------------

@@ -15,6 +15,7 @@ from recommender import redisconn
 from services.feedback.aggregate import RedisAggregator, default_consumer, state_url
 from services.feedback.backend import keys_of
 from services.platform.app import SETTINGS
+from services.platform.background import running
 from services.platform.settings import Settings
 
 log = logging.getLogger("marquee.feedback")
@@ -51,19 +52,10 @@ async def run_aggregator(
 async def aggregator_ctx(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx for the monolith: the aggregator as a background task of the web process."""
     settings = app[SETTINGS]
-    stop = asyncio.Event()
-    task = asyncio.create_task(
-        run_aggregator(settings, stop, f"monolith-{default_consumer()}"), name="feedback"
-    )
-    try:
+    consumer = f"monolith-{default_consumer()}"
+    async with running(
+        lambda stop: run_aggregator(settings, stop, consumer),
+        "feedback aggregator",
+        settings.shutdown_timeout,
+    ):
         yield
-    finally:
-        stop.set()
-        try:
-            await asyncio.wait_for(task, settings.shutdown_timeout)
-        except TimeoutError:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        except Exception:
-            log.exception("feedback aggregator ended with an error")
