@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ import redis
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from recommender.registry import ModelRegistry
 from services.platform.settings import PROJECT_ROOT, Settings
 from tests.pg import PostgresServer, shared_or_own
 from tests.support import GENEROUS, TEST_SECRETS, free_port, start_redis
@@ -126,3 +129,30 @@ def postgres() -> Iterator[PostgresServer]:
 def postgres_url(postgres: PostgresServer) -> str:
     """A fresh database for this test session (dropped with the ``postgres`` fixture)."""
     return postgres.create_database()
+
+
+@dataclass(frozen=True)
+class Versions:
+    """A private registry with two versions: ``control`` published, ``candidate`` registered."""
+
+    models: Path
+    control: str
+    candidate: str
+
+    @property
+    def registry(self) -> ModelRegistry:
+        return ModelRegistry(self.models)
+
+
+@pytest.fixture
+def versions(model_dir: Path, tmp_path: Path) -> Versions:
+    models = tmp_path / "models"
+    shutil.copytree(model_dir, models, symlinks=True)
+    registry = ModelRegistry(models)
+    control = registry.current_version()
+    assert control is not None
+    model, manifest = registry.load(control)
+    candidate = registry.register(
+        model, data_hash=manifest.data_hash, metrics={}, trained_seconds=0.0, publish=False
+    ).version
+    return Versions(models, control, candidate)

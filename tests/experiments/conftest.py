@@ -6,7 +6,6 @@ as a real process with a Redis of its own."""
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -22,11 +21,12 @@ from recommender.box import RecommenderBox
 from recommender.cli import main as recommender_main
 from recommender.experiments import EXPERIMENTS
 from recommender.redisconn import AsyncClient
-from recommender.registry import ARTIFACT, ModelRegistry
+from recommender.registry import ARTIFACT
 from services.feedback.backend import Feedback
 from services.feedback.schemas import Arm, Click, EventBatch, Experiment, Impression
 from services.platform.settings import Settings
 from tests.browser.conftest import Server, monolith_env, start_monolith
+from tests.conftest import Versions
 from tests.support import PROJECT_ROOT, PYTHON, free_port, start_redis
 
 AT = 1_765_000_000.0  # a fixed instant: minute 29_416_666
@@ -69,19 +69,6 @@ def make_batch() -> MakeBatch:
     return make
 
 
-@dataclass(frozen=True)
-class Versions:
-    """A private registry with two versions: ``control`` published, ``candidate`` registered."""
-
-    models: Path
-    control: str
-    candidate: str
-
-    @property
-    def registry(self) -> ModelRegistry:
-        return ModelRegistry(self.models)
-
-
 def tamper(models: Path, version: str) -> None:
     """Flip one byte of a version's artifact (a private copy first: it may be hard-linked)."""
     path = models / "versions" / version / ARTIFACT
@@ -89,20 +76,6 @@ def tamper(models: Path, version: str) -> None:
     data[len(data) // 2] ^= 0xFF
     path.unlink()
     path.write_bytes(bytes(data))
-
-
-@pytest.fixture
-def versions(model_dir: Path, tmp_path: Path) -> Versions:
-    models = tmp_path / "models"
-    shutil.copytree(model_dir, models, symlinks=True)
-    registry = ModelRegistry(models)
-    control = registry.current_version()
-    assert control is not None
-    model, manifest = registry.load(control)
-    candidate = registry.register(
-        model, data_hash=manifest.data_hash, metrics={}, trained_seconds=0.0, publish=False
-    ).version
-    return Versions(models, control, candidate)
 
 
 @pytest.fixture

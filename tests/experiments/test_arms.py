@@ -6,7 +6,8 @@ from __future__ import annotations
 import aiohttp
 import msgspec
 
-from tests.experiments.conftest import Served, Versions, new_experiment, tamper
+from tests.conftest import Versions
+from tests.experiments.conftest import Served, new_experiment, tamper
 from tests.support import async_wait_until, get_json
 
 

@@ -13,7 +13,8 @@ from services.feedback.aggregate import LocalCounts
 from services.feedback.backend import counts_path, keys_of
 from services.feedback.schemas import ExperimentReport
 from services.platform.settings import Settings
-from tests.experiments.conftest import MakeBatch, Versions
+from tests.conftest import Versions
+from tests.experiments.conftest import MakeBatch
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ from aiohttp import web
 from recommender.experiments import EXPERIMENTS
 from services.feedback.aggregate import add_batch
 from services.platform.settings import Settings
-from tests.experiments.conftest import MakeBatch, Versions, new_experiment
+from tests.conftest import Versions
+from tests.experiments.conftest import MakeBatch, new_experiment
 from tests.support import async_wait_until, get_json
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}

@@ -13,7 +13,7 @@ import aiohttp
 
 from recommender.experiment_cli import start
 from services.platform.settings import Settings
-from tests.experiments.conftest import Versions
+from tests.conftest import Versions
 from tests.support import PYTHON, Process, async_wait_until, free_port, get_json, marquee_env
 
 QUERIES = ("?k=5", "?arm=control&k=5", "?arm=candidate&k=5")

@@ -7,7 +7,8 @@ import msgspec
 
 from services.feedback.aggregate import RedisAggregator, add_batch
 from services.feedback.schemas import ExperimentReport
-from tests.experiments.conftest import MakeBatch, Served, Versions, new_experiment
+from tests.conftest import Versions
+from tests.experiments.conftest import MakeBatch, Served, new_experiment
 from tests.support import get_json
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}

@@ -19,10 +19,7 @@ from aiohttp.test_utils import TestServer
 from services.feedback.backend import experiment_path
 from services.feedback.schemas import Event, EventBatch, Experiment, FeedbackKeys
 from services.platform.settings import Settings
-from tests.experiments.conftest import (  # noqa: F401 - the experiments suite's fixtures
-    exp_settings,
-    versions,
-)
+from tests.experiments.conftest import exp_settings  # noqa: F401 - the experiments suite's fixture
 from tests.support import PYTHON, Process, free_port, http_ready, marquee_env, wait_until
 from tests.web.conftest import (
     Stubs,

@@ -20,7 +20,8 @@ from services.feedback.backend import counts_path
 from services.feedback.schemas import Click, FeedbackKeys, Impression, ShownRow
 from services.feedback.tokens import read_row_token, row_token
 from services.platform.settings import Settings
-from tests.experiments.conftest import Versions, new_experiment
+from tests.conftest import Versions
+from tests.experiments.conftest import new_experiment
 from tests.feedback.conftest import (
     experiment,
     replace,

@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestServer
 
 from services.feedback.schemas import Experiment
 from services.platform.settings import Settings
+from tests.conftest import Versions
 from tests.support import (
     GENEROUS,
     PYTHON,
@@ -217,24 +218,12 @@ class RunningExperiment:
 
 
 @pytest.fixture
-async def experiment_monolith(serve, settings, model_dir, tmp_path) -> RunningExperiment:
+async def experiment_monolith(serve, settings, versions: Versions) -> RunningExperiment:
     """The trained version (control, published) and a copy of it registered beside it
     (candidate), an experiment between them started the way the CLI starts one, and the
     monolith serving it."""
-    import shutil
-
     from recommender.experiment_cli import start
-    from recommender.registry import ModelRegistry
 
-    models = tmp_path / "models"
-    shutil.copytree(model_dir, models, symlinks=True)
-    registry = ModelRegistry(models)
-    control = registry.current_version()
-    assert control is not None
-    model, manifest = registry.load(control)
-    candidate = registry.register(
-        model, data_hash=manifest.data_hash, metrics={}, trained_seconds=0.0, publish=False
-    ).version
-    own = dataclasses.replace(settings, model_dir=models)
-    experiment = await start(own, registry, control, candidate, 0.5)
+    own = dataclasses.replace(settings, model_dir=versions.models)
+    experiment = await start(own, versions.registry, versions.control, versions.candidate, 0.5)
     return RunningExperiment(await serve(own), own, experiment)
