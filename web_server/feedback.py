@@ -35,6 +35,7 @@ from services.feedback.schemas import (
     Arm,
     Click,
     EventBatch,
+    Experiment,
     FeedbackKeys,
     Impression,
     ShownRow,
@@ -67,11 +68,13 @@ class Gone(ApiError):
 
 @dataclass(frozen=True, slots=True)
 class PageArm:
-    """The viewer's place in the running experiment (both None when none runs) and, for a
-    visitor seen first, the id their cookie is to carry."""
+    """The viewer's place in the running experiment (None when none runs): its id, the arm and
+    the version that arm is to be served by; for a visitor seen first, the id their cookie is
+    to carry."""
 
     experiment: str | None
     arm: Arm | None
+    version: str | None = None
     new_visitor: str | None = None
 
 
@@ -100,18 +103,23 @@ class WebFeedback:
             return NO_EXPERIMENT
         user = session.current_user(request)
         if user is not None:
-            return PageArm(experiment.id, arm_for(experiment, f"user:{user}"))
+            return _in(experiment, arm_for(experiment, f"user:{user}"))
         visitor = _visitor(request)
         new = None
         if visitor is None:
             visitor = new = secrets.token_urlsafe(16)
-        return PageArm(experiment.id, arm_for(experiment, f"visitor:{visitor}"), new)
+        return _in(experiment, arm_for(experiment, f"visitor:{visitor}"), new)
 
     def tracked_html(self, fragment: RowFragment, version: str, arm: PageArm) -> str:
-        """The row with this view's token in its links, and its impression buffered."""
+        """The row with this view's token in its links, and its impression buffered. A row the
+        arm's version did not make (the box fell back to the published version: the candidate
+        still loading, or broken) is recorded outside the experiment: it says nothing of the
+        arm, and counted under the arm it would skew the comparison."""
         now = time.time()
         view = base64.urlsafe_b64encode(os.urandom(9)).decode()
         ids = fragment.ids
+        if arm.version != version:
+            arm = NO_EXPERIMENT
         shown = ShownRow(view, version, arm.experiment, arm.arm, ids, int(now))
         self.buffer.add(Impression(view, version, arm.experiment, arm.arm, ids, now))
         return fragment.html(row_token(shown, self.settings.secret_key))
@@ -153,6 +161,11 @@ def _visitor(request: web.Request) -> str | None:
     if 16 <= len(value) <= 64 and value.replace("-", "").replace("_", "").isalnum():
         return value
     return None
+
+
+def _in(experiment: Experiment, arm: Arm | None, new_visitor: str | None = None) -> PageArm:
+    version = experiment.version(arm) if arm is not None else None
+    return PageArm(experiment.id, arm, version, new_visitor)
 
 
 def set_visitor_cookie(request: web.Request, response: web.StreamResponse, arm: PageArm) -> None:
