@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import random
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -24,6 +26,7 @@ from bench.procs import (
 
 __all__ = [
     "GENEROUS",
+    "Answer",
     "PROJECT_ROOT",
     "PYTHON",
     "SERVICE",
@@ -35,6 +38,7 @@ __all__ = [
     "http_ready",
     "marquee_env",
     "port_open",
+    "similar_load",
     "start_redis",
     "wait_until",
 ]
@@ -90,6 +94,46 @@ async def async_wait_until(
             return
         await asyncio.sleep(0.02)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+@dataclasses.dataclass
+class Answer:
+    """One ``similar`` request of a load run: when it was sent, its status and the version
+    that answered (None, and the error, when none did)."""
+
+    started: float
+    status: int
+    version: str | None
+    error: str | None = None
+
+
+async def similar_load(
+    http: aiohttp.ClientSession,
+    bases: list[str],
+    movies: list[int],
+    answers: list[Answer],
+    stop: asyncio.Event,
+    *,
+    seed: int,
+    queries: tuple[str, ...] = ("?k=5",),
+    seconds: float = 60.0,
+) -> None:
+    """``GET /v1/similar/{id}<query>`` for random movies, queries and servers, back to back,
+    until ``stop`` is set (or ``seconds`` have passed), every answer kept."""
+    rng = random.Random(seed)
+    deadline = time.monotonic() + seconds
+    while not stop.is_set() and time.monotonic() < deadline:
+        started = time.monotonic()
+        url = f"{rng.choice(bases)}/v1/similar/{rng.choice(movies)}{rng.choice(queries)}"
+        try:
+            async with http.get(url) as resp:
+                body = await resp.json(content_type=None)
+                version = body.get("model_version") if resp.status == 200 else None
+                answers.append(
+                    Answer(started, resp.status, version, None if version else str(body))
+                )
+        except (aiohttp.ClientError, ValueError) as exc:
+            answers.append(Answer(started, 0, None, repr(exc)))
 
 
 async def get_json(session: aiohttp.ClientSession, url: str, **kwargs) -> tuple[int, dict]:

@@ -4,8 +4,6 @@ arm to the candidate with zero failed requests."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import random
 import time
 from pathlib import Path
 
@@ -14,42 +12,18 @@ import aiohttp
 from recommender.experiment_cli import start
 from services.platform.settings import Settings
 from tests.conftest import Versions
-from tests.support import PYTHON, Process, async_wait_until, free_port, get_json, marquee_env
+from tests.support import (
+    PYTHON,
+    Answer,
+    Process,
+    async_wait_until,
+    free_port,
+    get_json,
+    marquee_env,
+    similar_load,
+)
 
 QUERIES = ("?k=5", "?arm=control&k=5", "?arm=candidate&k=5")
-
-
-@dataclasses.dataclass
-class Answer:
-    started: float
-    status: int
-    version: str | None
-    error: str | None = None
-
-
-async def client_loop(
-    http: aiohttp.ClientSession,
-    bases: list[str],
-    movies: list[int],
-    answers: list[Answer],
-    stop: asyncio.Event,
-    seed: int,
-) -> None:
-    """Similar movies for random movies, arms and servers, back to back (60 s at most)."""
-    rng = random.Random(seed)
-    deadline = time.monotonic() + 60
-    while not stop.is_set() and time.monotonic() < deadline:
-        started = time.monotonic()
-        url = f"{rng.choice(bases)}/v1/similar/{rng.choice(movies)}{rng.choice(QUERIES)}"
-        try:
-            async with http.get(url) as resp:
-                body = await resp.json(content_type=None)
-                version = body.get("model_version") if resp.status == 200 else None
-                answers.append(
-                    Answer(started, resp.status, version, None if version else str(body))
-                )
-        except (aiohttp.ClientError, ValueError) as exc:
-            answers.append(Answer(started, 0, None, repr(exc)))
 
 
 async def version_of(http: aiohttp.ClientSession, base: str, query: str) -> str | None:
@@ -101,7 +75,9 @@ async def test_promote_swaps_every_arm_with_zero_failed_requests(
         movies = [int(m) for m in model.item_ids[:300]]
         del model
         loops = [
-            asyncio.create_task(client_loop(http, bases, movies, answers, stop, seed))
+            asyncio.create_task(
+                similar_load(http, bases, movies, answers, stop, seed=seed, queries=QUERIES)
+            )
             for seed in range(8)
         ]
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import random
 import time
 from pathlib import Path
 
@@ -21,36 +20,16 @@ from recommender.registry import ARTIFACT, ModelRegistry
 from recommender.reload import notify_from_env, notify_published, publish_notice
 from services.platform.settings import Settings
 from tests.recommender.test_service import ADMIN, copy_registry, post, republish, start
-from tests.support import PYTHON, Process, async_wait_until, free_port, get_json, marquee_env
-
-
-@dataclasses.dataclass
-class Answer:
-    started: float
-    status: int
-    version: str | None
-    error: str | None = None
-
-
-async def client_loop(
-    http: aiohttp.ClientSession,
-    base: str,
-    movie_ids: list[int],
-    answers: list[Answer],
-    stop: asyncio.Event,
-) -> None:
-    """Ask for similar movies back to back until told to stop (or 20 s, whichever first)."""
-    rng = random.Random(len(answers))
-    deadline = time.monotonic() + 20
-    while not stop.is_set() and time.monotonic() < deadline:
-        started = time.monotonic()
-        movie_id = rng.choice(movie_ids)
-        try:
-            async with http.get(f"{base}/v1/similar/{movie_id}?k=5") as resp:
-                body = await resp.json(content_type=None)
-                answers.append(Answer(started, resp.status, body.get("model_version")))
-        except (aiohttp.ClientError, ValueError) as exc:
-            answers.append(Answer(started, 0, None, repr(exc)))
+from tests.support import (
+    PYTHON,
+    Answer,
+    Process,
+    async_wait_until,
+    free_port,
+    get_json,
+    marquee_env,
+    similar_load,
+)
 
 
 async def current_version(http: aiohttp.ClientSession, base: str) -> str | None:
@@ -104,7 +83,10 @@ async def test_hot_reload_under_load(
         movie_ids = [int(m) for m in model.item_ids[:300] if m != 1]  # 1 is the probe
         del model
         loops = [
-            asyncio.create_task(client_loop(http, base, movie_ids, answers, stop)) for _ in range(4)
+            asyncio.create_task(
+                similar_load(http, [base], movie_ids, answers, stop, seed=n, seconds=20)
+            )
+            for n in range(4)
         ]
 
         async def answered(n: int) -> None:
