@@ -17,6 +17,7 @@ from web_server.fragments import MovieFragments
 from web_server.render import environment
 from web_server.schemas import PageItem, SimilarRow
 
+VISITOR = "the-visitor-of-this-test"  # a valid cookie id: the arm is fixed by it
 EXPERIMENT = Experiment("e1", "v-control", "v-candidate", 0.5, "salt", "2026-12-07T00:00:00Z")
 
 
@@ -32,8 +33,11 @@ async def _shown(tmp_path: Path, served_by: str) -> Impression:
     buffer = EventBuffer(_nowhere, capacity=10, interval=3600.0)
     settings = Settings(var_dir=tmp_path, secret_key="k" * 32, redis_url="")
     feedback = WebFeedback(settings, keys, store, buffer, None)
-    request = make_mocked_request("GET", "/movies/1", headers={"Cookie": "marquee_visitor=v1"})
+    request = make_mocked_request(
+        "GET", "/movies/1", headers={"Cookie": f"marquee_visitor={VISITOR}"}
+    )
     arm = await feedback.page_arm(request)
+    assert arm.new_visitor is None  # the cookie was taken, not replaced by a random one
     assert arm.arm is not None and arm.version == EXPERIMENT.version(arm.arm)
     items = tuple(PageItem(10 + i, f"Movie {i}", 1990, ("Drama",), 0.5) for i in range(3))
     row = SimilarRow(items, "model", served_by)
@@ -48,7 +52,7 @@ async def _shown(tmp_path: Path, served_by: str) -> Impression:
 
 
 async def test_a_row_made_by_the_arms_version_counts_for_the_arm(tmp_path: Path) -> None:
-    arm = arm_for(EXPERIMENT, "visitor:v1")
+    arm = arm_for(EXPERIMENT, f"visitor:{VISITOR}")
     event = await _shown(tmp_path, EXPERIMENT.version(arm))
     assert (event.experiment, event.arm, event.version) == ("e1", arm, EXPERIMENT.version(arm))
 
