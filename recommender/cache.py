@@ -431,7 +431,13 @@ async def open_cache(settings: Settings, metrics: Metrics, *, local_entries: int
         cache = LocalCache(ttl=settings.cache_ttl, metrics=metrics)
         log.info("cache: in-process (Redis not reachable)", extra={"redis": url})
         return cache
-    remote = RedisCache(url, settings.cache_ttl, metrics, namespace=Namespace.of(settings))
+    remote = RedisCache(
+        url,
+        settings.cache_ttl,
+        metrics,
+        namespace=Namespace.of(settings),
+        timeout=settings.cache_timeout,
+    )
     if local_entries > 0:
         cache = TieredCache(
             LocalCache(local_entries, min(60.0, settings.cache_ttl), metrics, "l1"), remote

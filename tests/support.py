@@ -58,6 +58,7 @@ GENEROUS = {
     "catalog_timeout": 5.0,
     "subscription_timeout": 5.0,
     "recommender_timeout": 5.0,
+    "cache_timeout": 2.0,
     "page_budget": 6.0,
 }
 

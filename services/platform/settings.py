@@ -151,6 +151,9 @@ class Settings:
     )
     # ---- the recommender ----------------------------------------------------------------------
     cache_ttl: int = _doc(3600, "Seconds a cached recommendation lives in Redis")
+    cache_timeout: float = _doc(
+        0.05, "Seconds a Redis cache call may take before the box computes the answer instead"
+    )
     model_poll_interval: float = _doc(
         30.0, "Seconds between registry checks for a new model (besides Redis notices)"
     )
@@ -327,6 +330,7 @@ def _check(s: Settings) -> None:
         "catalog_timeout",
         "subscription_timeout",
         "recommender_timeout",
+        "cache_timeout",
         "page_budget",
         "breaker_reset",
         "session_recheck",
