@@ -76,7 +76,7 @@ var/secrets.json: | $(RUNTIME_STAMP)
 
 run: $(RUNTIME_STAMP) $(MODEL_DIR)/current var/secrets.json
 	@echo "Marquee (monolith) at http://$(HOST):$(PORT)/  — e.g. http://$(HOST):$(PORT)/movies/1"
-	MARQUEE_DEVELOPMENT=true MARQUEE_HOST=$(HOST) MARQUEE_WEB_PORT=$(PORT) \
+	MARQUEE_DEVELOPMENT=true MARQUEE_ACCESS_LOG_SAMPLE=1 MARQUEE_HOST=$(HOST) MARQUEE_WEB_PORT=$(PORT) \
 	  MARQUEE_MODEL_DIR=$(MODEL_DIR) $(PY) -m web_server
 
 run-micro: $(STAMP) $(MODEL_DIR)/current var/secrets.json

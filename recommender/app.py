@@ -22,7 +22,13 @@ from recommender.redisconn import Namespace, describe
 from recommender.reload import ModelWatcher
 from recommender.schemas import MAX_K, RecommendRequest
 from services.feedback.schemas import ARMS, Arm
-from services.platform.app import SETTINGS, add_openapi_paths, add_ready_check, create_base_app
+from services.platform.app import (
+    SETTINGS,
+    add_openapi_paths,
+    add_ready_check,
+    add_route,
+    create_base_app,
+)
 from services.platform.auth import bearer_ok
 from services.platform.errors import ApiError, BadRequest, Forbidden, Unauthorized
 from services.platform.jsonutil import json_response, raw_json_response, read_body
@@ -167,13 +173,13 @@ def setup_recommender(app: web.Application) -> None:
     setup_experiments(app, box)  # before recommender_ctx: the box starts with the store
     app.cleanup_ctx.append(recommender_ctx)
     add_ready_check(app, "model", lambda: box.ready)
-    app.router.add_get("/v1/similar/{movie_id}", similar)
-    app.router.add_get("/v1/similar", similar_batch)
-    app.router.add_get("/v1/users/{user_id}/recommendations", user_recommendations)
-    app.router.add_post("/v1/recommendations", recommendations)
-    app.router.add_get("/v1/model", model_info)
-    app.router.add_post("/v1/model/reload", reload_model)
-    app.router.add_post("/v1/model/rollback", rollback_model)
+    add_route(app, "GET", "/v1/similar/{movie_id}", similar)
+    add_route(app, "GET", "/v1/similar", similar_batch)
+    add_route(app, "GET", "/v1/users/{user_id}/recommendations", user_recommendations)
+    add_route(app, "POST", "/v1/recommendations", recommendations)
+    add_route(app, "GET", "/v1/model", model_info)
+    add_route(app, "POST", "/v1/model/reload", reload_model)
+    add_route(app, "POST", "/v1/model/rollback", rollback_model)
     add_openapi_paths(app, recommender_paths())
     setup_models_api(app, box.registry)
     setup_batch_api(app)

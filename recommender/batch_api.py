@@ -29,7 +29,7 @@ from recommender.batch import (
 )
 from recommender.redisconn import describe
 from recommender.schemas import BatchJob, BatchJobList, BatchResults, BatchRow
-from services.platform.app import SETTINGS, add_metrics_refresher, add_openapi_paths
+from services.platform.app import SETTINGS, add_metrics_refresher, add_openapi_paths, add_route
 from services.platform.auth import SESSION_HEADER, bearer_ok, session_user
 from services.platform.errors import (
     BadRequest,
@@ -281,10 +281,10 @@ def setup_batch_store(app: web.Application) -> None:
 def setup_batch_api(app: web.Application) -> None:
     """Add the batch-jobs routes to an app (the recommender's, or the monolith's)."""
     setup_batch_store(app)
-    app.router.add_post("/v1/batch", submit)
-    app.router.add_get("/v1/batch/{job_id}", status)
-    app.router.add_get("/v1/batch/{job_id}/results", results)
-    app.router.add_get("/v1/users/{user_id}/batch", recent)
+    add_route(app, "POST", "/v1/batch", submit)
+    add_route(app, "GET", "/v1/batch/{job_id}", status)
+    add_route(app, "GET", "/v1/batch/{job_id}/results", results)
+    add_route(app, "GET", "/v1/users/{user_id}/batch", recent)
     add_openapi_paths(app, batch_paths(app[SETTINGS]))
 
     async def refresh_queue_depth() -> None:  # workers drain the queue in other processes

@@ -35,7 +35,7 @@ from redis.backoff import NoBackoff
 
 from recommender import redisconn
 from recommender.redisconn import Namespace
-from services.platform.metrics import Metrics
+from services.platform.metrics import Metrics, TalliedCounter
 from services.platform.settings import AUTO, Settings
 
 log = logging.getLogger("marquee.recommender.cache")
@@ -71,22 +71,24 @@ class Cache(Protocol):
 
 
 class CounterChildren:
-    """A cache's ``marquee_cache_requests`` children, bound once per result: ``labels()`` on every
-    lookup costs more than the lookup itself (~1.4 µs against ~0.3 µs for a bound child)."""
+    """A cache's ``marquee_cache_requests`` children, bound once per result and tallied
+    (``TalliedCounter``): ``labels()`` on every lookup costs more than the lookup itself (~1.4 µs
+    against ~0.1 µs for a tallied child)."""
 
     def __init__(self, metrics: Metrics | None, cache: str) -> None:
         self.metrics = metrics
         self.cache = cache
-        self._children: dict[str, object] = {}
+        self._children: dict[str, TalliedCounter] = {}
 
-    def child(self, result: str):
+    def child(self, result: str) -> TalliedCounter | None:
         """The bound counter for ``result`` (None without metrics): for callers that count on a
         hot path and want to skip even this dict lookup."""
         if self.metrics is None:
             return None
         child = self._children.get(result)
         if child is None:
-            child = self._children[result] = self.metrics.cache.labels(self.cache, result)
+            child = self.metrics.tallied(self.metrics.cache.labels(self.cache, result))
+            self._children[result] = child
         return child
 
     def inc(self, result: str, n: int = 1) -> None:

@@ -24,7 +24,7 @@ from services.feedback.backend import Feedback, open_feedback
 from services.feedback.metrics import FeedbackMetrics
 from services.feedback.report import experiment_report
 from services.feedback.schemas import ExperimentReport
-from services.platform.app import SETTINGS, add_metrics_refresher
+from services.platform.app import SETTINGS, add_metrics_refresher, add_route
 from services.platform.errors import NotFound, NotReady
 from services.platform.jsonutil import json_response
 from services.platform.middleware import METRICS
@@ -122,4 +122,4 @@ def setup_experiments(app: web.Application, box: RecommenderBox) -> None:
     app[EXPERIMENTS] = experiments
     app.cleanup_ctx.append(experiments_ctx)
     add_metrics_refresher(app, experiments.refresh_metrics)
-    app.router.add_get("/v1/experiments/current", current_experiment)
+    add_route(app, "GET", "/v1/experiments/current", current_experiment)

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from recommender.registry import IntegrityError, ModelRegistry, RegistryError
 from recommender.schemas import Manifest, ModelList
-from services.platform.app import add_openapi_paths
+from services.platform.app import add_openapi_paths, add_route
 from services.platform.jsonutil import json_response
 from services.platform.openapi import operation
 
@@ -47,7 +47,7 @@ def setup_models_api(app: web.Application, registry: ModelRegistry) -> None:
     async def models(request: web.Request) -> web.Response:
         return json_response(await read_model_list(registry))
 
-    app.router.add_get("/v1/models", models)
+    add_route(app, "GET", "/v1/models", models)
     add_openapi_paths(
         app,
         {

@@ -80,7 +80,7 @@ def setup_web(app: web.Application) -> None:
 def create_app(settings: Settings) -> web.Application:
     if settings.mode not in MODES:
         raise ValueError(f"MARQUEE_MODE must be one of {', '.join(MODES)}, got {settings.mode!r}")
-    app = create_base_app(settings, "web")
+    app = create_base_app(settings, "web", own_middlewares=True)
     if settings.mode == "monolith":
         from recommender.app import setup_recommender
         from recommender.batch_worker import batch_worker_ctx

@@ -19,7 +19,13 @@ from services.catalog.catalog import (
 )
 from services.catalog.schemas import Genres, Movie, MovieList, Movies, SearchResult
 from services.catalog.store import KNOWN_GENRES, build_catalog_db
-from services.platform.app import SETTINGS, add_openapi_paths, add_ready_check, create_base_app
+from services.platform.app import (
+    SETTINGS,
+    add_openapi_paths,
+    add_ready_check,
+    add_route,
+    create_base_app,
+)
 from services.platform.jsonutil import json_response
 from services.platform.openapi import operation, path_param, query_param
 from services.platform.params import path_id, query_ids, query_int
@@ -145,11 +151,11 @@ def setup_catalog(app: web.Application) -> None:
     app.cleanup_ctx.append(catalog_ctx)
     add_ready_check(app, "catalog", lambda: CATALOG in app and app[CATALOG].is_open)
     # The fixed paths come before /v1/movies/{movie_id}, which would otherwise match "search".
-    app.router.add_get("/v1/movies/search", search_movies)
-    app.router.add_get("/v1/movies/popular", popular_movies)
-    app.router.add_get("/v1/movies/{movie_id}", get_movie)
-    app.router.add_get("/v1/movies", get_movies)
-    app.router.add_get("/v1/genres", get_genres)
+    add_route(app, "GET", "/v1/movies/search", search_movies)
+    add_route(app, "GET", "/v1/movies/popular", popular_movies)
+    add_route(app, "GET", "/v1/movies/{movie_id}", get_movie)
+    add_route(app, "GET", "/v1/movies", get_movies)
+    add_route(app, "GET", "/v1/genres", get_genres)
     add_openapi_paths(app, OPENAPI_PATHS)
 
 

@@ -21,9 +21,13 @@ from services.platform.middleware import (
     GATE,
     METRICS,
     REQUEST_IDS,
+    UNMATCHED,
     Gate,
+    Handler,
     RequestIds,
     observe,
+    observed,
+    unmatched,
 )
 from services.platform.openapi import document, system_paths
 from services.platform.schemas import Health, Readiness
@@ -41,22 +45,45 @@ REFRESH_TIMEOUT = 0.5
 log = logging.getLogger("marquee.metrics")
 
 
-def create_base_app(settings: Settings, service: str) -> web.Application:
-    app = web.Application(middlewares=[observe], client_max_size=settings.max_body_bytes)
+OBSERVED_IN_ROUTES = web.AppKey("observed_in_routes", bool)
+
+
+def create_base_app(
+    settings: Settings, service: str, *, own_middlewares: bool = False
+) -> web.Application:
+    """A service's app. ``own_middlewares``: the app will add middlewares of its own (the web
+    server), so requests are observed by the ``observe`` middleware, outermost; otherwise each
+    route observes its requests (``add_route``), and a catch-all route answers the rest."""
+    middlewares = [observe] if own_middlewares else []
+    app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
+    app[OBSERVED_IN_ROUTES] = not own_middlewares
     app[SETTINGS] = settings
     app[SERVICE_NAME] = service
     app[METRICS] = Metrics(service)
-    app[ACCESS_LOG] = access_log(service, settings.access_log)
+    app[ACCESS_LOG] = access_log(service, settings)
     app[REQUEST_IDS] = RequestIds()
     app[GATE] = Gate(settings.max_inflight)
     app[READY_CHECKS] = {}
     app[OPENAPI_PATHS] = {}
     app[METRICS_REFRESHERS] = []
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/openapi.json", openapi)
+    add_route(app, "GET", "/healthz", healthz)
+    add_route(app, "GET", "/readyz", readyz)
+    add_route(app, "GET", "/metrics", metrics)
+    add_route(app, "GET", "/openapi.json", openapi)
+    if not own_middlewares:  # tried last whatever the order: it is the only route under "/"
+        catch_all = observed(unmatched, UNMATCHED, app)
+        app.router.add_route("*", "/{tail:.*}", catch_all, name=UNMATCHED)
     return app
+
+
+def add_route(app: web.Application, method: str, path: str, handler: Handler) -> None:
+    """Serve ``method`` ``path`` with ``handler`` (a GET serves HEAD too), observed."""
+    if app[OBSERVED_IN_ROUTES]:
+        handler = observed(handler, path, app)
+    if method == "GET":
+        app.router.add_get(path, handler)
+    else:
+        app.router.add_route(method, path, handler)
 
 
 def add_ready_check(app: web.Application, name: str, check: Callable[[], bool]) -> None:

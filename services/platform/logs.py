@@ -9,8 +9,11 @@ import logging
 import os
 import sys
 import time
+import zlib
 
 import orjson
+
+from services.platform.settings import Settings
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
@@ -51,11 +54,21 @@ def configure_logging(service: str, level: str = "INFO") -> None:
 ACCESS_LOGGER = "marquee.access"
 FLUSH_INTERVAL = 0.2  # seconds an access line may wait in the buffer
 PIPE_BUF = 4096  # writes up to this size to a pipe are atomic (POSIX)
+READS = frozenset(("GET", "HEAD"))
+
+
+_MILLIS = [f".{ms:03d}Z" for ms in range(1000)]  # a timestamp's tail, without formatting
 
 
 class AccessLog:
     """One JSON line per request, in the same shape as every other log line, but without the
     logging machinery: no LogRecord, no handler lock, no formatter walking the record.
+
+    Sampled (``sample``): every error, write and slow request is logged, and of the quick,
+    successful reads one in ``sample``, chosen by request id, so that a sampled page view is
+    logged by every service it called (the id travels with it) and can be followed through all.
+    At 1 in 100, a recommender cache hit spends ~1 % of its CPU on logging instead of ~10 %;
+    the metrics still count every request.
 
     Through ``logging`` an access line cost ~15 µs, a third of a cache hit's whole request on
     the recommender; this costs ~1.5 µs. Lines are batched and written at least every
@@ -63,8 +76,12 @@ class AccessLog:
     lines of several worker processes sharing one stderr pipe never interleave mid-line.
     """
 
-    def __init__(self, service: str, fd: int | None = None) -> None:
+    def __init__(
+        self, service: str, fd: int | None = None, *, sample: int = 1, slow: float = 0.0
+    ) -> None:
         self.service = service
+        self.sample = sample
+        self.slow = slow
         self.fd = sys.stderr.fileno() if fd is None else fd
         self._buffer = bytearray()
         self._second = -1
@@ -73,6 +90,15 @@ class AccessLog:
         atexit.register(self.flush)
 
     def write(self, method: str, route: str, path: str, status: int, seconds: float) -> None:
+        request_id = request_id_var.get()
+        if (
+            self.sample > 1
+            and status < 400
+            and seconds < self.slow
+            and method in READS
+            and zlib.crc32(request_id.encode()) % self.sample
+        ):
+            return
         now = time.time()
         second = int(now)
         if second != self._second:
@@ -80,11 +106,11 @@ class AccessLog:
             self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         self._buffer += orjson.dumps(
             {
-                "ts": f"{self._stamp}.{int((now - second) * 1000):03d}Z",
+                "ts": self._stamp + _MILLIS[int((now - second) * 1000)],
                 "level": "info",
                 "service": self.service,
                 "logger": ACCESS_LOGGER,
-                "request_id": request_id_var.get(),
+                "request_id": request_id,
                 "msg": "request",
                 "method": method,
                 "route": route,
@@ -116,8 +142,8 @@ class AccessLog:
             del buffer[:written]
 
 
-def access_log(service: str, enabled: bool) -> AccessLog | None:
+def access_log(service: str, settings: Settings) -> AccessLog | None:
     """The access log when enabled and the access logger would print INFO lines, else None."""
-    if not enabled or not logging.getLogger(ACCESS_LOGGER).isEnabledFor(logging.INFO):
+    if not settings.access_log or not logging.getLogger(ACCESS_LOGGER).isEnabledFor(logging.INFO):
         return None
-    return AccessLog(service)
+    return AccessLog(service, sample=settings.access_log_sample, slow=settings.access_log_slow)

@@ -141,7 +141,7 @@ class Metrics:
         )
 
         self._tallies: dict[tuple[str, str, int], _Tally] = {}
-        self._touched: list[_Tally] = []
+        self._touched: list[_Tally | TalliedCounter] = []  # counted since the last flush
         self._versions: set[str] = set()
         self._fallback_children: dict[tuple[str, str], Counter] = {}
 
@@ -158,18 +158,27 @@ class Metrics:
                 self.latency.labels(route, method),
             )
         if not tally.count:
-            if not self._touched:
-                _schedule(self.flush)
-            self._touched.append(tally)
+            self._touch(tally)
         tally.count += 1
         tally.seconds += seconds
         tally.buckets[bisect_left(LATENCY_BOUNDS, seconds)] += 1
 
     def flush(self) -> None:
-        """Add the tallied requests to the Prometheus values (also done before a scrape)."""
+        """Add the tallied requests and counts to the Prometheus values (also done before a
+        scrape)."""
         touched, self._touched = self._touched, []
         for tally in touched:
             tally.flush()
+
+    def _touch(self, tally: _Tally | TalliedCounter) -> None:
+        """``tally`` has counts to flush: one flush per turn of the loop for all of them."""
+        if not self._touched:
+            _schedule(self.flush)
+        self._touched.append(tally)
+
+    def tallied(self, child: Counter) -> TalliedCounter:
+        """``child`` counted as a ``TalliedCounter``, flushed with the request tallies."""
+        return TalliedCounter(child, self._touch)
 
     def count_fallback(self, fragment: str, reason: str) -> None:
         """One degraded page fragment (the child bound once per label pair, as above)."""
@@ -231,6 +240,30 @@ class _Tally:
                 self.buckets[i] = 0
         self.count = 0
         self.seconds = 0.0
+
+
+class TalliedCounter:
+    """A counter child counted in plain Python and added to its Prometheus value at the next turn
+    of the event loop or scrape, as requests are (``_Tally``): ``inc`` on the child takes a lock
+    and, with several workers, writes a memory-mapped file, ~0.5 µs on every cache lookup.
+    Made by ``Metrics.tallied``, whose ``flush`` flushes it too."""
+
+    __slots__ = ("child", "pending", "_touch")
+
+    def __init__(self, child: Counter, touch: Callable[[TalliedCounter], None]) -> None:
+        self.child = child
+        self.pending = 0
+        self._touch = touch
+
+    def inc(self, n: int = 1) -> None:
+        if not self.pending:
+            self._touch(self)
+        self.pending += n
+
+    def flush(self) -> None:
+        pending, self.pending = self.pending, 0
+        if pending:
+            self.child.inc(pending)
 
 
 def _schedule(flush: Callable[[], None]) -> None:

@@ -195,7 +195,15 @@ class Settings:
     )
     # ---- operations ---------------------------------------------------------------------------
     log_level: str = _doc("INFO", "DEBUG, INFO, WARNING or ERROR")
-    access_log: bool = _doc(True, "One JSON line per request")
+    access_log: bool = _doc(True, "JSON lines of the requests served (the access log)")
+    access_log_sample: int = _doc(
+        100,
+        "Log 1 in this many of the quick, successful reads (chosen by request id, so a page view "
+        "is logged by every service or none); errors, writes and slow requests always; 1 = all",
+    )
+    access_log_slow: float = _doc(
+        0.25, "Seconds from which a request counts as slow (always logged)"
+    )
     shutdown_timeout: float = _doc(10.0, "Seconds in-flight requests get to finish on SIGTERM")
 
     def __post_init__(self) -> None:
@@ -340,6 +348,7 @@ def _check(s: Settings) -> None:
         "batch_claim_idle",
         "admin_probe_timeout",
         "feedback_claim_idle",
+        "access_log_slow",
     )
     for name in positive:
         if not getattr(s, name) > 0:
@@ -359,6 +368,7 @@ def _check(s: Settings) -> None:
         "batch_chunk_size",
         "batch_max_attempts",
         "feedback_stream_max",
+        "access_log_sample",
     )
     for name in at_least_one:
         if getattr(s, name) < 1:

@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from aiohttp import web
 
-from services.platform.app import SETTINGS, add_openapi_paths
+from services.platform.app import SETTINGS, add_openapi_paths, add_route
 from services.platform.auth import SESSION_HEADER, bearer_ok
 from services.platform.errors import Forbidden, PayloadTooLarge, Unauthorized
 from services.platform.jsonutil import json_response, read_body
@@ -146,9 +146,9 @@ OPENAPI_PATHS = {
 
 def setup_accounts(app: web.Application) -> None:
     """The routes; ``ACCOUNTS`` is filled by the subscription service's cleanup_ctx."""
-    app.router.add_post("/v1/accounts", register)
-    app.router.add_post("/v1/sessions", log_in)
-    app.router.add_post("/v1/sessions/demo", demo_log_in)
-    app.router.add_delete("/v1/sessions/current", log_out)
-    app.router.add_get("/v1/users/{user_id}/session", session_state)
+    add_route(app, "POST", "/v1/accounts", register)
+    add_route(app, "POST", "/v1/sessions", log_in)
+    add_route(app, "POST", "/v1/sessions/demo", demo_log_in)
+    add_route(app, "DELETE", "/v1/sessions/current", log_out)
+    add_route(app, "GET", "/v1/users/{user_id}/session", session_state)
     add_openapi_paths(app, OPENAPI_PATHS)

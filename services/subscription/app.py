@@ -13,7 +13,13 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from services.platform.app import SETTINGS, add_openapi_paths, add_ready_check, create_base_app
+from services.platform.app import (
+    SETTINGS,
+    add_openapi_paths,
+    add_ready_check,
+    add_route,
+    create_base_app,
+)
 from services.platform.auth import SESSION_HEADER, bearer_ok
 from services.platform.errors import Forbidden, PayloadTooLarge, Unauthorized
 from services.platform.jsonutil import json_response, read_body
@@ -151,10 +157,10 @@ def setup_subscription(app: web.Application) -> None:
     add_ready_check(
         app, "subscription", lambda: SUBSCRIPTIONS in app and app[SUBSCRIPTIONS].is_open
     )
-    app.router.add_get("/v1/plans", list_plans)
-    app.router.add_get("/v1/users/{user_id}/subscription", get_subscription)
-    app.router.add_put("/v1/users/{user_id}/subscription", put_subscription)
-    app.router.add_delete("/v1/users/{user_id}/subscription", delete_subscription)
+    add_route(app, "GET", "/v1/plans", list_plans)
+    add_route(app, "GET", "/v1/users/{user_id}/subscription", get_subscription)
+    add_route(app, "PUT", "/v1/users/{user_id}/subscription", put_subscription)
+    add_route(app, "DELETE", "/v1/users/{user_id}/subscription", delete_subscription)
     add_openapi_paths(app, OPENAPI_PATHS)
     setup_accounts(app)
 

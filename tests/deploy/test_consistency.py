@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from services.platform.middleware import UNMATCHED
 from services.platform.settings import Settings
 from tests.deploy.deployfiles import (
     ROOT,
@@ -210,6 +211,8 @@ def _app_paths(app_module: str, tmp_path: Path) -> set[str]:
     app = module.create_app(settings)
     paths = set()
     for route in app.router.routes():
+        if route.name == UNMATCHED:
+            continue
         info = route.resource.get_info() if route.resource else {}
         paths.add(info.get("path") or info.get("formatter"))
     return paths

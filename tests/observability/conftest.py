@@ -21,13 +21,14 @@ from tests.web.conftest import (
 
 def service_env(settings: Settings, **changes: object) -> dict[str, str]:
     """The environment of a service process reading the same paths as ``settings``, access log
-    on; ``changes`` are settings fields (e.g. ``mode="monolith"``)."""
+    on for every request; ``changes`` are settings fields (e.g. ``mode="monolith"``)."""
     fields = {
         "var_dir": settings.var_dir,
         "catalog_db": settings.catalog_db,
         "model_dir": settings.model_dir,
         "redis_url": settings.redis_url,
         "access_log": True,
+        "access_log_sample": 1,
     }
     return marquee_env(**{**fields, **changes})
 
@@ -74,6 +75,7 @@ def logged_stack(
     models = copy_model_dir(model_dir, tmp / "models")
     env = stack_env(tmp, redis_server, models, catalog_db)
     env["MARQUEE_ACCESS_LOG"] = "true"
+    env["MARQUEE_ACCESS_LOG_SAMPLE"] = "1"  # every request: the tests follow chosen ids
     stack = start_stack(tmp, env)
     yield stack
     stack.stop()

@@ -10,6 +10,8 @@ import orjson
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
+from services.platform.middleware import UNMATCHED
+
 
 def samples(text: str) -> list[tuple[str, dict[str, str], float]]:
     """Every sample of a Prometheus exposition as (name, labels, value)."""
@@ -72,7 +74,12 @@ def routed(app: web.Application) -> dict[str, set[str]]:
     out: dict[str, set[str]] = {}
     for route in app.router.routes():
         resource = route.resource
-        if resource is None or route.method == "HEAD" or isinstance(resource, web.StaticResource):
+        if (
+            resource is None
+            or route.method == "HEAD"
+            or route.name == UNMATCHED
+            or isinstance(resource, web.StaticResource)
+        ):
             continue
         out.setdefault(resource.canonical, set()).add(route.method.lower())
     return out

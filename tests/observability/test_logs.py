@@ -3,10 +3,13 @@ the request id, route, status and duration; the id is the caller's X-Request-ID 
 
 from __future__ import annotations
 
+import os
 import uuid
 
+import orjson
 import pytest
 
+from services.platform.logs import AccessLog, request_id_var
 from tests.observability.conftest import service_env
 from tests.observability.helpers import access_lines, json_lines
 from tests.support import wait_until
@@ -68,3 +71,52 @@ async def test_request_id_made_when_missing_or_unsafe(settings, run_service, htt
     for request_id in made:
         assert 0 < len(request_id) <= 128 and request_id.isalnum()
         wait_until(lambda r=request_id: access_lines(process.log_path, r), 5, "its log line")
+
+
+def logged_ids(log: AccessLog, read_fd: int) -> list[str]:
+    log.flush()
+    os.set_blocking(read_fd, False)
+    try:
+        data = os.read(read_fd, 1 << 20)
+    except BlockingIOError:
+        return []
+    return [orjson.loads(line)["request_id"] for line in data.splitlines()]
+
+
+def sampled_log(service: str, sample: int) -> tuple[AccessLog, int]:
+    read_fd, write_fd = os.pipe()
+    return AccessLog(service, write_fd, sample=sample, slow=0.25), read_fd
+
+
+def test_quick_reads_are_sampled_by_request_id_alike_in_every_service() -> None:
+    catalog, catalog_out = sampled_log("catalog", 10)
+    recommender, recommender_out = sampled_log("recommender", 10)
+    ids = [f"page-{n}" for n in range(300)]
+    for request_id in ids:
+        token = request_id_var.set(request_id)
+        catalog.write("GET", "/v1/movies/{movie_id}", "/v1/movies/1", 200, 0.001)
+        recommender.write("GET", "/v1/similar/{movie_id}", "/v1/similar/1", 200, 0.001)
+        request_id_var.reset(token)
+    sampled = logged_ids(catalog, catalog_out)
+    assert sampled == logged_ids(recommender, recommender_out), "one page: logged by all or none"
+    assert 0 < len(sampled) < len(ids) / 3
+
+
+def test_errors_writes_and_slow_requests_are_always_logged() -> None:
+    log, out = sampled_log("catalog", 1_000_000)
+    kept = {"error": ("GET", 404, 0.001), "write": ("POST", 201, 0.001), "slow": ("GET", 200, 0.3)}
+    for request_id, (method, status, seconds) in kept.items():
+        token = request_id_var.set(request_id)
+        log.write(method, "/v1/movies", "/v1/movies", status, seconds)
+        log.write("GET", "/v1/movies", "/v1/movies", 200, 0.001)  # a quick read: not this one
+        request_id_var.reset(token)
+    assert logged_ids(log, out) == list(kept)
+
+
+def test_a_sample_of_one_logs_every_request() -> None:
+    log, out = sampled_log("catalog", 1)
+    for n in range(50):
+        token = request_id_var.set(f"r{n}")
+        log.write("GET", "/v1/movies", "/v1/movies", 200, 0.001)
+        request_id_var.reset(token)
+    assert logged_ids(log, out) == [f"r{n}" for n in range(50)]

@@ -2,7 +2,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from services.platform.app import add_ready_check, create_base_app
+from services.platform.app import add_ready_check, add_route, create_base_app
 from services.platform.errors import BadRequest
 from services.platform.settings import Settings
 
@@ -20,9 +20,9 @@ async def base_url(tmp_path):
     async def echo(request: web.Request) -> web.Response:
         return web.Response(body=await request.read())
 
-    app.router.add_get("/bad", bad)
-    app.router.add_get("/boom", boom)
-    app.router.add_post("/echo", echo)
+    add_route(app, "GET", "/bad", bad)
+    add_route(app, "GET", "/boom", boom)
+    add_route(app, "POST", "/echo", echo)
     ready = {"value": False}
     add_ready_check(app, "thing", lambda: ready["value"])
     server = TestServer(app, host="127.0.0.1")

@@ -32,6 +32,7 @@ COMPUTED = ("collaborative", "blend", "content")  # a similar list computed now,
 
 
 def counted(metrics: Metrics, cache: str, result: str) -> float:
+    metrics.flush()  # as a scrape does
     value = metrics.registry.get_sample_value(
         "marquee_cache_requests_total", {"cache": cache, "result": result}
     )

@@ -24,6 +24,7 @@ async def get_raw(http: aiohttp.ClientSession, url: str) -> tuple[int, bytes]:
 
 
 def memo_count(metrics, result: str) -> float:
+    metrics.flush()  # as a scrape does
     value = metrics.registry.get_sample_value(
         "marquee_cache_requests_total", {"cache": "memo", "result": result}
     )

@@ -8,6 +8,7 @@ import asyncpg
 from aiohttp import web
 
 from services.platform.auth import session_token
+from services.platform.middleware import UNMATCHED
 from services.platform.settings import Settings
 
 SECRET = "test-secret-key-of-the-suite"
@@ -41,7 +42,7 @@ def router_routes(app: web.Application) -> set[tuple[str, str]]:
     return {
         (route.method.lower(), route.resource.canonical)
         for route in app.router.routes()
-        if route.method != "HEAD" and route.resource is not None
+        if route.method != "HEAD" and route.resource is not None and route.name != UNMATCHED
     }
 
 

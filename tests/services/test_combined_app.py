@@ -15,7 +15,7 @@ from tests.support import get_json
 async def test_both_services_share_one_app(
     http: aiohttp.ClientSession, settings: Settings, serve: Serve
 ) -> None:
-    app = create_base_app(settings, "web")
+    app = create_base_app(settings, "web", own_middlewares=True)
     setup_catalog(app)
     setup_subscription(app)
     server = await serve(app)
