@@ -157,11 +157,12 @@ class Metrics:
                 self.requests.labels(route, method, str(status)),
                 self.latency.labels(route, method),
             )
-        if not tally.count:
-            self._touch(tally)
+        first = not tally.count
         tally.count += 1
         tally.seconds += seconds
         tally.buckets[bisect_left(LATENCY_BOUNDS, seconds)] += 1
+        if first:
+            self._touch(tally)
 
     def flush(self) -> None:
         """Add the tallied requests and counts to the Prometheus values (also done before a
@@ -171,10 +172,11 @@ class Metrics:
             tally.flush()
 
     def _touch(self, tally: _Tally | TalliedCounter) -> None:
-        """``tally`` has counts to flush: one flush per turn of the loop for all of them."""
-        if not self._touched:
-            _schedule(self.flush)
+        """``tally`` has its first counts since a flush: one flush per turn of the loop for all
+        of them (at once when there is no loop)."""
         self._touched.append(tally)
+        if len(self._touched) == 1:
+            _schedule(self.flush)
 
     def tallied(self, child: Counter) -> TalliedCounter:
         """``child`` counted as a ``TalliedCounter``, flushed with the request tallies."""
@@ -256,9 +258,11 @@ class TalliedCounter:
         self._touch = touch
 
     def inc(self, n: int = 1) -> None:
-        if not self.pending:
+        if self.pending:
+            self.pending += n
+        else:
+            self.pending = n
             self._touch(self)
-        self.pending += n
 
     def flush(self) -> None:
         pending, self.pending = self.pending, 0

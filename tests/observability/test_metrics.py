@@ -248,3 +248,33 @@ def test_tallied_requests_expose_exactly_what_observe_would() -> None:
 
     expected = request_samples(generate_latest(registry))
     assert expected and request_samples(batched.exposition()) == expected
+
+
+def memo_hits(metrics) -> float | None:
+    return metrics.registry.get_sample_value(
+        "marquee_cache_requests_total", {"cache": "memo", "result": "hit"}
+    )
+
+
+async def test_tallied_counts_reach_prometheus_at_the_next_turn_of_the_loop() -> None:
+    import asyncio
+
+    from services.platform.metrics import Metrics
+
+    metrics = Metrics("recommender")
+    hits = metrics.tallied(metrics.cache.labels("memo", "hit"))
+    hits.inc()
+    hits.inc(2)
+    assert not memo_hits(metrics), "counted in plain Python first"
+    await asyncio.sleep(0)  # one turn of the loop: the flush it scheduled runs
+    assert memo_hits(metrics) == 3
+
+
+def test_tallied_counts_are_written_through_without_a_loop() -> None:
+    from services.platform.metrics import Metrics
+
+    metrics = Metrics("recommender")
+    hits = metrics.tallied(metrics.cache.labels("memo", "hit"))
+    hits.inc()
+    hits.inc(2)
+    assert memo_hits(metrics) == 3
