@@ -17,7 +17,7 @@ from services.feedback.schemas import ExperimentReport
 from services.platform.app import SETTINGS
 from services.platform.errors import NotFound
 from services.platform.jsonutil import read_form
-from services.platform.openapi import operation
+from services.platform.openapi import form_post, operation
 from services.subscription.throttle import retry_after_header
 from web_server import admin_data, admin_session, session
 from web_server.admin_chart import ctr_charts
@@ -168,12 +168,6 @@ def setup_admin(app: web.Application) -> None:
 
 def openapi_paths() -> dict:
     html = "text/html"
-    form = {"content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}}}
-
-    def post(summary: str, errors: tuple[int, ...]) -> dict:
-        op = operation(summary, ok=303, errors=errors, content_type=html)
-        op["requestBody"] = {"required": True, **form}
-        return op
 
     return {
         "/admin": {
@@ -186,10 +180,10 @@ def openapi_paths() -> dict:
         },
         "/admin/login": {
             "get": operation("Operator login form (HTML)", errors=(404,), content_type=html),
-            "post": post(
+            "post": form_post(
                 "Log in with the admin token; sets the admin session cookie (Path=/admin)",
                 (403, 404, 429),
             ),
         },
-        "/admin/logout": {"post": post("End this browser's admin session", (403, 404))},
+        "/admin/logout": {"post": form_post("End this browser's admin session", (403, 404))},
     }

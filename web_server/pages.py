@@ -27,7 +27,7 @@ from services.platform.middleware import (
     error_response,
     mark_client_gone,
 )
-from services.platform.openapi import operation, path_param, query_param
+from services.platform.openapi import form_post, operation, path_param, query_param
 from services.platform.params import MAX_ID, parse_id, path_id, query_int
 from services.platform.settings import Settings
 from services.subscription.schemas import SessionGrant
@@ -477,17 +477,7 @@ def setup_routes(app: web.Application) -> None:
 def openapi_paths(settings: Settings) -> dict:
     html = "text/html"
     movie_id = [path_param("id", "MovieLens movie id")]
-    form = {"content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}}}
-
-    def post(summary: str) -> dict:
-        op = operation(summary, ok=303, errors=(400, 403, 503), content_type=html)
-        op["requestBody"] = {"required": True, **form}
-        return op
-
-    def account_post(summary: str, errors: tuple[int, ...]) -> dict:
-        op = operation(summary, ok=303, errors=errors, content_type=html)
-        op["requestBody"] = {"required": True, **form}
-        return op
+    writes = (400, 403, 503)
 
     return {
         "/api/pages/movies/{id}": {
@@ -519,7 +509,7 @@ def openapi_paths(settings: Settings) -> dict:
         },
         "/login": {
             "get": operation("Log-in form (HTML)", errors=(), content_type=html),
-            "post": account_post(
+            "post": form_post(
                 "Log in with name + password (or, in development, a MovieLens user id); sets "
                 "the session cookie",
                 (400, 401, 403, 429, 503),
@@ -527,10 +517,12 @@ def openapi_paths(settings: Settings) -> dict:
         },
         "/join": {
             "get": operation("Join form (HTML)", errors=(), content_type=html),
-            "post": account_post(
+            "post": form_post(
                 "Make an account (name, password twice) and log it in", (400, 403, 409, 429, 503)
             ),
         },
-        "/logout": {"post": post("Log out: end every session of this user")},
-        "/subscription": {"post": post("Subscribe, change or cancel the viewer's plan")},
+        "/logout": {"post": form_post("Log out: end every session of this user", writes)},
+        "/subscription": {
+            "post": form_post("Subscribe, change or cancel the viewer's plan", writes)
+        },
     }

@@ -72,6 +72,16 @@ def operation(
     return op
 
 
+def form_post(summary: str, errors: tuple[int, ...]) -> dict:
+    """An HTML form's POST: a url-encoded body, answered with a 303 redirect (or an error page)."""
+    op = operation(summary, ok=303, errors=errors, content_type="text/html")
+    op["requestBody"] = {
+        "required": True,
+        "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}},
+    }
+    return op
+
+
 def document(title: str, paths: dict) -> dict:
     """The OpenAPI 3.1 document of ``paths``, every Struct they name in ``components``."""
     types = sorted({p.type for p in _payloads(paths)}, key=lambda t: t.__name__)
