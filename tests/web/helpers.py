@@ -72,3 +72,13 @@ async def admin_login(
     async with session.post(f"{base}/admin/login", data=form, allow_redirects=False) as resp:
         await resp.read()
         return resp
+
+
+async def admin_dashboard(base: str) -> str:
+    """The /admin dashboard's HTML, read in a fresh browser session after logging in."""
+    async with browser() as session:
+        assert (await admin_login(session, base)).status == 303
+        async with session.get(f"{base}/admin") as resp:
+            page = await resp.text()
+            assert resp.status == 200, page[:500]
+    return page

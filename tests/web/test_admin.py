@@ -30,7 +30,7 @@ from tests.conftest import replace
 from tests.support import async_wait_until
 from tests.web import stubs
 from tests.web.conftest import stub_settings
-from tests.web.helpers import ADMIN_TOKEN, admin_login, browser, field
+from tests.web.helpers import ADMIN_TOKEN, admin_dashboard, admin_login, browser, field
 
 COOKIE = "marquee_admin"
 
@@ -196,11 +196,7 @@ async def test_the_dashboard_over_real_services(microservices_stack, model_dir):
 
 
 async def test_a_dead_backend_shows_as_down(dead_catalog_base):
-    async with browser() as session:
-        assert (await admin_login(session, dead_catalog_base)).status == 303
-        async with session.get(f"{dead_catalog_base}/admin") as resp:
-            page = await resp.text()
-            assert resp.status == 200
+    page = await admin_dashboard(dead_catalog_base)
     catalog = _row(page, "health", '<th scope="row">catalog</th>')
     assert "down</span>" in catalog and "cannot connect" in catalog
     for service in ("subscription", "recommender"):
@@ -213,22 +209,14 @@ async def test_a_dead_backend_shows_as_down(dead_catalog_base):
 async def test_a_hanging_backend_is_shown_as_not_answering(serve, tmp_path, stub_backends):
     stub_backends.catalog.delay = 60.0  # answers nothing until the test ends
     base = await serve(stub_settings(tmp_path, stub_backends, admin_probe_timeout=0.3))
-    async with browser() as session:
-        assert (await admin_login(session, base)).status == 303
-        async with session.get(f"{base}/admin") as resp:
-            page = await resp.text()
-            assert resp.status == 200
+    page = await admin_dashboard(base)
     catalog = _row(page, "health", '<th scope="row">catalog</th>')
     assert "down</span>" in catalog and "no answer in time" in catalog
     assert "ready</span>" in _row(page, "health", '<th scope="row">recommender</th>')
 
 
 async def test_a_dead_recommender_takes_down_only_its_sections(dead_recommender_base):
-    async with browser() as session:
-        assert (await admin_login(session, dead_recommender_base)).status == 303
-        async with session.get(f"{dead_recommender_base}/admin") as resp:
-            page = await resp.text()
-            assert resp.status == 200
+    page = await admin_dashboard(dead_recommender_base)
     assert "down</span>" in _row(page, "health", '<th scope="row">recommender</th>')
     assert "ready</span>" in _row(page, "health", '<th scope="row">catalog</th>')
     for section in ("The registry", "The experiment", "The batch queue depth"):
@@ -265,10 +253,7 @@ async def test_the_running_experiment_is_charted_per_arm(serve, serve_app, tmp_p
     )
     settings = stub_settings(tmp_path, stub_backends, recommender_urls=(recommender,))
     base = await serve(settings)
-    async with browser() as session:
-        assert (await admin_login(session, base)).status == 303
-        async with session.get(f"{base}/admin") as resp:
-            page = await resp.text()
+    page = await admin_dashboard(base)
     assert "v-candidate" in _row(page, "arms", "candidate")
     assert "20.00%" in _row(page, "arms", "candidate")
     assert "11.20% – 33.00%" in _row(page, "arms", "candidate")
