@@ -52,6 +52,29 @@ def csrf_form(token: str) -> str:
     )
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def demo_login(sessions: dict[str, str]) -> tuple[Handler, Handler]:
+    """The fake sites' log-in form and its POST: a demo login by user id (CSRF token checked),
+    recorded in ``sessions`` (sid cookie -> user id)."""
+
+    async def login_form(request: web.Request) -> web.StreamResponse:
+        return web.Response(text=csrf_form("login-token"), content_type="text/html")
+
+    async def login(request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        if form.get("csrf_token") != "login-token" or not str(form.get("user_id", "")).isdigit():
+            return web.Response(status=403)
+        sid = secrets.token_hex(8)
+        sessions[sid] = str(form["user_id"])
+        resp = web.HTTPSeeOther("/")
+        resp.set_cookie("sid", sid)
+        raise resp
+
+    return login_form, login
+
+
 def fake_marquee_app(
     delay: float = 0.0, lock: asyncio.Lock | None = None, status: int = 200
 ) -> web.Application:
@@ -62,7 +85,7 @@ def fake_marquee_app(
     app[HITS] = hits
     sessions: dict[str, str] = {}
 
-    def route(name: str, body: Callable[[web.Request], Awaitable[web.StreamResponse]] | None):
+    def route(name: str, body: Handler | None):
         async def handler(request: web.Request) -> web.StreamResponse:
             hits[name] += 1
             if lock is not None:
@@ -90,18 +113,7 @@ def fake_marquee_app(
     async def movie_page(request: web.Request) -> web.StreamResponse:
         return web.Response(text=csrf_form("page-token"), content_type="text/html")
 
-    async def login_form(request: web.Request) -> web.StreamResponse:
-        return web.Response(text=csrf_form("login-token"), content_type="text/html")
-
-    async def login(request: web.Request) -> web.StreamResponse:
-        form = await request.post()
-        if form.get("csrf_token") != "login-token" or not form.get("user_id"):
-            return web.Response(status=403)
-        sid = secrets.token_hex(8)
-        sessions[sid] = str(form["user_id"])
-        resp = web.HTTPSeeOther("/")
-        resp.set_cookie("sid", sid)
-        raise resp
+    login_form, login = demo_login(sessions)
 
     async def subscription(request: web.Request) -> web.StreamResponse:
         form = await request.post()
@@ -364,18 +376,7 @@ def fake_feedback_app(
     views: dict[str, str] = {}  # view id -> user
     followed: dict[str, set[int]] = {}
 
-    async def login_form(request: web.Request) -> web.StreamResponse:
-        return web.Response(text=csrf_form("login-token"), content_type="text/html")
-
-    async def login(request: web.Request) -> web.StreamResponse:
-        form = await request.post()
-        if form.get("csrf_token") != "login-token" or not str(form.get("user_id", "")).isdigit():
-            return web.Response(status=403)
-        sid = secrets.token_hex(8)
-        sessions[sid] = str(form["user_id"])
-        resp = web.HTTPSeeOther("/")
-        resp.set_cookie("sid", sid)
-        raise resp
+    login_form, login = demo_login(sessions)
 
     async def movie_page(request: web.Request) -> web.StreamResponse:
         user = sessions.get(request.cookies.get("sid", ""), "anonymous")
