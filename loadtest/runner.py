@@ -681,25 +681,26 @@ def replayed_users(cfg: RunConfig) -> tuple[RunConfig, ReplayUsers | None]:
     return dataclasses.replace(cfg, requests=visits), ReplayUsers(users, cfg.pages_per_user)
 
 
-def pause_full_collections() -> None:
+def pause_full_collections() -> tuple[int, int, int]:
     """No full collection of the cyclic GC during the run (young ones go on): a pause of the
     generator counts as the server's latency (requests are timed from when they were due), and
     full collections over the generator's heap (modules, workload, the run's schedule) paused it
     for 10-30 ms a few times a run at 10,000 req/s, visible as the server's p99."""
     gc.freeze()  # what exists now is not scanned during the run (no collect first: in a big
     # process, such as a test run calling ``run_load``, one takes 100-200 ms)
-    young, middle, _ = gc.get_threshold()
+    thresholds = gc.get_threshold()
+    young, middle, _ = thresholds
     gc.set_threshold(young, middle, FULL_COLLECTIONS_OFF)
+    return thresholds
 
 
-def resume_full_collections() -> None:
-    young, middle, _ = gc.get_threshold()
-    gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
+def resume_full_collections(thresholds: tuple[int, int, int]) -> None:
+    """Back to the collector's ``thresholds`` from before the run, the heap unfrozen."""
+    gc.set_threshold(*thresholds)
     gc.unfreeze()
 
 
 FULL_COLLECTIONS_OFF = 1 << 30  # middle-generation collections before a full one
-FULL_COLLECTION_EVERY = 10  # CPython's default
 
 
 async def run_load(
@@ -762,7 +763,7 @@ async def run_load(
     body = loop.create_task(run.run_open() if cfg.model == "open" else run.run_closed())
     if handle_sigint:
         loop.add_signal_handler(signal.SIGINT, body.cancel)
-    pause_full_collections()
+    thresholds = pause_full_collections()
     try:
         async with asyncio.timeout(cfg.hard_deadline):
             await body
@@ -781,7 +782,7 @@ async def run_load(
         warn(warnings[-1])
     finally:
         cpu_s = _cpu_seconds() - cpu0
-        resume_full_collections()
+        resume_full_collections(thresholds)
         if handle_sigint:
             loop.remove_signal_handler(signal.SIGINT)
         engine.close()
