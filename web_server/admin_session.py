@@ -29,6 +29,7 @@ from services.platform import auth
 from services.platform.app import SETTINGS
 from services.platform.settings import Settings
 from services.subscription.throttle import TokenBuckets
+from web_server.session import secure_cookie
 
 ADMIN_COOKIE = "marquee_admin"
 ADMIN_PATH = "/admin"
@@ -84,10 +85,6 @@ def is_operator(request: web.Request) -> bool:
     return value == OPERATOR
 
 
-def _secure(request: web.Request) -> bool:
-    return request.app[SETTINGS].secure_cookies or request.secure
-
-
 def start(request: web.Request, response: web.StreamResponse) -> None:
     """Log the operator in on this browser."""
     settings = request.app[SETTINGS]
@@ -98,7 +95,7 @@ def start(request: web.Request, response: web.StreamResponse) -> None:
         httponly=True,
         samesite="Strict",
         path=ADMIN_PATH,
-        secure=_secure(request),
+        secure=secure_cookie(request),
     )
 
 

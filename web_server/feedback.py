@@ -179,7 +179,7 @@ def set_visitor_cookie(request: web.Request, response: web.StreamResponse, arm: 
         httponly=True,
         samesite="Lax",
         path="/",
-        secure=request.app[SETTINGS].secure_cookies or request.secure,
+        secure=session.secure_cookie(request),
     )
 
 

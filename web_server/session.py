@@ -185,7 +185,7 @@ def setup_sessions(app: web.Application) -> None:
     app.middlewares.append(authenticate)
 
 
-def _secure(request: web.Request) -> bool:
+def secure_cookie(request: web.Request) -> bool:
     """Cookies only over HTTPS: when the request came so, or always where TLS ends in front of
     us (``secure_cookies``: a proxy or an Ingress terminates it and forwards plain HTTP)."""
     return request.app[SETTINGS].secure_cookies or request.secure
@@ -273,7 +273,12 @@ def set_anon_cookie(request: web.Request, response: web.StreamResponse) -> None:
     anon = request.get(_NEW_ANON)
     if anon and not response.prepared:
         response.set_cookie(
-            ANON_COOKIE, anon, httponly=True, samesite="Lax", path="/", secure=_secure(request)
+            ANON_COOKIE,
+            anon,
+            httponly=True,
+            samesite="Lax",
+            path="/",
+            secure=secure_cookie(request),
         )
 
 
@@ -287,7 +292,7 @@ def login(request: web.Request, response: web.StreamResponse, grant: SessionGran
         httponly=True,
         samesite="Lax",
         path="/",
-        secure=_secure(request),
+        secure=secure_cookie(request),
     )
 
 
@@ -318,7 +323,7 @@ def remember_movie(request: web.Request, response: web.StreamResponse, movie_id:
         httponly=True,
         samesite="Lax",
         path="/",
-        secure=_secure(request),
+        secure=secure_cookie(request),
     )
 
 
