@@ -32,7 +32,7 @@ from services.platform.app import (
 from services.platform.auth import bearer_ok
 from services.platform.errors import ApiError, BadRequest, Forbidden, Unauthorized
 from services.platform.jsonutil import json_response, raw_json_response, read_body
-from services.platform.middleware import METRICS
+from services.platform.middleware import METRICS, Handler
 from services.platform.params import path_id, query_ids, query_int
 from services.platform.runner import run_service
 from services.platform.settings import Settings, settings_or_exit
@@ -44,42 +44,44 @@ WATCHER = web.AppKey("recommender_watcher", ModelWatcher)
 
 
 def _k(request: web.Request) -> int:
-    """``k`` from the query. The usual shapes (no query, or just ``k=<digits>``) are read from
-    the raw query string: building the query multidict costs ~1 µs of a ~50 µs request.
-    Anything else goes through ``query_int``, which also words the 400s."""
-    raw = request.rel_url.raw_query_string
-    if not raw:
-        return 10
-    if raw[:2] == "k=" and len(raw) <= 5:
-        digits = raw[2:]
-        if digits.isascii() and digits.isdigit() and 1 <= (k := int(digits)) <= MAX_K:
-            return k
     return query_int(request, "k", 10, minimum=1, maximum=MAX_K)
 
 
-def _arm(request: web.Request) -> Arm:
-    value = request.query.get("arm", "")
+def _arm(request: web.Request) -> Arm | None:
+    value = request.query.get("arm")
+    if value is None:
+        return None
     for arm in ARMS:
         if value == arm:
             return arm
     raise BadRequest(f"arm must be one of {', '.join(ARMS)}, got {value!r}", code="invalid_arm")
 
 
-async def similar(request: web.Request) -> web.Response:
-    """The hot path: parse, then this version's memoised bytes straight onto the wire (see
-    ``RecommenderBox.memoised_similar``); on a miss, validate and go through the caches.
-    ``?arm=control|candidate``: the running experiment's version for that arm answers."""
-    box = request.app[RECOMMENDER]
-    raw = request.rel_url.raw_query_string
-    if raw and "arm=" in raw:
-        movie_id, arm = path_id(request, "movie_id"), _arm(request)
-        k = query_int(request, "k", 10, minimum=1, maximum=MAX_K)
-        return raw_json_response(await box.similar_json(movie_id, k, arm))
+MAX_ALIAS = 64  # longer request targets are answered, not remembered (they are not the clients')
+
+
+def similar_route(box: RecommenderBox) -> Handler:
+    """``GET /v1/similar/{movie_id}``, the hot path. A request target the served version has
+    answered before (``/v1/similar/1?k=10``) gets its memoised bytes before anything is parsed
+    (``RecommenderBox.memoised_alias``); any other is parsed, validated and answered by the
+    box, which remembers the target. ``?arm=control|candidate``: the running experiment's
+    version for that arm answers (never remembered by target: an arm's version changes)."""
+
+    async def similar(request: web.Request) -> web.Response:
+        target = request.raw_path
+        body = box.memoised_alias(target)
+        if body is None:
+            body = await _similar(box, request, target)
+        return raw_json_response(body)
+
+    return similar
+
+
+async def _similar(box: RecommenderBox, request: web.Request, target: str) -> bytes:
     movie_id, k = path_id(request, "movie_id"), _k(request)
-    body = box.memoised_similar(movie_id, k)
-    if body is None:
-        body = await box.similar_json_past_memo(movie_id, k)
-    return raw_json_response(body)
+    if "arm=" in request.rel_url.raw_query_string:
+        return await box.similar_json(movie_id, k, _arm(request))
+    return await box.similar_json(movie_id, k, alias=target if len(target) <= MAX_ALIAS else None)
 
 
 async def similar_batch(request: web.Request) -> web.Response:
@@ -173,7 +175,7 @@ def setup_recommender(app: web.Application) -> None:
     setup_experiments(app, box)  # before recommender_ctx: the box starts with the store
     app.cleanup_ctx.append(recommender_ctx)
     add_ready_check(app, "model", lambda: box.ready)
-    add_route(app, "GET", "/v1/similar/{movie_id}", similar)
+    add_route(app, "GET", "/v1/similar/{movie_id}", similar_route(box))
     add_route(app, "GET", "/v1/similar", similar_batch)
     add_route(app, "GET", "/v1/users/{user_id}/recommendations", user_recommendations)
     add_route(app, "POST", "/v1/recommendations", recommendations)

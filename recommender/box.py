@@ -225,35 +225,46 @@ class RecommenderBox:
 
     # ---- queries ----------------------------------------------------------------------------
     def memoised_similar(self, movie_id: int, k: int) -> bytes | None:
-        """The served version's memoised body for ``(movie_id, k)``, or None; no await, so the
-        route can answer a hit without creating a coroutine. Only valid arguments are ever
+        """The served version's memoised body for ``(movie_id, k)``, or None; no await, so an
+        in-process caller answers a hit without creating a coroutine. Only valid arguments are ever
         stored, so a hit needs no validation (callers pass ints: ``True`` hashes like ``1``)."""
         loaded = self._current
         return None if loaded is None else loaded.memo.get((movie_id, k))
 
-    async def similar_json(self, movie_id: int, k: int = 10, arm: Arm | None = None) -> bytes:
+    def memoised_alias(self, alias: str) -> bytes | None:
+        """The served version's memoised body stored under ``alias`` by ``similar_json``."""
+        loaded = self._current
+        return None if loaded is None else loaded.memo.get_alias(alias)
+
+    async def similar_json(
+        self, movie_id: int, k: int = 10, arm: Arm | None = None, *, alias: str | None = None
+    ) -> bytes:
         """The hot path. A memo hit (this version's bytes for ``(movie_id, k)``, already
         answered once, so ``"source": "cache"``) costs one dict lookup; a miss validates and
         goes through single-flight and the cache tiers, then fills the memo.
 
         ``arm``: the experiment arm the viewer is in; the answer comes from that arm's version
         (``model_version`` says which served: the published one when no experiment runs or the
-        arm's version is not loaded, e.g. it failed its integrity check)."""
+        arm's version is not loaded, e.g. it failed its integrity check).
+
+        ``alias``: another name the published version's answer is remembered by
+        (``memoised_alias``): the HTTP route's request target. Never with ``arm``: which version
+        answers an arm changes with the experiment, the published memo would outlive that."""
         if arm is not None:
             loaded = self.for_arm(arm)
-            if type(movie_id) is int and type(k) is int:
-                body = loaded.memo.get((movie_id, k))
-                if body is not None:
-                    return body
-            return await self.similar_json_past_memo(movie_id, k, loaded)
+            alias = None
+        else:
+            loaded = self._loaded()
         if type(movie_id) is int and type(k) is int:
-            body = self.memoised_similar(movie_id, k)
+            body = loaded.memo.get((movie_id, k))
             if body is not None:
+                if alias is not None:
+                    loaded.memo.put(alias, body)
                 return body
-        return await self.similar_json_past_memo(movie_id, k)
+        return await self.similar_json_past_memo(movie_id, k, loaded, alias)
 
     async def similar_json_past_memo(
-        self, movie_id: int, k: int = 10, loaded: Loaded | None = None
+        self, movie_id: int, k: int = 10, loaded: Loaded | None = None, alias: str | None = None
     ) -> bytes:
         """``similar_json`` for a memo miss: validate, then single-flight and the cache tiers."""
         loaded = loaded or self._loaded()
@@ -265,15 +276,20 @@ class RecommenderBox:
             )
         key = cache_key(loaded.version, "similar", f"{movie_id}:{k}")
 
+        def remember(stored: bytes) -> None:
+            loaded.memo.put((movie_id, k), stored)
+            if alias is not None:
+                loaded.memo.put(alias, stored)
+
         async def fetch() -> bytes:
             stored = await self.cache.get(key)
             if stored is not None:
-                loaded.memo.put((movie_id, k), stored)
+                remember(stored)
                 return stored
             self.computed["similar"] += 1
             sent, stored = _tag(_similar_body(loaded, movie_id, k))
             await self.cache.set(key, stored)
-            loaded.memo.put((movie_id, k), stored)
+            remember(stored)
             return sent
 
         return await self._flights.run(key, fetch)

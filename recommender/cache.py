@@ -97,6 +97,10 @@ class CounterChildren:
             child.inc(n)
 
 
+def _entry_size(key: object, value: bytes) -> int:
+    return len(value) + len(key) if isinstance(key, str) else len(value)
+
+
 class ResponseMemo:
     """Finished response bodies of ONE model version, by query arguments, in a plain dict.
 
@@ -105,9 +109,14 @@ class ResponseMemo:
     version. A hit is one dict lookup, no key formatting, no single-flight, no LRU bookkeeping;
     that is what lets the hottest route run close to a bare aiohttp handler.
 
-    Bounded by the bytes it holds (``max_bytes``): when full, the oldest entries go first (a dict
-    keeps insertion order, so this costs nothing on a hit). Entries never expire: a version's
-    answers never change. Hits and misses are counted as ``cache="memo"``.
+    An answer may also be stored under an alias: the HTTP route's request target as sent
+    (``/v1/similar/1?k=10``), so a repeated request is answered before its path and query are
+    even parsed. Within one version a target always gets the same answer.
+
+    Bounded by the bytes it holds (``max_bytes``; an alias counts its own length and its body's,
+    though the body is shared): when full, the oldest entries go first (a dict keeps insertion
+    order, so this costs nothing on a hit). Entries never expire: a version's answers never
+    change. Hits and misses are counted as ``cache="memo"``, once per lookup.
     """
 
     def __init__(self, max_bytes: int, metrics: Metrics | None = None) -> None:
@@ -125,14 +134,25 @@ class ResponseMemo:
             counter.inc()
         return value
 
+    def get_alias(self, alias: str) -> bytes | None:
+        """``get`` by an alias (see ``put``), counting only a hit: a caller that misses looks up the
+        key next (``get`` counts that lookup, hit or miss)."""
+        value = self._data.get(alias)
+        if value is not None and self._hit is not None:
+            self._hit.inc()
+        return value
+
     def put(self, key: object, value: bytes) -> None:
-        if len(value) > self.max_bytes or key in self._data:
+        """Store ``value`` under ``key`` (a tuple of query arguments), or under an alias (a str)."""
+        size = _entry_size(key, value)
+        if size > self.max_bytes or key in self._data:
             return
         data = self._data
-        while data and self.size + len(value) > self.max_bytes:
-            self.size -= len(data.pop(next(iter(data))))
+        while data and self.size + size > self.max_bytes:
+            oldest = next(iter(data))
+            self.size -= _entry_size(oldest, data.pop(oldest))
         data[key] = value
-        self.size += len(value)
+        self.size += size
 
     def clear(self) -> None:
         self._data.clear()

@@ -24,9 +24,9 @@ from services.platform.middleware import (
     UNMATCHED,
     Gate,
     Handler,
-    RequestIds,
     observe,
     observed,
+    request_ids,
     unmatched,
 )
 from services.platform.openapi import document, system_paths
@@ -61,7 +61,7 @@ def create_base_app(
     app[SERVICE_NAME] = service
     app[METRICS] = Metrics(service)
     app[ACCESS_LOG] = access_log(service, settings)
-    app[REQUEST_IDS] = RequestIds()
+    app[REQUEST_IDS] = request_ids()
     app[GATE] = Gate(settings.max_inflight)
     app[READY_CHECKS] = {}
     app[OPENAPI_PATHS] = {}

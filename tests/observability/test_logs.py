@@ -8,8 +8,9 @@ import uuid
 
 import orjson
 import pytest
+from aiohttp.test_utils import make_mocked_request
 
-from services.platform.logs import AccessLog, request_id_var
+from services.platform.logs import AccessLog
 from tests.observability.conftest import service_env
 from tests.observability.helpers import access_lines, json_lines
 from tests.support import wait_until
@@ -83,6 +84,11 @@ def logged_ids(log: AccessLog, read_fd: int) -> list[str]:
     return [orjson.loads(line)["request_id"] for line in data.splitlines()]
 
 
+MOVIE = make_mocked_request("GET", "/v1/movies/1")
+MOVIES = make_mocked_request("GET", "/v1/movies")
+SIMILAR = make_mocked_request("GET", "/v1/similar/1")
+
+
 def sampled_log(service: str, sample: int) -> tuple[AccessLog, int]:
     read_fd, write_fd = os.pipe()
     return AccessLog(service, write_fd, sample=sample, slow=0.25), read_fd
@@ -93,10 +99,8 @@ def test_quick_reads_are_sampled_by_request_id_alike_in_every_service() -> None:
     recommender, recommender_out = sampled_log("recommender", 10)
     ids = [f"page-{n}" for n in range(300)]
     for request_id in ids:
-        token = request_id_var.set(request_id)
-        catalog.write("GET", "/v1/movies/{movie_id}", "/v1/movies/1", 200, 0.001)
-        recommender.write("GET", "/v1/similar/{movie_id}", "/v1/similar/1", 200, 0.001)
-        request_id_var.reset(token)
+        catalog.write(request_id, "GET", "/v1/movies/{movie_id}", MOVIE, 200, 0.001)
+        recommender.write(request_id, "GET", "/v1/similar/{movie_id}", SIMILAR, 200, 0.001)
     sampled = logged_ids(catalog, catalog_out)
     assert sampled == logged_ids(recommender, recommender_out), "one page: logged by all or none"
     assert 0 < len(sampled) < len(ids) / 3
@@ -106,17 +110,13 @@ def test_errors_writes_and_slow_requests_are_always_logged() -> None:
     log, out = sampled_log("catalog", 1_000_000)
     kept = {"error": ("GET", 404, 0.001), "write": ("POST", 201, 0.001), "slow": ("GET", 200, 0.3)}
     for request_id, (method, status, seconds) in kept.items():
-        token = request_id_var.set(request_id)
-        log.write(method, "/v1/movies", "/v1/movies", status, seconds)
-        log.write("GET", "/v1/movies", "/v1/movies", 200, 0.001)  # a quick read: not this one
-        request_id_var.reset(token)
+        log.write(request_id, method, "/v1/movies", MOVIES, status, seconds)
+        log.write(request_id, "GET", "/v1/movies", MOVIES, 200, 0.001)  # a quick read: not this one
     assert logged_ids(log, out) == list(kept)
 
 
 def test_a_sample_of_one_logs_every_request() -> None:
     log, out = sampled_log("catalog", 1)
     for n in range(50):
-        token = request_id_var.set(f"r{n}")
-        log.write("GET", "/v1/movies", "/v1/movies", 200, 0.001)
-        request_id_var.reset(token)
+        log.write(f"r{n}", "GET", "/v1/movies", MOVIES, 200, 0.001)
     assert logged_ids(log, out) == [f"r{n}" for n in range(50)]

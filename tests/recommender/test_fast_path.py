@@ -134,15 +134,60 @@ async def test_box_fast_path_still_validates_types(settings: Settings) -> None:
 
 def test_response_memo_is_bounded_by_bytes() -> None:
     memo = ResponseMemo(max_bytes=10)
-    memo.put("a", b"1234")
-    memo.put("b", b"1234")
-    assert memo.size == 8 and memo.get("a") == b"1234"
-    memo.put("c", b"123")  # over budget: the oldest entry goes
-    assert memo.get("a") is None and memo.get("b") == b"1234" and memo.get("c") == b"123"
-    assert memo.size == 7
-    memo.put("huge", b"x" * 11)  # larger than the whole budget: never stored
-    assert "huge" not in memo and len(memo) == 2
-    memo.put("b", b"12")  # an existing key keeps its first value (answers never change)
-    assert memo.get("b") == b"1234"
+    memo.put((1, 1), b"1234")
+    memo.put((2, 1), b"1234")
+    assert memo.size == 8 and memo.get((1, 1)) == b"1234"
+    memo.put((3, 1), b"123")  # over budget: the oldest entry goes
+    assert memo.get((1, 1)) is None and memo.get((2, 1)) == b"1234"
+    assert memo.get((3, 1)) == b"123" and memo.size == 7
+    memo.put((4, 1), b"x" * 11)  # larger than the whole budget: never stored
+    assert (4, 1) not in memo and len(memo) == 2
+    memo.put((2, 1), b"12")  # an existing key keeps its first value (answers never change)
+    assert memo.get((2, 1)) == b"1234"
     memo.clear()
     assert len(memo) == 0 and memo.size == 0
+
+
+def test_an_alias_counts_its_own_length_too() -> None:
+    memo = ResponseMemo(max_bytes=20)
+    memo.put("/v1/similar/1", b"1234")  # 13 + 4 bytes
+    assert memo.size == 17 and memo.get_alias("/v1/similar/1") == b"1234"
+    memo.put((1, 10), b"1234")  # 21 > 20: the alias, oldest, goes
+    assert memo.get_alias("/v1/similar/1") is None and memo.size == 4
+
+
+async def test_a_repeated_request_target_is_answered_by_its_alias(
+    settings: Settings, http: aiohttp.ClientSession
+) -> None:
+    rec = await start(settings)
+    try:
+        metrics = rec.box.metrics
+        _, first = await get_raw(http, f"{rec.url}/v1/similar/1?k=5")
+        assert "/v1/similar/1?k=5" in rec.box.current.memo
+        _, other_form = await get_raw(http, f"{rec.url}/v1/similar/1?k=05")  # same (id, k)
+        assert "/v1/similar/1?k=05" in rec.box.current.memo
+        hits, misses = memo_count(metrics, "hit"), memo_count(metrics, "miss")
+        _, again = await get_raw(http, f"{rec.url}/v1/similar/1?k=05")
+        assert again == other_form == first.replace(b'"collaborative"', b'"cache"')
+        assert (memo_count(metrics, "hit"), memo_count(metrics, "miss")) == (hits + 1, misses)
+    finally:
+        await rec.server.close()
+
+
+async def test_an_arm_target_is_never_remembered_by_target(
+    settings: Settings, http: aiohttp.ClientSession
+) -> None:
+    """Which version answers an arm changes with the experiment: the published version's memo
+    must not keep an answer for it."""
+    rec = await start(settings)
+    try:
+        for _ in range(2):
+            status, body = await get_json(http, f"{rec.url}/v1/similar/1?arm=control")
+            assert (status, body["model_version"]) == (200, rec.box.version)
+        assert "/v1/similar/1?arm=control" not in rec.box.current.memo
+        status, body = await get_json(http, f"{rec.url}/v1/similar/1?farm=1")  # not an arm
+        assert status == 200
+        status, body = await get_json(http, f"{rec.url}/v1/similar/1?arm=both")
+        assert (status, body["error"]["code"]) == (400, "invalid_arm")
+    finally:
+        await rec.server.close()
