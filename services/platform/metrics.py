@@ -147,9 +147,9 @@ class Metrics:
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one served request, cheaply: it is tallied in plain Python and the tallies are
-        added to the Prometheus values once per turn of the event loop (``flush``), so a busy
-        server pays prometheus-client's locks and (with several workers) its memory-mapped
-        writes once per batch of requests, not per request."""
+        added to the Prometheus values at most every ``FLUSH_INTERVAL`` (``flush``, also run
+        before a scrape), so a busy server pays prometheus-client's locks and (with several
+        workers) its memory-mapped writes once per batch of requests, not per request."""
         key = (route, method, status)
         tally = self._tallies.get(key)
         if tally is None:
@@ -172,8 +172,8 @@ class Metrics:
             tally.flush()
 
     def _touch(self, tally: _Tally | TalliedCounter) -> None:
-        """``tally`` has its first counts since a flush: one flush per turn of the loop for all
-        of them (at once when there is no loop)."""
+        """``tally`` has its first counts since a flush: one flush for all of them within
+        ``FLUSH_INTERVAL`` (at once when there is no loop)."""
         self._touched.append(tally)
         if len(self._touched) == 1:
             _schedule(self.flush)
@@ -270,10 +270,16 @@ class TalliedCounter:
             self.child.inc(pending)
 
 
+FLUSH_INTERVAL = 0.05
+"""Seconds tallies may wait for their flush. Not the next turn of the loop: at half load most
+turns serve one request, and a flush per turn cost more than the request (prometheus-client's
+locks, and ``get_running_loop`` is a ``getpid`` system call on Python 3.11)."""
+
+
 def _schedule(flush: Callable[[], None]) -> None:
-    """Run ``flush`` at the next turn of the event loop, or now when there is no loop."""
+    """Run ``flush`` within ``FLUSH_INTERVAL``, or now when there is no loop."""
     try:
-        asyncio.get_running_loop().call_soon(flush)
+        asyncio.get_running_loop().call_later(FLUSH_INTERVAL, flush)
     except RuntimeError:
         flush()
 
