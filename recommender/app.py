@@ -57,7 +57,7 @@ def _arm(request: web.Request) -> Arm | None:
     raise BadRequest(f"arm must be one of {', '.join(ARMS)}, got {value!r}", code="invalid_arm")
 
 
-MAX_ALIAS = 64  # longer request targets are answered, not remembered (they are not the clients')
+MAX_ALIAS = 64  # longer request targets are answered, not remembered (our clients' are shorter)
 
 
 def similar_route(box: RecommenderBox) -> Handler:

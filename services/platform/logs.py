@@ -99,8 +99,8 @@ class AccessLog:
         status: int,
         seconds: float,
     ) -> None:
-        """Log ``request`` (its path is read only for a line written: decoding it costs ~1 % of
-        a cache hit) unless it is a quick read sampled out."""
+        """Log ``request`` unless it is a quick read sampled out (its path is decoded only for a
+        line written)."""
         if (
             self.sample > 1
             and status < 400

@@ -264,6 +264,7 @@ async def test_tallied_counts_reach_prometheus_within_the_flush_interval() -> No
     hits.inc()
     hits.inc(2)
     assert not memo_hits(metrics), "counted in plain Python first"
+
     async def flushed() -> bool:
         return memo_hits(metrics) == 3
 
