@@ -9,7 +9,6 @@ import dataclasses
 import random
 import shutil
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -61,13 +60,6 @@ def republish(model_dir: Path) -> str:
     return registry.register(
         model, data_hash=manifest.data_hash, metrics={"republished": 1.0}, trained_seconds=0.0
     ).version
-
-
-@pytest.fixture
-async def rec(settings: Settings) -> AsyncIterator[Running]:
-    running = await start(settings)
-    yield running
-    await running.server.close()
 
 
 async def test_similar_shape_then_cached(
