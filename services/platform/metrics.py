@@ -58,9 +58,6 @@ class Metrics:
         self.service = service
         self.registry = CollectorRegistry()
         self.multiprocess_dir = multiprocess_dir()
-        # With several workers a scrape reads the other workers' files without flushing them,
-        # and a killed worker keeps what it flushed: each flushes at the next turn of its loop.
-        self.flush_delay = 0.0 if self.multiprocess_dir else FLUSH_INTERVAL
         r = self.registry
         if self.multiprocess_dir is None:
             ProcessCollector(registry=r)  # this process's CPU, memory, file descriptors
@@ -150,9 +147,9 @@ class Metrics:
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one served request, cheaply: it is tallied in plain Python and the tallies are
-        added to the Prometheus values at most ``flush_delay`` later (``flush``, also run
-        before a scrape), so a busy server pays prometheus-client's locks and (with several
-        workers) its memory-mapped writes once per batch of requests, not per request."""
+        added to the Prometheus values once per turn of the event loop (``flush``), so a busy
+        server pays prometheus-client's locks and (with several workers) its memory-mapped
+        writes once per batch of requests, not per request."""
         key = (route, method, status)
         tally = self._tallies.get(key)
         if tally is None:
@@ -175,11 +172,11 @@ class Metrics:
             tally.flush()
 
     def _touch(self, tally: _Tally | TalliedCounter) -> None:
-        """``tally`` has its first counts since a flush: one flush for all of them within
-        ``flush_delay`` (at once when there is no loop)."""
+        """``tally`` has its first counts since a flush: one flush per turn of the loop for all
+        of them (at once when there is no loop)."""
         self._touched.append(tally)
         if len(self._touched) == 1:
-            _schedule(self.flush, self.flush_delay)
+            _schedule(self.flush)
 
     def tallied(self, child: Counter) -> TalliedCounter:
         """``child`` counted as a ``TalliedCounter``, flushed with the request tallies."""
@@ -273,25 +270,12 @@ class TalliedCounter:
             self.child.inc(pending)
 
 
-FLUSH_INTERVAL = 0.05
-"""Seconds tallies may wait for their flush in a single process, whose scrapes flush first. Not
-the next turn of the loop: at half load most turns serve one request, and a flush per turn cost
-more than the request (prometheus-client's locks, and ``get_running_loop`` is a ``getpid``
-system call on Python 3.11)."""
-
-
-def _schedule(flush: Callable[[], None], delay: float) -> None:
-    """Run ``flush`` ``delay`` seconds from now (0: at the next turn of the loop), or now when
-    there is no loop."""
+def _schedule(flush: Callable[[], None]) -> None:
+    """Run ``flush`` at the next turn of the event loop, or now when there is no loop."""
     try:
-        loop = asyncio.get_running_loop()
+        asyncio.get_running_loop().call_soon(flush)
     except RuntimeError:
         flush()
-        return
-    if delay:
-        loop.call_later(delay, flush)
-    else:
-        loop.call_soon(flush)
 
 
 # ---- several worker processes -------------------------------------------------------------
