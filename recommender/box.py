@@ -261,13 +261,12 @@ class RecommenderBox:
                 if alias is not None:
                     loaded.memo.put(alias, body)
                 return body
-        return await self.similar_json_past_memo(movie_id, k, loaded, alias)
+        return await self._similar_past_memo(loaded, movie_id, k, alias)
 
-    async def similar_json_past_memo(
-        self, movie_id: int, k: int = 10, loaded: Loaded | None = None, alias: str | None = None
+    async def _similar_past_memo(
+        self, loaded: Loaded, movie_id: int, k: int, alias: str | None
     ) -> bytes:
         """``similar_json`` for a memo miss: validate, then single-flight and the cache tiers."""
-        loaded = loaded or self._loaded()
         check_id(movie_id, "movie_id")
         check_k(k)
         if movie_id not in loaded.known:
