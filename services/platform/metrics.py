@@ -148,8 +148,8 @@ class Metrics:
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one served request, cheaply: it is tallied in plain Python and the tallies are
         added to the Prometheus values once per turn of the event loop (``flush``), so a busy
-        server pays prometheus-client's locks and (with several workers) its memory-mapped
-        writes once per batch of requests, not per request."""
+        server pays prometheus-client's locks once per batch of requests, not per request (with
+        several workers, see ``_touch``)."""
         key = (route, method, status)
         tally = self._tallies.get(key)
         if tally is None:
@@ -173,7 +173,15 @@ class Metrics:
 
     def _touch(self, tally: _Tally | TalliedCounter) -> None:
         """``tally`` has its first counts since a flush: one flush per turn of the loop for all
-        of them (at once when there is no loop)."""
+        of them (at once when there is no loop).
+
+        With several workers the counts go to the worker's file at once instead: a worker killed
+        by SIGKILL right after answering must leave that request counted, and a response is
+        written after its tally (a streamed page excepted), so nothing it answered is lost. The
+        price, a few memory-mapped writes per request, is paid only in that mode."""
+        if self.multiprocess_dir is not None:
+            tally.flush()
+            return
         self._touched.append(tally)
         if len(self._touched) == 1:
             _schedule(self.flush)
