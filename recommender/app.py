@@ -27,6 +27,7 @@ from services.platform.app import (
     add_openapi_paths,
     add_ready_check,
     add_route,
+    answer_before_routing,
     create_base_app,
 )
 from services.platform.auth import bearer_ok
@@ -57,31 +58,26 @@ def _arm(request: web.Request) -> Arm | None:
     raise BadRequest(f"arm must be one of {', '.join(ARMS)}, got {value!r}", code="invalid_arm")
 
 
+SIMILAR = "/v1/similar/{movie_id}"
 MAX_ALIAS = 64  # longer request targets are answered, not remembered (our clients' are shorter)
 
 
-def similar_route(box: RecommenderBox) -> Handler:
-    """``GET /v1/similar/{movie_id}``, the hot path. A request target the served version has
-    answered before (``/v1/similar/1?k=10``) gets its memoised bytes before anything is parsed
-    (``RecommenderBox.memoised_alias``); any other is parsed, validated and answered by the
-    box, which remembers the target. ``?arm=control|candidate``: the running experiment's
-    version for that arm answers (never remembered by target: an arm's version changes)."""
+def similar_route(box: RecommenderBox, by_target: bool) -> Handler:
+    """``GET /v1/similar/{movie_id}``, the hot path. ``by_target``: the app answers a request
+    target (``/v1/similar/1?k=10``) the served version has answered before ahead of routing
+    (``answer_before_routing``), so the box remembers each answer by its target too.
+    ``?arm=control|candidate``: the running experiment's version for that arm answers (never
+    remembered by target: which version answers an arm changes with the experiment)."""
 
     async def similar(request: web.Request) -> web.Response:
+        movie_id, k = path_id(request, "movie_id"), _k(request)
+        if "arm=" in request.rel_url.raw_query_string:
+            return raw_json_response(await box.similar_json(movie_id, k, _arm(request)))
         target = request.raw_path
-        body = box.memoised_alias(target)
-        if body is None:
-            body = await _similar(box, request, target)
-        return raw_json_response(body)
+        alias = target if by_target and len(target) <= MAX_ALIAS else None
+        return raw_json_response(await box.similar_json(movie_id, k, alias=alias))
 
     return similar
-
-
-async def _similar(box: RecommenderBox, request: web.Request, target: str) -> bytes:
-    movie_id, k = path_id(request, "movie_id"), _k(request)
-    if "arm=" in request.rel_url.raw_query_string:
-        return await box.similar_json(movie_id, k, _arm(request))
-    return await box.similar_json(movie_id, k, alias=target if len(target) <= MAX_ALIAS else None)
 
 
 async def similar_batch(request: web.Request) -> web.Response:
@@ -175,7 +171,8 @@ def setup_recommender(app: web.Application) -> None:
     setup_experiments(app, box)  # before recommender_ctx: the box starts with the store
     app.cleanup_ctx.append(recommender_ctx)
     add_ready_check(app, "model", lambda: box.ready)
-    add_route(app, "GET", "/v1/similar/{movie_id}", similar_route(box))
+    by_target = answer_before_routing(app, SIMILAR, box.memoised_alias)
+    add_route(app, "GET", SIMILAR, similar_route(box, by_target))
     add_route(app, "GET", "/v1/similar", similar_batch)
     add_route(app, "GET", "/v1/users/{user_id}/recommendations", user_recommendations)
     add_route(app, "POST", "/v1/recommendations", recommendations)

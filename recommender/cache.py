@@ -110,8 +110,9 @@ class ResponseMemo:
     that is what lets the hottest route run close to a bare aiohttp handler.
 
     An answer may also be stored under an alias: the HTTP route's request target as sent
-    (``/v1/similar/1?k=10``), so a repeated request is answered before its path and query are
-    even parsed. Within one version a target always gets the same answer.
+    (``/v1/similar/1?k=10``), so the recommender service answers a repeated request before
+    aiohttp routes it (``answer_before_routing``). Within one version a target always gets the
+    same answer.
 
     Bounded by the bytes it holds (``max_bytes``; an alias counts its own length and its body's,
     though the body is shared): when full, the oldest entries go first (a dict keeps insertion

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from services.platform.jsonutil import json_response
+from services.platform.jsonutil import json_response, raw_json_response
 from services.platform.logs import access_log
 from services.platform.metrics import Metrics
 from services.platform.middleware import (
@@ -84,6 +84,45 @@ def add_route(app: web.Application, method: str, path: str, handler: Handler) ->
         app.router.add_get(path, handler)
     else:
         app.router.add_route(method, path, handler)
+
+
+_REMEMBERED = web.RequestKey("remembered", bytes)
+
+
+def answer_before_routing(
+    app: web.Application, route: str, remembered: Callable[[str], bytes | None]
+) -> bool:
+    """Answer a GET whose request target (path and query as sent) ``remembered`` knows with
+    those JSON bytes before aiohttp routes it, observed as ``route``'s requests are.
+
+    For answers a route keeps by target (the recommender's memo): the router is frozen once the
+    app starts, so a target the route answered before would reach it again, and resolving it
+    (the path's pattern, match info, the handler chain) costs more CPU than a cache hit's own
+    work (docs/performance.md). aiohttp has no public hook ahead of routing; this wraps the
+    entry point its server calls per request, ``Application._handle`` (aiohttp is pinned, and
+    tests/platform/test_app.py fails should that call change). An app with middlewares of its
+    own (the monolith's web server) keeps routing every request: its middlewares must see them.
+    Returns whether requests are answered so (a route need not remember by target otherwise).
+    """
+    if not app[OBSERVED_IN_ROUTES]:
+        return False
+    answer = observed(_remembered_answer, route, app)
+    routed = app._handle
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if request.method == "GET":
+            body = remembered(request.raw_path)
+            if body is not None:
+                request[_REMEMBERED] = body
+                return await answer(request)
+        return await routed(request)
+
+    app._handle = handle  # type: ignore[method-assign]
+    return True
+
+
+async def _remembered_answer(request: web.Request) -> web.Response:
+    return raw_json_response(request[_REMEMBERED])
 
 
 def add_ready_check(app: web.Application, name: str, check: Callable[[], bool]) -> None:

@@ -53,3 +53,35 @@ async def replicas() -> AsyncIterator[list[tuple[str, Behaviour]]]:
     yield [(url, behaviour) for _, url, behaviour in started]
     for server, _, _ in started:
         await server.close()
+
+
+@dataclass
+class Remembering:
+    """A service app whose ``/things/{thing}`` route keeps answers by request target."""
+
+    url: str
+    app: web.Application
+    remembered: dict[str, bytes]
+    routed: list[str]  # the targets the route's own handler saw
+
+
+@pytest.fixture
+async def remembering(tmp_path) -> AsyncIterator[Remembering]:
+    from services.platform.app import add_route, answer_before_routing, create_base_app
+    from services.platform.settings import Settings
+
+    app = create_base_app(Settings(var_dir=tmp_path, access_log=False), "t")
+    remembered: dict[str, bytes] = {"/things/1?k=2": b'{"thing":1,"from":"memory"}'}
+    routed: list[str] = []
+
+    async def thing(request: web.Request) -> web.Response:
+        routed.append(request.raw_path)
+        return web.json_response({"thing": request.match_info["thing"], "from": "route"})
+
+    assert answer_before_routing(app, "/things/{thing}", remembered.get)
+    add_route(app, "GET", "/things/{thing}", thing)
+    add_route(app, "POST", "/things/{thing}", thing)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    yield Remembering(str(server.make_url("")).rstrip("/"), app, remembered, routed)
+    await server.close()
