@@ -100,9 +100,10 @@ def answer_before_routing(
     (the path's pattern, match info, the handler chain) costs more CPU than a cache hit's own
     work (docs/performance.md). aiohttp has no public hook ahead of routing; this wraps the
     entry point its server calls per request, ``Application._handle`` (aiohttp is pinned, and
-    tests/platform/test_app.py fails should that call change). An app with middlewares of its
-    own (the monolith's web server) keeps routing every request: its middlewares must see them.
-    Returns whether requests are answered so (a route need not remember by target otherwise).
+    tests/platform/test_answer_before_routing.py fails should that call change). An app with
+    middlewares of its own (the monolith's web server) keeps routing every request: they must
+    see them all. Returns whether requests are answered so (else a route need not remember by
+    target).
     """
     if not app[OBSERVED_IN_ROUTES]:
         return False

@@ -10,6 +10,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from services.platform.app import add_route, answer_before_routing, create_base_app
+from services.platform.settings import Settings
+
 
 @dataclass
 class Behaviour:
@@ -67,9 +70,6 @@ class Remembering:
 
 @pytest.fixture
 async def remembering(tmp_path) -> AsyncIterator[Remembering]:
-    from services.platform.app import add_route, answer_before_routing, create_base_app
-    from services.platform.settings import Settings
-
     app = create_base_app(Settings(var_dir=tmp_path, access_log=False), "t")
     remembered: dict[str, bytes] = {"/things/1?k=2": b'{"thing":1,"from":"memory"}'}
     routed: list[str] = []
