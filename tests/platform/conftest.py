@@ -63,7 +63,6 @@ class Remembering:
     """A service app whose ``/things/{thing}`` route keeps answers by request target."""
 
     url: str
-    app: web.Application
     remembered: dict[str, bytes]
     routed: list[str]  # the targets the route's own handler saw
 
@@ -83,5 +82,5 @@ async def remembering(tmp_path) -> AsyncIterator[Remembering]:
     add_route(app, "POST", "/things/{thing}", thing)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
-    yield Remembering(str(server.make_url("")).rstrip("/"), app, remembered, routed)
+    yield Remembering(str(server.make_url("")).rstrip("/"), remembered, routed)
     await server.close()

@@ -7,15 +7,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from services.platform.app import add_route, answer_before_routing, create_base_app
-from services.platform.middleware import METRICS
 from services.platform.settings import Settings
-
-
-def requests_counted(app: web.Application, route: str, method: str, status: int) -> float:
-    metrics = app[METRICS]
-    metrics.flush()
-    labels = {"route": route, "method": method, "status": str(status)}
-    return metrics.registry.get_sample_value("marquee_http_requests_total", labels) or 0.0
+from tests.observability.helpers import scrape, value
 
 
 async def test_a_remembered_target_is_answered_without_reaching_the_route(remembering, http):
@@ -29,7 +22,9 @@ async def test_a_remembered_target_is_answered_without_reaching_the_route(rememb
 async def test_a_remembered_answer_is_counted_as_the_routes_request(remembering, http):
     for _ in range(3):
         await (await http.get(remembering.url + "/things/1?k=2")).release()
-    assert requests_counted(remembering.app, "/things/{thing}", "GET", 200) == 3
+    text = await scrape(http, remembering.url)
+    counted = value(text, "marquee_http_requests_total", route="/things/{thing}", status="200")
+    assert counted == 3
 
 
 async def test_any_other_target_is_routed(remembering, http):
