@@ -146,7 +146,7 @@ def run(ctx: Context) -> BenchResult:
             base_halves: list[dict] = []
             for n in range(ROUNDS):
                 for url, runs in ((rec_url, hit_halves), (base_url, base_halves)):
-                    out = ctx.workdir / f"open-{len(runs)}-{n}-{url.rsplit(':', 1)[1]}.json"
+                    out = ctx.workdir / f"open-{n}-{url.rsplit(':', 1)[1]}.json"
                     runs.append(
                         open_loop(url, paths_file, half, duration, cpus=ctx.cpus.load, out=out)
                     )
